@@ -1,0 +1,32 @@
+"""refrnn: ground-truth recurrent cells in NumPy with hand-derived backprop, and fast paths proven equal.
+
+Importing refrnn imports NumPy only. Numba, torch and the CUDA kernels load on first use of the
+code that needs them.
+
+Quick start::
+
+    import numpy as np
+    from refrnn import gru
+    p = gru.init(input_size=8, hidden_size=16, rng=0)
+    x = np.random.default_rng(1).standard_normal((20, 4, 8))   # (T, B, D), time-major
+    y, h_T, cache = gru.forward(p, x)
+    grads, dx, dh0 = gru.backward(p, cache, dy=np.ones_like(y))
+"""
+
+from . import layouts, stack
+from .cells import GRUParams, LSTMParams, gru, lstm, module_for
+from .gradcheck import GradcheckReport, gradcheck
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GRUParams",
+    "GradcheckReport",
+    "LSTMParams",
+    "gradcheck",
+    "gru",
+    "layouts",
+    "lstm",
+    "module_for",
+    "stack",
+]

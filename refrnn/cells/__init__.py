@@ -1,0 +1,33 @@
+"""Reference cells. Each is a module of pure functions over plain arrays::
+
+    params = <cell>.init(D, H, rng=0)
+    y, state_T, cache = <cell>.forward(params, x, state0)
+    grads, dx, dstate0 = <cell>.backward(params, cache, dy, dstate_T)
+
+:func:`module_for` is the one place that maps a parameter container to its cell module.
+"""
+
+from __future__ import annotations
+
+from . import gru, lstm
+from .gru import GRUParams
+from .lstm import LSTMParams
+
+_MODULES = {GRUParams: gru, LSTMParams: lstm}
+
+
+def register(params_cls, module) -> None:
+    """Make ``module`` (with ``forward``, ``backward``, ``zero_state``) the cell of ``params_cls``."""
+    _MODULES[params_cls] = module
+
+
+def module_for(params):
+    """The cell module whose ``forward``/``backward`` take ``params``."""
+    try:
+        return _MODULES[type(params)]
+    except KeyError:
+        known = ", ".join(cls.__name__ for cls in _MODULES)
+        raise TypeError(f"params: expected one of {known}, got {type(params).__name__}") from None
+
+
+__all__ = ["gru", "lstm", "GRUParams", "LSTMParams", "module_for", "register"]
