@@ -113,3 +113,69 @@ def random_case(kind: str, *, T: int, B: int, D: int, H: int, layers: int = 1, s
         for _ in range(layers)
     )
     return params, x, state0
+
+
+def _cases():
+    for kind in ("GRU", "LSTM"):
+        for layers in (1, 2, 3):
+            yield kind, layers
+    yield "GRUCell", 1
+    yield "LSTMCell", 1
+
+
+def main(argv=None) -> int:
+    """``refrnn verify torch``: reference cells vs the installed PyTorch, and the gradient check."""
+    import argparse
+    import time
+
+    from . import gru, lstm
+    from .gradcheck import gradcheck
+
+    parser = argparse.ArgumentParser(prog="refrnn verify", description=main.__doc__)
+    parser.add_argument("target", choices=["torch"], help="the implementation to check")
+    parser.add_argument("--steps", type=int, default=100, help="sequence length T (default 100)")
+    args = parser.parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        print("refrnn verify torch: PyTorch is not installed (pip install 'refrnn[torch]')")
+        return 2
+
+    tol_fwd, tol_grad = 1e-10, 1e-6
+    start = time.perf_counter()
+    rows, ok = [], True
+    print(f"refrnn vs torch {torch.__version__} (float64, T={args.steps}, B=3, D=5, H=7); tolerance {tol_fwd:g} absolute")
+    for seed, (kind, layers) in enumerate(_cases()):
+        params, x, state0 = random_case(kind, T=args.steps, B=3, D=5, H=7, layers=layers, seed=seed)
+        errs = compare(kind, params, x, state0, seed=seed)
+        fwd = max(v for k, v in errs.items() if not k.startswith("d"))
+        grad_name = max((k for k in errs if k.startswith("d")), key=errs.get)
+        passed = max(errs.values()) <= tol_fwd
+        ok &= passed
+        rows.append((f"nn.{kind}", str(layers), f"{fwd:.1e}", f"{errs[grad_name]:.1e} ({grad_name})", "PASS" if passed else "FAIL"))
+    _table(("module", "layers", "worst output err", "worst gradient err", ""), rows)
+
+    print(f"\nhand-derived backward vs central differences (float64); tolerance {tol_grad:g} relative")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 2, 3))
+    models = {
+        "GRU reset=after": gru.init(3, 4, reset="after", rng=1),
+        "GRU reset=before": gru.init(3, 4, reset="before", rng=2),
+        "LSTM": lstm.init(3, 4, rng=3),
+        "stack GRU/LSTM/GRU": (gru.init(3, 4, rng=4), lstm.init(4, 4, rng=5), gru.init(4, 3, reset="before", rng=6)),
+    }
+    rows = []
+    for name, params in models.items():
+        report = gradcheck(params, x, tol=tol_grad, seed=7)
+        ok &= report.passed
+        worst, err = report.worst
+        rows.append((name, f"{err:.1e} ({worst})", "PASS" if report.passed else "FAIL"))
+    _table(("cell", "worst relative error", ""), rows)
+    print(f"\n{'all checks passed' if ok else 'SOME CHECKS FAILED'} in {time.perf_counter() - start:.1f} s")
+    return 0 if ok else 1
+
+
+def _table(header, rows) -> None:
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    for r in (header, tuple("-" * w for w in widths), *rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
