@@ -13,7 +13,7 @@ Quick start::
     grads, dx, dh0 = gru.backward(p, cache, dy=np.ones_like(y))
 """
 
-from . import layouts, stack
+from . import deep, layouts, mlp, stack, wavefront
 from .cells import GRUParams, LSTMParams, gru, lstm, module_for
 from .gradcheck import GradcheckReport, gradcheck
 
@@ -22,11 +22,14 @@ __version__ = "0.1.0"
 __all__ = [
     "GRUParams",
     "GradcheckReport",
+    "deep",
     "LSTMParams",
     "gradcheck",
     "gru",
     "layouts",
     "lstm",
+    "mlp",
     "module_for",
     "stack",
+    "wavefront",
 ]
