@@ -14,12 +14,13 @@ Quick start::
 """
 
 from . import deep, layouts, mlp, stack, wavefront
-from .cells import GRUParams, LSTMParams, gru, lstm, module_for
+from .cells import GRUParams, LSTMParams, ccgru, gru, lstm, module_for
 from .gradcheck import GradcheckReport, gradcheck
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ccgru",
     "GRUParams",
     "GradcheckReport",
     "deep",

@@ -24,7 +24,10 @@ for _name in ("sru", "ccgru"):
         if err.name != f"refrnn.cells.{_name}":
             raise
         continue
-    MAKERS[_name] = lambda d, h, rng, cell=_cell: cell.init(d, h, rng=rng)
+    # ccgru's default "train" mode normalises over the batch, which needs B >= 2; the wavefront is an
+    # inference schedule, so run it with running statistics.
+    _opts = {"mode": "inference"} if _name == "ccgru" else {}
+    MAKERS[_name] = lambda d, h, rng, cell=_cell, opts=_opts: cell.init(d, h, rng=rng, **opts)
 KINDS = sorted(MAKERS)
 HIDDEN = (4, 5, 3, 6)
 

@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
-from . import gru, lstm
+from . import ccgru, gru, lstm
+from .ccgru import CCGRUBlockParams, CCGRULowRankParams, CCGRUParams
 from .gru import GRUParams
 from .lstm import LSTMParams
 
 _MODULES = {GRUParams: gru, LSTMParams: lstm}
+_MODULES.update(dict.fromkeys(ccgru.PARAM_CLASSES, ccgru))  # one class per update-gate variant
 
 
 def register(params_cls, module) -> None:
@@ -30,4 +32,15 @@ def module_for(params):
         raise TypeError(f"params: expected one of {known}, got {type(params).__name__}") from None
 
 
-__all__ = ["gru", "lstm", "GRUParams", "LSTMParams", "module_for", "register"]
+__all__ = [
+    "ccgru",
+    "gru",
+    "lstm",
+    "CCGRUBlockParams",
+    "CCGRULowRankParams",
+    "CCGRUParams",
+    "GRUParams",
+    "LSTMParams",
+    "module_for",
+    "register",
+]
