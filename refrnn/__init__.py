@@ -14,7 +14,7 @@ Quick start::
 """
 
 from . import deep, layouts, mlp, stack, wavefront
-from .cells import GRUParams, LSTMParams, ccgru, gru, lstm, module_for
+from .cells import GRUParams, LSTMParams, SRUParams, ccgru, gru, lstm, module_for, sru
 from .gradcheck import GradcheckReport, gradcheck
 
 __version__ = "0.1.0"
@@ -25,6 +25,7 @@ __all__ = [
     "GradcheckReport",
     "deep",
     "LSTMParams",
+    "SRUParams",
     "gradcheck",
     "gru",
     "layouts",
@@ -32,5 +33,6 @@ __all__ = [
     "mlp",
     "module_for",
     "stack",
+    "sru",
     "wavefront",
 ]

@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
-from . import ccgru, gru, lstm
+from . import ccgru, gru, lstm, sru
 from .ccgru import CCGRUBlockParams, CCGRULowRankParams, CCGRUParams
 from .gru import GRUParams
 from .lstm import LSTMParams
+from .sru import SRUParams
 
-_MODULES = {GRUParams: gru, LSTMParams: lstm}
+_MODULES = {GRUParams: gru, LSTMParams: lstm, SRUParams: sru}
 _MODULES.update(dict.fromkeys(ccgru.PARAM_CLASSES, ccgru))  # one class per update-gate variant
 
 
@@ -36,11 +37,13 @@ __all__ = [
     "ccgru",
     "gru",
     "lstm",
+    "sru",
     "CCGRUBlockParams",
     "CCGRULowRankParams",
     "CCGRUParams",
     "GRUParams",
     "LSTMParams",
+    "SRUParams",
     "module_for",
     "register",
 ]

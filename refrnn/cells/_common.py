@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -27,13 +28,25 @@ def gate_rows(gates: tuple[str, ...], name: str, hidden: int) -> slice:
     return slice(k * hidden, (k + 1) * hidden)
 
 
+class _class_or_instance:
+    """A method that receives the class, and the instance when called on one (``None`` on the class)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __get__(self, obj, cls):
+        return functools.partial(self.fn, cls, obj)
+
+
 @dataclasses.dataclass(frozen=True)
 class Params:
     """Base of every parameter container: a frozen dataclass of named float arrays.
 
     Subclasses list their array fields first; non-array fields (conventions, flags) are declared with
     ``metadata={"array": False}``. Gradients are returned in the same class, so ``grads.W_h`` is the
-    gradient of ``params.W_h``.
+    gradient of ``params.W_h``. An optional array field (an LSTM's peepholes or projection) defaults
+    to ``None``; an instance's :meth:`array_names`, :meth:`arrays` and :meth:`map` skip it while it is
+    ``None``, so the parameters a model does not have are never checked, mapped or differentiated.
     """
 
     def __post_init__(self):
@@ -55,9 +68,11 @@ class Params:
     def _check_shapes(self) -> None:  # pragma: no cover - every cell overrides this
         raise NotImplementedError
 
-    @classmethod
-    def array_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("array", True))
+    @_class_or_instance
+    def array_names(cls, self=None) -> tuple[str, ...]:
+        """The array fields: all of them on the class, those not ``None`` on an instance."""
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("array", True))
+        return names if self is None else tuple(n for n in names if getattr(self, n) is not None)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.array_names()}
@@ -65,6 +80,12 @@ class Params:
     @property
     def dtype(self) -> np.dtype:
         return getattr(self, self.array_names()[0]).dtype
+
+    @property
+    def output_size(self) -> int:
+        """The width of the cell's output ``y`` (what a layer above receives): ``hidden_size`` unless a
+        cell says otherwise (an LSTM with a projection outputs ``proj_size``)."""
+        return self.hidden_size
 
     def replace(self, **changes) -> "Params":
         return dataclasses.replace(self, **changes)
