@@ -13,13 +13,14 @@ Quick start::
     grads, dx, dh0 = gru.backward(p, cache, dy=np.ones_like(y))
 """
 
-from . import deep, layouts, mlp, stack, wavefront
+from . import bidirectional, deep, layouts, lengths, mlp, stack, wavefront
 from .cells import GRUParams, LSTMParams, SRUParams, ccgru, gru, lstm, module_for, sru
 from .gradcheck import GradcheckReport, gradcheck
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "bidirectional",
     "ccgru",
     "GRUParams",
     "GradcheckReport",
@@ -29,6 +30,7 @@ __all__ = [
     "gradcheck",
     "gru",
     "layouts",
+    "lengths",
     "lstm",
     "mlp",
     "module_for",

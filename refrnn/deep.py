@@ -60,10 +60,10 @@ class DeepRNN:
                     raise TypeError(f"layers[{k}]: {err}") from None
         layers = stack._layers(self.layers)
         head = mlp.check_layers(self.head, name="head")
-        if head[0].input_size != layers[-1].hidden_size:
+        if head[0].input_size != layers[-1].output_size:
             raise ValueError(
-                f"head[0]: input size {head[0].input_size} does not match layers[{len(layers) - 1}]'s hidden size "
-                f"{layers[-1].hidden_size}"
+                f"head[0]: input size {head[0].input_size} does not match layers[{len(layers) - 1}]'s output size "
+                f"{layers[-1].output_size}"
             )
         for name, p in [(f"layers[{k}]", p) for k, p in enumerate(layers)] + [("head[0]", head[0])]:
             if p.dtype != layers[0].dtype:
@@ -81,8 +81,8 @@ class DeepRNN:
 
     @property
     def hidden_size(self) -> int:
-        """The hidden size of the top recurrent layer (the head's input size)."""
-        return self.layers[-1].hidden_size
+        """The output width of the top recurrent layer (the head's input size)."""
+        return self.layers[-1].output_size
 
     @property
     def output_size(self) -> int:

@@ -1,10 +1,23 @@
 """Stacked recurrent layers: the output sequence of layer l is the input sequence of layer l+1.
 
-Layers may be of any cell (and mixed); each layer's state has that cell's form (``h`` for a GRU,
-``(h, c)`` for an LSTM). States are tuples with one entry per layer, bottom layer first, as in
-PyTorch's ``h_n[l]``.
+Layers may be of any cell (and mixed), including bidirectional layers
+(:class:`refrnn.bidirectional.BiLayer`); each layer's state has that layer's form (``h`` for a GRU,
+``(h, c)`` for an LSTM, ``(state_f, state_r)`` for a bidirectional layer). States are tuples with one
+entry per layer, bottom layer first; :func:`refrnn.layouts.torch.state_to_torch` turns them into
+PyTorch's ``h_n`` (layer 0 forward, layer 0 reverse, layer 1 forward, ...).
 
-Shapes: x (T, B, D); y (T, B, H_last).
+This module is also the entry point with PyTorch's input conventions (``torch.nn.GRU/LSTM``):
+
+* ``lengths`` (B,): variable-length batch, as with ``pack_padded_sequence`` (any order, i.e.
+  ``enforce_sorted=False``); every layer sees the same lengths (:mod:`refrnn.lengths`).
+* ``batch_first=True``: x (B, T, D), y (B, T, O); states keep the batch first as always (as in PyTorch,
+  where ``batch_first`` does not apply to ``h_0``/``h_n``).
+* unbatched input: x (T, D), y (T, O), every state array without its batch axis ((H,) instead of (B, H)).
+
+The per-cell functions stay time-major and batched; only this wrapper moves axes.
+
+Shapes: x (T, B, D); y (T, B, O_last) where O is a layer's output size (H, P with a projection, or the
+sum of both directions' for a bidirectional layer).
 """
 
 from __future__ import annotations
@@ -12,21 +25,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
+
+from . import lengths as _lengths
 from .cells import module_for
 
 
 class StackCache(NamedTuple):
     layers: tuple  # one cell cache per layer, bottom first
+    batch_first: bool = False
+    unbatched: bool = False
 
 
 def _layers(layers) -> tuple:
     if not isinstance(layers, Sequence) or isinstance(layers, (str, bytes)) or len(layers) == 0:
         raise TypeError(f"layers: expected a non-empty sequence of cell parameters, got {type(layers).__name__}")
     layers = tuple(layers)
+    for p in layers:  # an unknown container is named before its sizes are looked at
+        module_for(p)
     for k, (below, above) in enumerate(zip(layers, layers[1:])):
-        if above.input_size != below.hidden_size:
+        if above.input_size != below.output_size:
+            what = "hidden size" if below.output_size == below.hidden_size else "output size"
             raise ValueError(
-                f"layers[{k + 1}]: input size {above.input_size} does not match layers[{k}]'s hidden size {below.hidden_size}"
+                f"layers[{k + 1}]: input size {above.input_size} does not match layers[{k}]'s {what} {below.output_size}"
             )
     return layers
 
@@ -39,23 +60,108 @@ def _per_layer(name: str, value, n: int) -> tuple:
     return tuple(value)
 
 
-def forward(layers, x, state0=None):
-    """Run every layer over the sequence in turn; returns ``(y, states_T, cache)``."""
+def _add_batch_axis(name: str, state):
+    """An unbatched state (arrays of shape (H,)) as a batch of one ((1, H))."""
+
+    def add(a):
+        a = np.asarray(a)
+        if a.ndim != 1:
+            raise ValueError(
+                f"{name}: with unbatched input (x of shape (T, D)) every state array is unbatched, of shape (H,); "
+                f"got shape {a.shape}"
+            )
+        return a[None]
+
+    return None if state is None else _lengths.tree_map(add, state)
+
+
+def init(
+    cell,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    bidirectional: bool = False,
+    rng=None,
+    dtype=np.float64,
+    **options,
+) -> tuple:
+    """Layers shaped like ``torch.nn.GRU/LSTM(input_size, hidden_size, num_layers, bidirectional=...)``.
+
+    ``cell`` is a cell module (:mod:`refrnn.cells.gru`, :mod:`refrnn.cells.lstm`, ...); ``options`` go to
+    its ``init`` (``reset=`` for a GRU, ``proj_size=``/``peepholes=`` for an LSTM). Layer k > 0 reads
+    the output of layer k - 1, of width ``output_size`` (twice that when bidirectional).
+    """
+    from . import bidirectional as bi
+
+    rng = np.random.default_rng(rng)
+    layers, d = [], input_size
+    for _ in range(num_layers):
+        if bidirectional:
+            layer = bi.init(cell, d, hidden_size, rng=rng, dtype=dtype, **options)
+        else:
+            layer = cell.init(d, hidden_size, rng=rng, dtype=dtype, **options)
+        layers.append(layer)
+        d = layer.output_size
+    return tuple(layers)
+
+
+def forward(layers, x, state0=None, *, lengths=None, batch_first: bool = False):
+    """Run every layer over the sequence in turn; returns ``(y, states_T, cache)``.
+
+    ``lengths``, ``batch_first`` and unbatched (2-d) ``x`` as in the module docstring.
+    """
     layers = _layers(layers)
     state0 = _per_layer("state0", state0, len(layers))
+    xa = np.asarray(x)
+    unbatched = xa.ndim == 2
+    if unbatched:
+        if lengths is not None:
+            raise ValueError("lengths: unbatched input (x of shape (T, D)) is a single sequence; pass x as (T, 1, D) to give it a length")
+        x = xa[:, None]
+        state0 = tuple(_add_batch_axis(f"state0[{k}]", s) for k, s in enumerate(state0))
+    elif batch_first:
+        if xa.ndim != 3:
+            raise ValueError(f"x: with batch_first=True expected a 3-d array of shape (B, T, D), got shape {xa.shape}")
+        x = xa.transpose(1, 0, 2)
     states, caches = [], []
     for params, s0 in zip(layers, state0):
-        x, s_T, cache = module_for(params).forward(params, x, s0)
+        x, s_T, cache = _lengths.forward(params, x, s0, lengths)
         states.append(s_T)
         caches.append(cache)
-    return x, tuple(states), StackCache(tuple(caches))
+    y, states = x, tuple(states)
+    if unbatched:
+        y = y[:, 0]
+        states = _lengths.tree_map(lambda a: a[0], states)
+    elif batch_first:
+        y = y.transpose(1, 0, 2)
+    return y, states, StackCache(tuple(caches), bool(batch_first) and not unbatched, unbatched)
 
 
 def backward(layers, cache: StackCache, dy, dstates_T=None):
-    """Backprop through every layer, top first; returns ``(grads, dx, dstates0)`` (tuples per layer)."""
+    """Backprop through every layer, top first; returns ``(grads, dx, dstates0)`` (tuples per layer).
+
+    ``dy``, ``dx`` and the states have the layout :func:`forward` was called with.
+    """
     layers = _layers(layers)
     dstates_T = _per_layer("dstates_T", dstates_T, len(layers))
+    dy = np.asarray(dy)
+    if cache.unbatched:
+        if dy.ndim != 2:
+            raise ValueError(f"dy: the forward pass was unbatched, expected a 2-d array of shape (T, O), got shape {dy.shape}")
+        dy = dy[:, None]
+        dstates_T = tuple(_add_batch_axis(f"dstates_T[{k}]", s) for k, s in enumerate(dstates_T))
+    elif cache.batch_first:
+        if dy.ndim != 3:
+            raise ValueError(f"dy: the forward pass was batch_first, expected a 3-d array of shape (B, T, O), got shape {dy.shape}")
+        dy = dy.transpose(1, 0, 2)
     grads, dstates0 = [None] * len(layers), [None] * len(layers)
     for k in reversed(range(len(layers))):
-        grads[k], dy, dstates0[k] = module_for(layers[k]).backward(layers[k], cache.layers[k], dy, dstates_T[k])
-    return tuple(grads), dy, tuple(dstates0)
+        grads[k], dy, dstates0[k] = _lengths.backward(layers[k], cache.layers[k], dy, dstates_T[k])
+    dx, dstates0 = dy, tuple(dstates0)
+    if cache.unbatched:
+        dx = dx[:, 0]
+        dstates0 = _lengths.tree_map(lambda a: a[0], dstates0)
+    elif cache.batch_first:
+        dx = dx.transpose(1, 0, 2)
+    return tuple(grads), dx, dstates0

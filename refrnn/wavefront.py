@@ -32,6 +32,7 @@ import numpy as np
 
 from . import stack
 from ._checks import float_array, positive_int
+from .bidirectional import BiLayer
 from .cells import module_for
 
 
@@ -69,10 +70,15 @@ def forward(layers, x, state0=None) -> tuple[np.ndarray, tuple]:
     T, B, _ = x.shape
     if T == 0:
         raise ValueError(f"x: the wavefront needs at least one step, got shape {x.shape} (T=0)")
+    if any(isinstance(p, BiLayer) for p in layers):
+        raise ValueError(
+            "layers: a bidirectional layer's reverse direction needs the whole input sequence before its first "
+            "step, so it has no place on a wavefront; pass unidirectional layers"
+        )
     cells = [module_for(p) for p in layers]
     state = [cell.zero_state(p, B) if s is None else s for cell, p, s in zip(cells, layers, state0)]
     # h[l][t] = h^l_t, filled as the wavefront passes; layer l's input sequence is h[l-1] (x for l = 0)
-    h = [np.empty((T, B, p.hidden_size), dtype=p.dtype) for p in layers]
+    h = [np.empty((T, B, p.output_size), dtype=p.dtype) for p in layers]
     for diagonal in schedule(T, N).diagonals:
         for l, t in diagonal:  # independent of each other: any order (or all at once) gives the same result
             below = x if l == 0 else h[l - 1]

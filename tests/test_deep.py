@@ -178,7 +178,7 @@ def test_mlp_rejects_wrong_input_and_gradient_shapes():
 
 def test_deep_model_parts_must_fit():
     layers = _layers(("after", "lstm"), 3, 4, np.random.default_rng(0))
-    with pytest.raises(ValueError, match=r"head\[0\]: input size 5 does not match layers\[1\]'s hidden size 4"):
+    with pytest.raises(ValueError, match=r"head\[0\]: input size 5 does not match layers\[1\]'s output size 4"):
         DeepRNN(layers, mlp.init((5, 2), rng=0))
     with pytest.raises(ValueError, match=r"head\[1\]: input size 3"):
         DeepRNN(layers, mlp.init((4, 6), rng=0) + mlp.init((3, 2), rng=0))

@@ -192,3 +192,20 @@ def test_forward_rejects_bad_input():
         wavefront.forward((), x)
     with pytest.raises(ValueError, match=r"layers\[1\]: input size 3 does not match layers\[0\]'s hidden size 4"):
         wavefront.forward((layers[0], gru.init(3, 4, rng=0)), x)
+
+
+def test_bidirectional_layers_are_refused():
+    from refrnn.bidirectional import BiLayer
+
+    layer = BiLayer(gru.init(3, 4, rng=0), gru.init(3, 4, rng=1))
+    with pytest.raises(ValueError, match="bidirectional layer's reverse direction needs the whole input"):
+        wavefront.forward([layer], np.zeros((2, 1, 3)))
+
+
+def test_projected_lstm_layers_chain_by_their_output_size():
+    layers = (lstm.init(3, 5, proj_size=2, rng=0), gru.init(2, 4, rng=1))
+    x = np.random.default_rng(2).standard_normal((4, 2, 3))
+    y_w, s_w = wavefront.forward(layers, x)
+    y_s, s_s, _ = stack.forward(layers, x)
+    assert y_w.shape == (4, 2, 4)
+    np.testing.assert_allclose(y_w, y_s, rtol=0, atol=1e-12)

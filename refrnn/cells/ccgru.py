@@ -364,6 +364,12 @@ def _batch_statistics(params) -> bool:
     return params.norm == "batch" and params.mode == "train"
 
 
+def couples_samples(params) -> bool:
+    """True when a batch's samples depend on each other (batch statistics in training mode); refrnn.lengths
+    refuses variable lengths then, since a sample's statistics would depend on how the batch is grouped."""
+    return _batch_statistics(params)
+
+
 def _z_input_side(params):
     """Weight and bias of the z path that multiply x: ``W_z, b_z`` (full) or ``W_z^lr, b_z^lr``."""
     if params.variant == "full":

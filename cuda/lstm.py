@@ -1,0 +1,193 @@
+r"""LSTM forward over a whole sequence on the GPU: the fast twin of :mod:`refrnn.cells.lstm` (inference).
+
+Equations (the same as the reference; gates stacked i, f, g, o as in PyTorch)::
+
+    a_t = W_x x_t + b_x                                  all T steps in one product
+    [i, f, g, o] pre-activations = a_t + W_h h_{t-1} + b_h
+    i_t, f_t, o_t = sigmoid(.)        g_t = tanh(.)
+    c_t = f_t * c_{t-1} + i_t * g_t
+    h_t = o_t * tanh(c_t)
+
+Shapes: x (T, B, D); state0 the pair (h0, c0), each (B, H); y (T, B, H); state_T the pair (h_T, c_T).
+Parameters: a :class:`refrnn.cells.lstm.LSTMParams`, or :func:`upload` of one.
+
+``product="tiled"`` (default): one kernel per step; a block of ``tile x tile`` threads owns ``tile``
+batch rows and ``tile`` hidden units for all four gates, walks H in shared-memory tiles of h_{t-1} and of
+the i, f, g, o rows of W_h, and applies the non-linearities and the c, h update in its epilogue.
+``product="cublas"`` (or a callable ``gemm(A, B, C, trans_a, trans_b)``): cuBLAS product, then one fused point-wise
+kernel. The input projection of all T steps is one product; one copy in, one copy out.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from ..cells.lstm import LSTMParams
+from . import _device, matmul
+from ._device import upload  # noqa: F401 - part of this module's API
+
+cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
+
+TILE = matmul.TILE
+POINTWISE_BLOCK = 256
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(dtype: np.dtype, tile: int):
+    """The LSTM kernels for one dtype and tile size (compiled on first launch)."""
+    from numba import from_dtype
+
+    nbt = from_dtype(dtype)
+    zero, one = nbt(0), nbt(1)
+    pad = tile + 1
+
+    @cuda.jit(device=True)
+    def sigmoid(a):
+        if a >= zero:  # two branches so exp never overflows
+            return one / (one + math.exp(-a))
+        e = math.exp(a)
+        return e / (one + e)
+
+    @cuda.jit(device=True)
+    def update(a_i, a_f, a_g, a_o, c, t, b, j, h):
+        """The cell update of one (b, j) from its four pre-activations; c is the (2, B, H) ping-pong buffer."""
+        i = sigmoid(a_i)
+        f = sigmoid(a_f)
+        g = math.tanh(a_g)
+        o = sigmoid(a_o)
+        c_new = f * c[t % 2, b, j] + i * g
+        c[(t + 1) % 2, b, j] = c_new
+        h[t + 1, b, j] = o * math.tanh(c_new)
+
+    @cuda.jit
+    def step(ax, W_h, b_h, h, c, t):
+        """h[t+1], c_{t+1} from step t: the four gate products and the update in one kernel."""
+        sh_s = cuda.shared.array((tile, pad), nbt)
+        sh_w = cuda.shared.array((4, tile, pad), nbt)
+        acc = cuda.local.array(4, nbt)
+        h_prev = h[t]
+        B, H = h_prev.shape
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        b = cuda.blockIdx.y * tile + ty
+        u = cuda.blockIdx.x * tile + ty  # the W_h row this thread loads
+        for q in range(4):
+            acc[q] = zero
+        for k0 in range(0, H, tile):
+            k = k0 + tx
+            sh_s[ty, tx] = h_prev[b, k] if (b < B and k < H) else zero
+            for q in range(4):
+                sh_w[q, ty, tx] = W_h[q * H + u, k] if (u < H and k < H) else zero
+            cuda.syncthreads()
+            for kk in range(tile):
+                s = sh_s[ty, kk]
+                for q in range(4):
+                    acc[q] += s * sh_w[q, tx, kk]
+            cuda.syncthreads()
+        j = cuda.blockIdx.x * tile + tx
+        if b < B and j < H:
+            update(
+                (ax[t, b, j] + acc[0]) + b_h[j],
+                (ax[t, b, H + j] + acc[1]) + b_h[H + j],
+                (ax[t, b, 2 * H + j] + acc[2]) + b_h[2 * H + j],
+                (ax[t, b, 3 * H + j] + acc[3]) + b_h[3 * H + j],
+                c, t, b, j, h,
+            )
+
+    @cuda.jit
+    def pointwise(ax, gh, b_x, b_h, h, c, t):
+        """The cuBLAS strategy's epilogue: ax = W_x x (no bias), gh = W_h h_{t-1}; one thread per (b, j)."""
+        B, H = h.shape[1], h.shape[2]
+        i = cuda.grid(1)
+        if i < B * H:
+            b = i // H
+            j = i - b * H
+            update(
+                ((ax[t, b, j] + b_x[j]) + gh[b, j]) + b_h[j],
+                ((ax[t, b, H + j] + b_x[H + j]) + gh[b, H + j]) + b_h[H + j],
+                ((ax[t, b, 2 * H + j] + b_x[2 * H + j]) + gh[b, 2 * H + j]) + b_h[2 * H + j],
+                ((ax[t, b, 3 * H + j] + b_x[3 * H + j]) + gh[b, 3 * H + j]) + b_h[3 * H + j],
+                c, t, b, j, h,
+            )
+
+    return step, pointwise
+
+
+def _state0(state0):
+    if state0 is None:
+        return None, None
+    if not isinstance(state0, (tuple, list)) or len(state0) != 2:
+        raise TypeError(f"state0: expected the pair (h, c) of arrays of shape (B, H), got {type(state0).__name__}")
+    return state0
+
+
+def _project(P, X, gemm, tile):
+    """a = x W_x^T (+ b_x with the tiled kernel; the point-wise kernel adds it otherwise): (T, B, 4H)."""
+    T, B, D = X.shape
+    H4 = P.W_x.shape[0]
+    ax = _device.empty((T, B, H4), X.dtype)
+    if gemm is None:
+        matmul.gemm(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, H4), bias=P.b_x, trans_b=True, tile=tile)
+    else:
+        gemm(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, H4), trans_b=True)
+    return ax
+
+
+def _recur(P, ax, h, c, gemm, tile):
+    """The T recurrent steps in place on ``h`` (T+1, B, H) and ``c`` (2, B, H), h[0] and c[0] set."""
+    T, B, H = ax.shape[0], ax.shape[1], h.shape[2]
+    step, pointwise = _kernels(np.dtype(h.dtype), tile)
+    if gemm is None:
+        blocks, threads = (_device.grid(H, tile), _device.grid(B, tile)), (tile, tile)
+        for t in range(T):
+            step[blocks, threads](ax, P.W_h, P.b_h, h, c, t)
+        return
+    gh = _device.empty((B, 4 * H), h.dtype)
+    threads = min(POINTWISE_BLOCK, B * H)
+    blocks = _device.grid(B * H, threads)
+    for t in range(T):
+        gemm(h[t], P.W_h, gh, trans_b=True)
+        pointwise[blocks, threads](ax, gh, P.b_x, P.b_h, h, c, t)
+
+
+def forward(params, x, state0=None, *, product="tiled", tile: int = TILE):
+    """Run the LSTM over ``x`` on the GPU; returns ``(y, (h_T, c_T))``, equal to the reference's first two.
+
+    Placement as everywhere in :mod:`refrnn.cuda`: NumPy in, NumPy out; device arrays in, device arrays out.
+    """
+    host = _device.host_params(params, LSTMParams)
+    extras = [n for n in ("w_ic", "w_fc", "w_oc", "W_hr") if getattr(host, n, None) is not None]
+    if extras:
+        raise ValueError(
+            f"params: refrnn.cuda.lstm runs the plain LSTM; {', '.join(extras)} (peepholes / projection) are "
+            f"not implemented on the GPU: use refrnn.cells.lstm for this model"
+        )
+    tile = _device.check_tile(tile)
+    gemm = matmul.resolve_product(product)
+    dt = host.dtype
+    D, H = host.input_size, host.hidden_size
+    X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
+    T, B, _ = X.shape
+    h0, c0 = _state0(state0)
+    dims = {"B": B, "H": H}
+    h = _device.empty((T + 1, B, H), dt)  # h_0..h_T
+    c = _device.empty((2, B, H), dt)  # c_t lives in c[t % 2]: only the current cell state is kept
+    h[0].copy_to_device(_device.device_state("state0[0] (h)", h0, ("B", "H"), dims, dtype=dt))
+    c[0].copy_to_device(_device.device_state("state0[1] (c)", c0, ("B", "H"), dims, dtype=dt))
+    if T > 0 and B > 0:
+        P = params if isinstance(params, _device.DeviceParams) else _device.upload(host)
+        ax = _project(P, X, gemm, tile)
+        _recur(P, ax, h, c, gemm, tile)
+    c_T = c[T % 2]
+    if on_device:
+        h_T = _device.empty((B, H), dt)
+        h_T.copy_to_device(h[T])
+        c_out = _device.empty((B, H), dt)
+        c_out.copy_to_device(c_T)
+        return h[1:], (h_T, c_out)
+    y = h[1:].copy_to_host()
+    h_T = y[T - 1].copy() if T > 0 else h[0].copy_to_host()
+    return y, (h_T, c_T.copy_to_host())

@@ -1,0 +1,326 @@
+r"""SRU forward and backward on the GPU: the fast twin of :mod:`refrnn.cells.sru`.
+
+Equations (the reference's, every option included; ``*`` is the element-wise product)::
+
+    U     = x W^T                                   one product for all T steps: (T*B, k*H)
+    f_t   = sigmoid(U_f,t + v_f * c_{t-1} + b_f)
+    r_t   = sigmoid(U_r,t + v_r * c_{t-1} + b_r)    (v terms absent when params.v is None)
+    c_t   = f_t * c_{t-1} + (1 - f_t) * U_c,t
+    h_t   = r_t * g(c_t) + (1 - r_t) * s_t          s_t = alpha * x_t[o:o+H] | alpha * U_s,t | absent
+    padded step (mask_pad true): c_t = c_{t-1}, h_t = 0
+
+Shapes: x (T, B, D); c0 (B, H); y (T, B, H); c_T (B, H); mask_pad (T, B), host array.
+
+Kernels, as in the paper's Section 3.1:
+
+* the product ``U = x W^T`` (and in backward ``dW = dU^T x``, ``dx = dU W``): through cuBLAS when CuPy or a
+  CUDA build of PyTorch is importable (``product="auto"``, the default), else refrnn's tiled kernel;
+* the recurrence: one thread per (batch, hidden unit) with the time loop inside. Consecutive threads own
+  consecutive units, so every read of ``U[t, b, :]`` and write of ``h[t, b, :]`` is coalesced, and the
+  state stays in a register for all T steps: the kernel streams ``U`` once and is bound by memory
+  bandwidth, which is the point of the SRU;
+* backward: the same thread layout walking time backwards. It stores nothing but ``c_0..c_T`` from the
+  forward pass and recomputes ``f``, ``r`` and ``g`` from ``U`` and ``c`` (as the sru package does), writes
+  ``dU`` for the products, and accumulates each thread's share of ``dv`` in registers; ``db`` and ``dv``
+  are then column sums.
+
+``forward`` returns ``(y, c_T, cache)`` like the reference; ``cache`` is a :class:`SRUDeviceCache` of device
+arrays for :func:`backward` (``store_cache=False``: inference, ``c_1..c_{T-1}`` are not written, cache None).
+Placement: NumPy in, NumPy out; device arrays in, device arrays out. Gradients of the parameters are
+always returned as an :class:`~refrnn.cells.sru.SRUParams` of NumPy arrays, since parameters live on the
+host in refrnn (upload them once with :func:`upload` for repeated calls).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from ..cells.sru import SRUParams, check_mask
+from . import _device, matmul
+from ._device import upload  # noqa: F401 - part of this module's API
+
+cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
+
+TILE = matmul.TILE
+BLOCK = 256  # threads per block of the recurrence kernels (fewer for tiny problems, see _launch)
+SKIP_CODES = {"none": 0, "identity": 1, "projection": 2}
+
+
+class SRUDeviceCache(NamedTuple):
+    """What :func:`backward` needs, on the device, named after the equations."""
+
+    x: object  # (T, B, D): the input as given (no copy when it was already on the device)
+    U: object  # (T, B, kH): x W^T
+    c: object  # (T+1, B, H): c_0..c_T
+    pad: object  # (T, B) uint8 on the device, or None without a mask
+    on_device: bool  # whether the caller passed device arrays (decides where dx, dc0 go)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(dtype: np.dtype):
+    from numba import from_dtype
+
+    nbt = from_dtype(dtype)
+    zero, one = nbt(0), nbt(1)
+
+    @cuda.jit(device=True)
+    def sigmoid(a):
+        if a >= zero:  # two branches so exp never overflows
+            return one / (one + math.exp(-a))
+        e = math.exp(a)
+        return e / (one + e)
+
+    @cuda.jit(device=True)
+    def skip_term(x, U, t, b, j, H, skip, off, alpha):
+        if skip == 1:
+            return alpha * x[t, b, off + j]
+        return alpha * U[t, b, 3 * H + j]
+
+    @cuda.jit
+    def recurrence(U, x, v, bias, c0, pad, h, c, cT, skip, off, alpha, use_tanh, has_v, has_pad, keep_c):
+        """Forward: one thread per (b, j); c stays in a register for all T steps."""
+        T, B, H = h.shape
+        i = cuda.grid(1)
+        if i >= B * H:
+            return
+        b = i // H
+        j = i - b * H
+        v_f = v[j] if has_v else zero
+        v_r = v[H + j] if has_v else zero
+        b_f = bias[j]
+        b_r = bias[H + j]
+        c_prev = c0[b, j]
+        if keep_c:
+            c[0, b, j] = c_prev
+        for t in range(T):
+            if has_pad and pad[t, b] != 0:
+                h[t, b, j] = zero  # the state passes through a padded step unchanged
+            else:
+                a_f = U[t, b, H + j] + b_f
+                a_r = U[t, b, 2 * H + j] + b_r
+                if has_v:
+                    a_f = a_f + v_f * c_prev
+                    a_r = a_r + v_r * c_prev
+                f = sigmoid(a_f)
+                r = sigmoid(a_r)
+                c_prev = f * c_prev + (one - f) * U[t, b, j]
+                g = math.tanh(c_prev) if use_tanh else c_prev
+                if skip == 0:
+                    h[t, b, j] = r * g
+                else:
+                    h[t, b, j] = r * g + (one - r) * skip_term(x, U, t, b, j, H, skip, off, alpha)
+            if keep_c:
+                c[t + 1, b, j] = c_prev
+        cT[b, j] = c_prev
+
+    @cuda.jit
+    def recurrence_backward(U, x, v, bias, c, pad, dy, dc_T, dU, ds, dc0, dv_part, skip, off, alpha, use_tanh, has_v, has_pad):
+        """Backward: one thread per (b, j), t = T-1 .. 0; f, r, g recomputed from U and the stored c."""
+        T, B, H = dy.shape
+        i = cuda.grid(1)
+        if i >= B * H:
+            return
+        b = i // H
+        j = i - b * H
+        v_f = v[j] if has_v else zero
+        v_r = v[H + j] if has_v else zero
+        b_f = bias[j]
+        b_r = bias[H + j]
+        dc = dc_T[b, j]
+        dv_f = zero
+        dv_r = zero
+        for t in range(T - 1, -1, -1):
+            if has_pad and pad[t, b] != 0:
+                # Nothing at a padded step depends on x_t or the parameters; dc goes around the step.
+                dU[t, b, j] = zero
+                dU[t, b, H + j] = zero
+                dU[t, b, 2 * H + j] = zero
+                if skip == 2:
+                    dU[t, b, 3 * H + j] = zero
+                elif skip == 1:
+                    ds[t, b, j] = zero
+                continue
+            c_prev = c[t, b, j]
+            c_t = c[t + 1, b, j]
+            U_c = U[t, b, j]
+            a_f = U[t, b, H + j] + b_f
+            a_r = U[t, b, 2 * H + j] + b_r
+            if has_v:
+                a_f = a_f + v_f * c_prev
+                a_r = a_r + v_r * c_prev
+            f = sigmoid(a_f)
+            r = sigmoid(a_r)
+            g = math.tanh(c_t) if use_tanh else c_t
+            dh = dy[t, b, j]
+            if skip == 0:
+                dr = dh * g
+            else:
+                s = skip_term(x, U, t, b, j, H, skip, off, alpha)
+                dr = dh * (g - s)
+                d_skip = alpha * (dh * (one - r))  # gradient at U_s (projection) or at x's skip columns
+                if skip == 2:
+                    dU[t, b, 3 * H + j] = d_skip
+                else:
+                    ds[t, b, j] = d_skip
+            dg = dh * r
+            dct = dc + (dg * (one - g * g) if use_tanh else dg)
+            da_f = dct * (c_prev - U_c) * f * (one - f)
+            da_r = dr * r * (one - r)
+            dU[t, b, j] = dct * (one - f)
+            dU[t, b, H + j] = da_f
+            dU[t, b, 2 * H + j] = da_r
+            dc = dct * f
+            if has_v:
+                dc = dc + da_f * v_f + da_r * v_r
+                dv_f += da_f * c_prev
+                dv_r += da_r * c_prev
+        dc0[b, j] = dc
+        dv_part[b, j] = dv_f
+        dv_part[b, H + j] = dv_r
+
+    @cuda.jit
+    def column_sums(A, col0, out):
+        """out[n] = sum_m A[m, col0 + n]: one thread per column, so a warp reads a contiguous row segment."""
+        n = cuda.grid(1)
+        if n < out.shape[0]:
+            acc = zero
+            for m in range(A.shape[0]):
+                acc += A[m, col0 + n]
+            out[n] = acc
+
+    @cuda.jit
+    def add_skip(dx, ds, off):
+        """dx[t, b, off + j] += ds[t, b, j]: the identity skip's gradient, added after dx = dU W."""
+        T, B, H = ds.shape
+        i = cuda.grid(1)
+        if i < T * B * H:
+            tb = i // H
+            j = i - tb * H
+            t = tb // B
+            b = tb - t * B
+            dx[t, b, off + j] += ds[t, b, j]
+
+    return recurrence, recurrence_backward, column_sums, add_skip
+
+
+def _launch(n: int):
+    threads = max(1, min(BLOCK, n))
+    return _device.grid(n, threads), threads
+
+
+@functools.lru_cache(maxsize=None)
+def _dummy(shape, dtype):
+    """A placeholder for an argument a launch does not use (never written): made once, not per call."""
+    return cuda.to_device(np.zeros(shape, dtype=dtype))
+
+
+def _product(gemm, tile):
+    """The strategy's ``gemm(A, B, C, trans_a, trans_b)``: the vendor one, or refrnn's tiled kernel."""
+    if gemm is not None:
+        return gemm
+    return functools.partial(matmul.tiled_gemm, tile=tile)
+
+
+def _recurrence(host, P, U, X, C0, d_pad, h, c, c_T):
+    """Launch the forward recurrence kernel; ``c`` (T+1, B, H) receives every state, or is None
+    (inference: only ``c_T`` is written). The benchmark times this call alone."""
+    B, H = c_T.shape
+    if B * H == 0:
+        return
+    dt = np.dtype(h.dtype)
+    recurrence = _kernels(dt)[0]
+    blocks, threads = _launch(B * H)
+    recurrence[blocks, threads](
+        U, X, P.v if host.v is not None else _dummy(1, dt), P.b, C0,
+        _dummy((1, 1), np.uint8) if d_pad is None else d_pad, h, _dummy((1, 1, 1), dt) if c is None else c, c_T,
+        SKIP_CODES[host.skip], host.skip_offset, dt.type(host.alpha), host.activation == "tanh",
+        host.v is not None, d_pad is not None, c is not None,
+    )
+
+
+def forward(params, x, c0=None, mask_pad=None, *, product="auto", tile: int = TILE, store_cache: bool = True):
+    """Run the SRU over ``x`` on the GPU; returns ``(y, c_T, cache)`` (``cache`` None without ``store_cache``).
+
+    ``product``: "auto" (cuBLAS when available, else tiled), "cublas", "tiled", or a callable
+    ``gemm(A, B, C, trans_a, trans_b)``; ``tile`` is the tile edge of refrnn's product kernel.
+    """
+    host = _device.host_params(params, SRUParams)
+    tile = _device.check_tile(tile)
+    gemm = _product(matmul.resolve_product(product), tile)
+    dt, D, H, k = host.dtype, host.input_size, host.hidden_size, host.k
+    X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
+    T, B, _ = X.shape
+    C0 = _device.device_state("c0", c0, ("B", "H"), {"B": B, "H": H}, dtype=dt)
+    pad = check_mask(mask_pad, T, B)
+    P = params if isinstance(params, _device.DeviceParams) else _device.upload(host)
+    U = _device.empty((T, B, k * H), dt)
+    if T * B > 0:
+        gemm(X.reshape(T * B, D), P.W, U.reshape(T * B, k * H), trans_b=True)
+    h = _device.empty((T, B, H), dt)
+    c = _device.empty((T + 1, B, H), dt) if store_cache else None
+    c_T = _device.empty((B, H), dt)
+    d_pad = None if pad is None else cuda.to_device(pad.astype(np.uint8))
+    _recurrence(host, P, U, X, C0, d_pad, h, c, c_T)
+    cache = SRUDeviceCache(X, U, c, d_pad, on_device) if store_cache else None
+    return _device.output(h, on_device), _device.output(c_T, on_device), cache
+
+
+def backward(params, cache: SRUDeviceCache, dy, dc_T=None, *, product="auto", tile: int = TILE):
+    """Backprop through time on the GPU; returns ``(grads, dx, dc0)`` equal to the reference's.
+
+    ``grads`` is an :class:`SRUParams` of NumPy arrays; ``dx`` and ``dc0`` follow the placement of the
+    forward pass's ``x`` (and ``dy`` may be given on the host or on the device either way).
+    """
+    host = _device.host_params(params, SRUParams)
+    if not isinstance(cache, SRUDeviceCache):
+        raise TypeError(f"cache: expected the SRUDeviceCache of refrnn.cuda.sru.forward, got {type(cache).__name__}")
+    tile = _device.check_tile(tile)
+    gemm = _product(matmul.resolve_product(product), tile)
+    dt, D, H, k = host.dtype, host.input_size, host.hidden_size, host.k
+    X, U, c, d_pad, on_device = cache
+    T, B, _ = X.shape
+    if tuple(U.shape) != (T, B, k * H):
+        raise ValueError(f"cache: its U has shape {tuple(U.shape)}, but params need (T, B, kH) = {(T, B, k * H)}")
+    dims = {"T": T, "B": B, "H": H}
+    dY, _ = _device.device_input("dy", dy, ("T", "B", "H"), dims, dtype=dt)
+    dC = _device.device_state("dc_T", dc_T, ("B", "H"), dims, dtype=dt)
+    P = params if isinstance(params, _device.DeviceParams) else _device.upload(host)
+    _, recurrence_backward, column_sums, add_skip = _kernels(dt)
+
+    dU = _device.empty((T, B, k * H), dt)
+    ds = _device.empty((T, B, H), dt) if host.skip == "identity" else _dummy((1, 1, 1), dt)
+    dc0 = _device.empty((B, H), dt)
+    dv_part = _device.empty((B, 2 * H), dt)  # each (b, j) thread's share of dv, summed over b below
+    v = P.v if host.v is not None else _dummy(1, dt)
+    if B * H > 0:
+        blocks, threads = _launch(B * H)
+        recurrence_backward[blocks, threads](
+            U, X, v, P.b, c, _dummy((1, 1), np.uint8) if d_pad is None else d_pad, dY, dC, dU, ds, dc0, dv_part,
+            SKIP_CODES[host.skip], host.skip_offset, dt.type(host.alpha), host.activation == "tanh",
+            host.v is not None, d_pad is not None,
+        )
+    else:
+        dc0.copy_to_device(dC)
+    flat = dU.reshape(T * B, k * H)
+    dW = _device.empty((k * H, D), dt)
+    dx = _device.empty((T, B, D), dt)
+    db = _device.empty(2 * H, dt)
+    dv = _device.empty(2 * H, dt)
+    if T * B > 0:
+        gemm(flat, X.reshape(T * B, D), dW, trans_a=True)
+        gemm(flat, P.W, dx.reshape(T * B, D))
+    else:
+        dW.copy_to_device(np.zeros((k * H, D), dt))
+        dx.copy_to_device(np.zeros((T, B, D), dt))
+    blocks, threads = _launch(2 * H)
+    column_sums[blocks, threads](flat, H, db)
+    column_sums[blocks, threads](dv_part, 0, dv)
+    if host.skip == "identity" and T * B * H > 0:
+        blocks, threads = _launch(T * B * H)
+        add_skip[blocks, threads](dx, ds, host.skip_offset)
+    grads = host.replace(W=dW.copy_to_host(), v=None if host.v is None else dv.copy_to_host(), b=db.copy_to_host())
+    return grads, _device.output(dx, on_device), _device.output(dc0, on_device)
