@@ -10,6 +10,7 @@ import sys
 
 COMMANDS = {
     "verify": ("refrnn.torchcheck", "check the reference cells against another implementation (`refrnn verify torch`)"),
+    "bench-cuda": ("refrnn.bench_cuda", "time the GPU kernels: SRU bandwidth and fused-step FLOP/s as fractions of the device, vs cuDNN"),
 }
 
 
