@@ -502,7 +502,7 @@ def backward(params, cache: CCGRUCache, dy, dh_T=None):
     flat_x = x.reshape(T * B, D)
     h_prev_all = h[:-1].reshape(T * B, H)
     flat_dp = dp.reshape(T * B, 2 * H)
-    flat_du = du.reshape(T * B, -1)
+    flat_du = du.reshape(T * B, du.shape[-1])
     flat_da = da.reshape(T * B, K)
     grads = dict(
         W_rh=flat_dp.T @ flat_x,
@@ -519,13 +519,14 @@ def backward(params, cache: CCGRUCache, dy, dh_T=None):
         if params.norm == "folded":
             d_rv = np.zeros(K, dt)
         else:  # d n_hat / d var = -(a - mean) / 2 (var + eps)^(3/2) = -n_hat * inv_std^2 / 2
-            d_rv = -0.5 * inv_std[0] ** 2 * (da_hat * n_hat).reshape(T * B, K).sum(axis=0)
+            # inv_std is the same at every step here; recompute it rather than read step 0, which T = 0 lacks
+            d_rv = -0.5 / (params.running_var + params.eps) * (da_hat * n_hat).reshape(T * B, K).sum(axis=0)
     if variant == "full":
         grads.update(W_z=flat_du.T @ flat_x, U_z=flat_du.T @ h_prev_all, b_z=d_bz)
     else:
         grads.update(W_z_lr=flat_du.T @ flat_x, U_z_lr=flat_du.T @ h_prev_all, b_z_lr=flat_du.sum(axis=0))
         if variant == "lowrank":
-            grads.update(W_z=flat_da.T @ z_lr.reshape(T * B, -1), b_z=d_bz)
+            grads.update(W_z=flat_da.T @ z_lr.reshape(T * B, z_lr.shape[-1]), b_z=d_bz)
     grads.update(running_mean=d_rm, running_var=d_rv)
     dx = dp @ params.W_rh + du @ W_zx
     return params.replace(**grads), dx, dh

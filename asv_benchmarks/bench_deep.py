@@ -1,0 +1,136 @@
+"""Deep RNN + per-step MLP head (refrnn.deep), and the deep-RNN cost question of issue 10.
+
+For equal width H and layer count N = M: N recurrent GRU layers run layer by layer (``stack``), the
+same N layers run along anti-diagonals (``wavefront``, the reference order; the njit executor where
+it exists), and M dense layers applied to all T*B rows at once (``mlp``). The recurrent layers walk
+T dependent steps each; the MLP layers are M products, whatever T is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import (
+    DEEP_LAYERS,
+    DEEP_SIZES,
+    RatioBenchmark,
+    TimeBenchmark,
+    inputs,
+    normal,
+    require,
+    rng,
+)
+
+ORDERS = ("stack", "wavefront", "mlp")
+
+
+def wavefront_executor():
+    """The njit wavefront executor (issue 10). The reference order (refrnn.wavefront) runs one Python
+    call per cell: it checks an order and is not a path to time."""
+    return require("refrnn.jit.wavefront", "forward")
+
+
+def gru_layers(N: int, D: int, H: int, dtype="float64"):
+    from refrnn.cells import gru
+
+    g = rng("deep-layers", N, D, H)
+    return tuple(gru.init(D if k == 0 else H, H, rng=g, dtype=np.dtype(dtype)) for k in range(N))
+
+
+def mlp_layers(M: int, H: int, dtype="float64"):
+    mlp = require("refrnn.mlp", "init", "forward")
+    return mlp.init((H,) * (M + 1), rng=rng("deep-head", M, H), dtype=np.dtype(dtype))
+
+
+class _Order:
+    def _data(self, size, layers, dtype="float64"):
+        s = DEEP_SIZES[size]
+        self.s = s
+        self.x = inputs(s, dtype)
+        self.layers = gru_layers(layers, s["D"], s["H"], dtype)
+        self.stack = require("refrnn.stack", "forward")
+        self.head = mlp_layers(layers, s["H"], dtype)
+        self.mlp = require("refrnn.mlp", "forward")
+        self.y = normal((s["T"], s["B"], s["H"]), dtype, key="deep-y")
+        self.run = {
+            "stack": lambda: self.stack.forward(self.layers, self.x),
+            "mlp": lambda: self.mlp.forward(self.head, self.y),
+        }
+
+    def _wavefront(self):
+        wavefront = wavefront_executor()
+        run = lambda: wavefront.forward(self.layers, self.x)  # noqa: E731
+        run()  # compile here
+        return run
+
+
+class LayerOrder(_Order, TimeBenchmark):
+    """N GRU layers layer by layer (reference stack) or as a wavefront (njit executor), and M = N MLP
+    layers over all T*B rows, float64."""
+
+    params = [list(DEEP_SIZES), list(DEEP_LAYERS), list(ORDERS)]
+    param_names = ["size", "layers", "order"]
+
+    def setup(self, size, layers, order):
+        self._data(size, layers)
+        self.fn = self._wavefront() if order == "wavefront" else self.run[order]
+
+    def time_forward(self, size, layers, order):
+        self.fn()
+
+
+class LayerOrderRatio(_Order, RatioBenchmark):
+    """M MLP layers' time over N recurrent layers' (layer by layer), interleaved in one process."""
+
+    params = [list(DEEP_SIZES), list(DEEP_LAYERS)]
+    param_names = ["size", "layers"]
+    ratio_repeats = 3
+
+    def setup(self, size, layers):
+        self._data(size, layers)
+
+    def track_mlp_over_stack(self, size, layers):
+        return self.ratio(self.run["mlp"], self.run["stack"])
+
+
+class WavefrontRatio(_Order, RatioBenchmark):
+    """The same N layers as a wavefront (njit executor) over layer by layer (reference stack)."""
+
+    params = [list(DEEP_SIZES), list(DEEP_LAYERS)]
+    param_names = ["size", "layers"]
+    ratio_repeats = 3
+
+    def setup(self, size, layers):
+        self._data(size, layers)
+        self.wavefront = self._wavefront()
+
+    def track_wavefront_over_stack(self, size, layers):
+        return self.ratio(self.wavefront, self.run["stack"])
+
+
+class DeepTrain(TimeBenchmark):
+    """A training step of the deep RNN + head: forward, backward through head and time, peak memory."""
+
+    params = [["small", "T50_B64"], [1, 4]]
+    param_names = ["size", "layers"]
+
+    def setup(self, size, layers):
+        deep = require("refrnn.deep", "init", "forward", "backward")
+        s = DEEP_SIZES[size]
+        self.deep = deep
+        self.model = deep.init(
+            s["D"], s["H"], s["D"], num_layers=layers, head_layers=layers, rng=rng("deep-model", size, layers)
+        )
+        self.x = inputs(s, "float64")
+        out, _, self.cache = deep.forward(self.model, self.x)
+        self.dout = normal(out.shape, "float64", key="deep-dout")
+
+    def time_forward(self, size, layers):
+        self.deep.forward(self.model, self.x)
+
+    def time_backward(self, size, layers):
+        self.deep.backward(self.model, self.cache, self.dout)
+
+    def peakmem_forward_backward(self, size, layers):
+        _, _, cache = self.deep.forward(self.model, self.x)
+        self.deep.backward(self.model, cache, self.dout)

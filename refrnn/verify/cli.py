@@ -1,0 +1,165 @@
+"""``refrnn verify torch`` (and ``refrnn verify sru``): verify installed RNN modules against the reference.
+
+For each of ``nn.GRU``, ``nn.GRUCell``, ``nn.LSTM``, ``nn.LSTMCell`` in float64 and float32,
+:func:`refrnn.verify.verify` draws problems with Hypothesis (1-3 layers for the sequence modules,
+T <= 12 steps, batches 0-3 wide, a quarter with saturated gates), compares outputs, final states and
+every gradient with the float64 reference, and prints one row per module and dtype: examples run,
+the worst output and gradient errors against their tolerance, PASS/FAIL. A second table checks the
+reference's own hand-derived backward against central finite differences. Exit status 1 when
+anything fails, 2 when PyTorch or Hypothesis is missing. ``refrnn verify sru`` does the same for the
+``sru`` package's ``SRUCell`` (float64 and float32; its first import compiles a C++ extension).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def _table(header, rows) -> None:
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    for r in (header, tuple("-" * w for w in widths), *rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _err(e) -> str:
+    if e is None:
+        return "-"
+    return f"{e.abs:.1e} / {e.allowed:.0e} ({e.name})"
+
+
+HEADER = ("module", "dtype", "examples", "tolerance", "worst output err / allowed", "worst gradient err / allowed", "of tol", "")
+
+
+def _row(candidate, report) -> tuple:
+    closest = report.closest
+    return (
+        candidate.name.replace("torch.", ""),
+        candidate.dtype.name,
+        str(report.examples),
+        str(report.tolerance),
+        _err(report.worst_of(forward=True)),
+        _err(report.worst_of(forward=False)),
+        f"{closest.ratio:.2g}" if closest is not None else "-",
+        "PASS" if report.passed else "FAIL",
+    )
+
+
+def verify_torch(examples: int, seed: int, max_T: int, dtypes) -> bool:
+    import torch
+
+    from . import verify
+    from .adapters import builtin_candidates
+
+    # The drawn problems are tiny (H <= 4): extra intra-op threads only add synchronisation, and on a
+    # busy 2-core machine oneDNN's float32 LSTM took ~0.3 s a call with 2 threads, 0.3 ms with one.
+    torch.set_num_threads(1)
+
+    print(
+        f"refrnn vs torch {torch.__version__}: {examples} Hypothesis examples per row (seed {seed}), T <= {max_T}; "
+        f"error / allowed (worst output); float32 is compared with float64 on the same float32-rounded values"
+    )
+    rows, ok, failures = [], True, []
+    for candidate in builtin_candidates(dtypes):
+        # B = 0 is meaningful for PyTorch (it returns empty outputs), so empty batches are drawn too.
+        report = verify(candidate, max_examples=examples, seed=seed, max_T=max_T, min_B=0)
+        ok &= report.passed
+        rows.append(_row(candidate, report))
+        if not report.passed:
+            failures.append(report)
+    _table(HEADER, rows)
+    for report in failures:
+        print()
+        print(report)
+    return ok
+
+
+def verify_sru(examples: int, seed: int, max_T: int, dtypes) -> bool:
+    import warnings
+
+    from . import verify
+    from .adapters import SRUCellModule
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # without CUDA the package warns that it uses a dummy extension
+        import sru
+    print(f"refrnn vs sru {getattr(sru, '__version__', '?')}: {examples} Hypothesis examples per row (seed {seed}), T <= {max_T}")
+    rows, ok, failures = [], True, []
+    for dt in dtypes:
+        candidate = SRUCellModule(dtype=dt)
+        # B >= 1: sru 2.6.0 raises on an empty batch (a reshape with -1 over 0 elements), which
+        # verify(..., min_B=0) reports as its minimal failure.
+        report = verify(candidate, max_examples=examples, seed=seed, max_T=max_T, min_B=1)
+        ok &= report.passed
+        rows.append(_row(candidate, report))
+        if not report.passed:
+            failures.append(report)
+    _table(HEADER, rows)
+    for report in failures:
+        print()
+        print(report)
+    return ok
+
+
+def gradcheck_reference() -> bool:
+    from ..cells import gru, lstm
+    from ..gradcheck import gradcheck
+
+    tol = 1e-6
+    print(f"\nreference backward vs central finite differences (float64); tolerance {tol:g} relative")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 2, 3))
+    models = {
+        "GRU reset=after": gru.init(3, 4, reset="after", rng=1),
+        "GRU reset=before": gru.init(3, 4, reset="before", rng=2),
+        "LSTM": lstm.init(3, 4, rng=3),
+        "stack GRU/LSTM/GRU": (gru.init(3, 4, rng=4), lstm.init(4, 4, rng=5), gru.init(4, 3, reset="before", rng=6)),
+    }
+    rows, ok = [], True
+    for name, params in models.items():
+        report = gradcheck(params, x, tol=tol, seed=7)
+        ok &= report.passed
+        worst, err = report.worst
+        rows.append((name, f"{err:.1e} ({worst})", "PASS" if report.passed else "FAIL"))
+    _table(("cell", "worst relative error", ""), rows)
+    return ok
+
+
+def main(argv=None) -> int:
+    """``refrnn verify torch|sru [--examples N] [--seed S] [--max-steps T] [--dtype float64|float32|both]``."""
+    parser = argparse.ArgumentParser(prog="refrnn verify", description=__doc__.split("\n\n")[0])
+    parser.add_argument("target", choices=["torch", "sru"], help="the implementation to verify (sru: the sru package's SRUCell)")
+    parser.add_argument("--examples", type=int, default=50, help="Hypothesis examples per module and dtype (default 50)")
+    parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0; runs are deterministic)")
+    parser.add_argument("--max-steps", type=int, default=12, help="longest sequence drawn (default 12)")
+    parser.add_argument("--dtype", choices=["float64", "float32", "both"], default="both")
+    args = parser.parse_args(argv)
+    try:
+        import hypothesis  # noqa: F401
+        import torch  # noqa: F401
+
+        if args.target == "sru":
+            import importlib.util
+
+            if importlib.util.find_spec("sru") is None:
+                raise ImportError("No module named 'sru'", name="sru")
+    except ImportError as err:
+        hint = "pip install sru==2.6.0" if err.name == "sru" else "pip install 'refrnn[torch]'"
+        print(f"refrnn verify {args.target}: {err.name} is not installed ({hint})", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
+    if args.target == "torch":
+        ok = verify_torch(args.examples, args.seed, args.max_steps, dtypes)
+        ok &= gradcheck_reference()
+    else:
+        ok = verify_sru(args.examples, args.seed, args.max_steps, dtypes)
+    print(f"\n{'all checks passed' if ok else 'SOME CHECKS FAILED'} in {time.perf_counter() - start:.1f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,507 @@
+r"""Hypothesis strategies for recurrent cells: configurations, well-conditioned values, adversarial values.
+
+Everything here draws *float64* arrays (:func:`bounded`, built on :mod:`hypothesis.extra.numpy`), so a
+failing example shrinks towards small shapes and all-zero arrays with a few informative entries left. Casting to a
+candidate's dtype is the caller's business (:func:`refrnn.verify.verify` rounds to float32 and runs
+the float64 reference on the rounded values).
+
+Well-conditioned values (the default) are bounded so that a tolerance failure means a bug, not
+overflow or cancellation::
+
+    every entry is k * bound / 64 for an integer |k| <= 64      (0, or magnitude in [bound/64, bound])
+    W_x: bound 1/sqrt(D)    W_h: bound 1/sqrt(H)    biases: bound 1/2    x, h0, c0, dy, dstate: bound 1
+
+so a gate pre-activation obeys ``|a| <= sqrt(D) + sqrt(H) + 1`` and every gate derivative stays far
+from the float64 noise floor (finite differences at eps=1e-6 resolve it to ~1e-9 relative).
+
+Adversarial values start from the same draws and then, unit by unit, pin gates to saturation: the
+chosen gate's input bias becomes ``+-SATURATE`` (``sigmoid(+1000) == 1.0`` and ``sigmoid(-1000) ==
+0.0`` exactly in float64 and float32), so ``z`` exactly 0 and exactly 1 occur, and ``+-MODERATE``
+(``sigmoid(+-40)`` is 1 - 4e-18 resp. 4e-18: saturated, not exact). Batches of size 0 are drawn where
+asked for (``min_B=0``).
+
+Shapes: x (T, B, D); per-layer states (B, H_l); dy (T, B, H_top).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from .. import stack
+from ..cells import gru, lstm, module_for
+
+SATURATE = 1000.0  # sigmoid(+-1000) is exactly 1.0 / 0.0 in float32 and float64 (exp overflows to inf)
+MODERATE = 40.0  # sigmoid(40) rounds to 1.0 in float64 but sigmoid(-40) = 4.2e-18 is not 0
+
+
+# ---------------------------------------------------------------------------------------------- cells
+class CellKind(NamedTuple):
+    """What the strategies need to know about one cell.
+
+    ``choices`` maps each drawable choice to its values (the first is where shrinking goes);
+    ``resolve(D, H, chosen)`` turns drawn choices into the cell's options for an input width D and
+    hidden size H (dropping what does not apply, e.g. an identity skip when D < H); ``init(D, H,
+    options)`` builds a container of the right structure (every array is then redrawn); ``bias`` and
+    ``gates`` name the stacked per-gate input bias that adversarial draws pin to saturation;
+    ``finish`` repairs drawn values a cell constrains (a variance >= 0); ``fit(options, B)`` adjusts
+    options a batch of B rows cannot run (batch statistics need B >= 2).
+    """
+
+    module: object
+    choices: dict
+    resolve: object
+    init: object
+    bias: str | None = None
+    gates: tuple = ()
+    finish: object = None
+    fit: object = None
+
+
+def _lstm_resolve(D, H, c):
+    # A projection needs P < H (PyTorch refuses P >= H); its width comes from a further choice.
+    P = 0 if not c["proj"] or H < 2 else 1 + c["proj_size"] % (H - 1)
+    return {"peepholes": c["peepholes"], "proj_size": P}
+
+
+CELLS: dict[str, CellKind] = {
+    "gru": CellKind(
+        gru,
+        {"reset": gru.RESETS},
+        lambda D, H, c: {"reset": c["reset"]},
+        lambda D, H, o: gru.init(D, H, reset=o["reset"], rng=0),
+        "b_x",
+        gru.GATES,
+    ),
+    "lstm": CellKind(
+        lstm,
+        {"proj": (False, True), "peepholes": (False, True), "proj_size": tuple(range(8))},
+        _lstm_resolve,
+        lambda D, H, o: lstm.init(D, H, proj_size=o["proj_size"], peepholes=o["peepholes"], rng=0),
+        "b_x",
+        lstm.GATES,
+    ),
+}
+
+
+def _register_optional_cells() -> None:
+    """SRU and the conditional GRU, when their reference modules exist."""
+    try:
+        from ..cells import sru
+    except ImportError:  # pragma: no cover - present in this repository
+        sru = None
+    if sru is not None:
+
+        def sru_resolve(D, H, c):
+            skip = c["skip"]
+            if skip == "auto":  # the sru package's rule: the identity when widths match, else a projection
+                skip = "identity" if D == H else "projection"
+            if skip == "identity" and D < H:
+                skip = "projection"  # the identity skip adds x[..., o:o+H]: it needs D >= H
+            return {
+                "skip": skip,
+                "v_terms": c["v_terms"],
+                "activation": c["activation"],
+                # sqrt(3), rounded to float32: the sru package keeps alpha in a float32 buffer, and an
+                # option (unlike an array) is not rounded when a case is cast to float32
+                "alpha": float(np.float32(sru.highway_alpha(0.0))) if (c["rescale"] and skip == "identity") else 1.0,
+                "skip_offset": c["skip_offset"] % (D - H + 1) if skip == "identity" else 0,
+            }
+
+        def sru_init(D, H, o):
+            p = sru.init(D, H, skip=o["skip"], v_terms=o["v_terms"], activation=o["activation"], rng=0)
+            return p.replace(alpha=o["alpha"], skip_offset=o["skip_offset"])
+
+        CELLS["sru"] = CellKind(
+            sru,
+            {
+                "skip": ("auto",) + sru.SKIPS,
+                "v_terms": (True, False),
+                "activation": sru.ACTIVATIONS,
+                "rescale": (False, True),
+                "skip_offset": tuple(range(4)),
+            },
+            sru_resolve,
+            sru_init,
+            "b",
+            ("f", "r"),
+        )
+    try:
+        from ..cells import ccgru
+    except ImportError:  # pragma: no cover - present in this repository
+        ccgru = None
+    if ccgru is not None:
+
+        def ccgru_resolve(D, H, c):
+            g = None
+            if c["variant"] == "block":
+                divisors = [k for k in range(1, H + 1) if H % k == 0]
+                g = divisors[c["g"] % len(divisors)]
+            elif c["variant"] == "lowrank":
+                g = 1 + c["g"] % H
+            return {"variant": c["variant"], "g": g, "mode": c["mode"], "norm": c["norm"], "s": c["s"]}
+
+        def ccgru_init(D, H, o):
+            p = ccgru.init(D, H, variant=o["variant"], g=o["g"], s=o["s"], mode=o["mode"], rng=0)
+            return p.replace(norm=o["norm"])
+
+        CELLS["ccgru"] = CellKind(
+            ccgru,
+            {
+                "variant": ccgru.VARIANTS,
+                "mode": ("inference", "train"),
+                "norm": ("batch", "folded"),
+                "s": (0.0, -0.5, 0.5),
+                "g": tuple(range(4)),
+            },
+            ccgru_resolve,
+            ccgru_init,
+            "b_rh",
+            ccgru.GATES,
+            lambda p: p.replace(running_var=np.abs(p.running_var) + 0.25),  # a variance: >= 0, away from eps
+            # batch statistics need two rows per step: a narrower batch runs the inference mode
+            lambda o, B: {**o, "mode": "inference"} if (B < 2 and o["mode"] == "train" and o["norm"] == "batch") else o,
+        )
+
+
+_register_optional_cells()
+
+
+def register_cell(name: str, kind: CellKind) -> None:
+    """Make cell ``name`` drawable by :func:`configs` and :func:`cases`."""
+    CELLS[name] = kind
+
+
+class LayerSpec(NamedTuple):
+    """One recurrent layer: cell name, hidden size, and the cell's options as built (sorted pairs)."""
+
+    cell: str
+    H: int
+    options: tuple = ()  # sorted (name, value) pairs, hashable
+    D: int = 0  # the layer's input width
+
+    @property
+    def opts(self) -> dict:
+        return dict(self.options)
+
+    @property
+    def out(self) -> int:
+        """The width of the layer's output (an LSTM with a projection outputs proj_size)."""
+        return self.opts.get("proj_size") or self.H
+
+    def __str__(self) -> str:
+        opts = "".join(f", {k}={v!r}" for k, v in self.options)
+        return f"{self.cell}(H={self.H}{opts})"
+
+
+class CellConfig(NamedTuple):
+    """A whole problem's shape: input size, batch, steps and the layers (bottom first)."""
+
+    D: int
+    B: int
+    T: int
+    layers: tuple[LayerSpec, ...]
+
+    @property
+    def H(self) -> int:
+        """The width of the top layer's output (y is (T, B, H))."""
+        return self.layers[-1].out
+
+    def __str__(self) -> str:
+        return f"T={self.T}, B={self.B}, D={self.D}, layers=[{', '.join(map(str, self.layers))}]"
+
+
+def _draw_layer(draw, space, D_in, B, label):
+    cell = draw(st.sampled_from(tuple(space.cells)), label=f"{label}: cell")
+    size = space.H if space.H is not None else draw(st.integers(space.min_H, space.max_H), label=f"{label}: H")
+    kind = CELLS[cell]
+    chosen = {}
+    for name, values in kind.choices.items():
+        allowed = tuple((space.options or {}).get(name, values))
+        chosen[name] = allowed[0] if len(allowed) == 1 else draw(st.sampled_from(allowed), label=f"{label}: {name}")
+    return _spec(cell, size, chosen, D_in, B), chosen
+
+
+def _spec(cell, H, chosen, D_in, B) -> LayerSpec:
+    kind = CELLS[cell]
+    opts = kind.resolve(D_in, H, chosen)
+    if kind.fit is not None:
+        opts = kind.fit(opts, B)
+    return LayerSpec(cell, H, tuple(sorted(opts.items())), D_in)
+
+
+class _Space(NamedTuple):
+    cells: tuple
+    D: int | None
+    H: int | None
+    min_D: int
+    max_D: int
+    min_H: int
+    max_H: int
+    min_B: int
+    max_B: int
+    min_T: int
+    max_T: int
+    min_layers: int
+    max_layers: int
+    same_layers: bool
+    options: dict | None
+
+
+_MORE = st.booleans()
+
+
+def _draw_config(draw, space: _Space, on_start=None, on_layer=None) -> CellConfig:
+    """Draw a config; ``on_start(B, T, D)`` and ``on_layer(k, spec)`` let :func:`cases` draw each layer's
+    arrays right after its shape, so that deleting a layer deletes one contiguous run of choices and
+    Hypothesis can shrink a 3-layer failure to the 1-layer one it usually is."""
+    B = draw(st.integers(space.min_B, space.max_B), label="B")
+    T = draw(st.integers(space.min_T, space.max_T), label="T")
+    D = space.D if space.D is not None else draw(st.integers(space.min_D, space.max_D), label="D")
+    if on_start is not None:
+        on_start(B, T, D)
+    layers, chosen, width = [], None, D
+    for k in range(space.max_layers):
+        if k >= space.min_layers and not draw(_MORE, label=f"layer {k}?"):
+            break
+        if k == 0 or not space.same_layers:
+            spec, chosen = _draw_layer(draw, space, width, B, f"layer {k}")
+        else:
+            spec = _spec(layers[0].cell, layers[0].H, chosen, width, B)
+        layers.append(spec)
+        if on_layer is not None:
+            on_layer(k, spec)
+        width = spec.out
+    return CellConfig(D=D, B=B, T=T, layers=tuple(layers))
+
+
+def configs(
+    cells=("gru", "lstm"),
+    *,
+    D=None,
+    H=None,
+    min_D=1,
+    max_D=4,
+    min_H=1,
+    max_H=4,
+    min_B=1,
+    max_B=3,
+    min_T=1,
+    max_T=6,
+    min_layers=1,
+    max_layers=1,
+    same_layers=True,
+    options: dict | None = None,
+):
+    """A strategy for :class:`CellConfig`.
+
+    ``cells`` are names in :data:`CELLS`; ``options`` narrows a cell's choices (``{"reset":
+    ("after",)}``, ``{"peepholes": (False,)}``). ``same_layers=True`` gives every layer the first
+    one's cell, size and options (what ``torch.nn.GRU(num_layers=L)`` computes); ``False`` draws
+    mixed stacks of varying widths. ``D``/``H`` pin sizes (for a candidate built for one shape);
+    ``min_B=0`` allows empty batches. Passed to :func:`cases`, each layer's arrays are drawn right
+    after its shape (better shrinking).
+    """
+    unknown = [c for c in cells if c not in CELLS]
+    if unknown:
+        raise ValueError(f"cells: unknown cell {unknown[0]!r}; expected some of {', '.join(map(repr, CELLS))}")
+    space = _Space(tuple(cells), D, H, min_D, max_D, min_H, max_H, min_B, max_B, min_T, max_T, min_layers, max_layers, same_layers, options)
+    strategy = st.composite(lambda draw: _draw_config(draw, space))()
+    strategy.space = space  # read by cases()
+    return strategy
+
+
+# --------------------------------------------------------------------------------------------- values
+GRID = 64  # entries are multiples of bound/GRID: 0, or at least bound/64 in magnitude
+ELEMENTWISE_MAX = 24  # arrays up to this size may be drawn entry by entry (readable shrunk examples)
+
+
+# Strategy objects are built once: constructing (and validating) one per draw costs more than the draw,
+# so the composites below are thin wrappers around plain functions of ``draw``.
+_HOW = st.integers(0, 7)
+_SEED = st.integers(0, 2**32 - 1)
+_ENTRY = st.integers(-GRID, GRID)
+_PIN = st.sampled_from([-1, 0, 1])
+_LEVEL = st.sampled_from([SATURATE, MODERATE])
+_QUARTER = st.integers(0, 3)
+
+
+@functools.lru_cache(maxsize=None)
+def _entries(shape: tuple):
+    return hnp.arrays(np.int8, shape, elements=_ENTRY, fill=st.nothing())
+
+
+@functools.lru_cache(maxsize=None)
+def _pins(H: int):
+    return hnp.arrays(np.int8, H, elements=_PIN, fill=st.nothing())
+
+
+def draw_bounded(draw, shape, bound: float = 1.0, label: str = "array") -> np.ndarray:
+    """The body of :func:`bounded`, callable from other composites without building a strategy."""
+    shape = tuple(int(n) for n in shape)
+    size = int(np.prod(shape))
+    mode = draw(_HOW, label=f"{label}: how")
+    if mode == 0 or size == 0:
+        return np.zeros(shape)
+    if mode == 1 and size <= ELEMENTWISE_MAX:
+        k = draw(_entries(shape), label=f"{label}: entries")
+    else:
+        seed = draw(_SEED, label=f"{label}: seed")
+        k = np.random.default_rng(seed).integers(-GRID, GRID, size=shape, endpoint=True)
+    return k.astype(np.float64) * (bound / GRID)
+
+
+@st.composite
+def bounded(draw, shape, bound: float = 1.0, *, label: str = "array"):
+    """Float64 arrays of ``shape`` with entries ``k * bound / 64`` for integers ``|k| <= 64``.
+
+    The grid keeps every entry 0 or at least bound/64 in magnitude: a weight of 1e-300 would make
+    finite differences and normwise relative errors measure rounding noise instead of the gradient.
+    How the entries are chosen is itself drawn (and shrinks in this order):
+
+    * all zero (so a shrunk example keeps non-zero only what the failure needs);
+    * entry by entry with :func:`hypothesis.extra.numpy.arrays`, for arrays of at most 24 entries
+      (shrinks entry by entry to a readable example);
+    * dense from ``numpy.random.default_rng(seed)`` with ``seed`` drawn by Hypothesis: every entry
+      non-trivial, at a cost independent of the size (drawing 300 entries one by one costs ~30 ms).
+    """
+    return draw_bounded(draw, shape, bound, label)
+
+
+def draw_layer_params(draw, spec: LayerSpec, D: int, adversarial: bool = False, label: str = "layer"):
+    kind = CELLS[spec.cell]
+    skeleton = _skeleton(spec._replace(D=D))
+    arrays = {}
+    for name, a in skeleton.arrays().items():
+        # Weight matrices get 1/sqrt(fan_in) (PyTorch's initial range), so |pre-activation| stays
+        # below sqrt(D) + sqrt(H) + 1 whatever the sizes; vectors (biases, peepholes) get 1/2.
+        bound = 1.0 / np.sqrt(a.shape[1]) if a.ndim == 2 else 0.5
+        arrays[name] = draw_bounded(draw, a.shape, bound, f"{label}.{name}")
+    params = skeleton.replace(**arrays)
+    if kind.finish is not None:
+        params = kind.finish(params)
+    if adversarial:
+        params = draw_saturate(draw, params, kind.gates, bias=kind.bias, label=label)
+    return params
+
+
+@functools.lru_cache(maxsize=4096)
+def _skeleton(spec: LayerSpec):
+    return CELLS[spec.cell].init(spec.D, spec.H, spec.opts)
+
+
+@st.composite
+def layer_params(draw, spec: LayerSpec, D: int | None = None, *, adversarial: bool = False):
+    """Parameters of one layer: the cell's own container, with every array drawn by :func:`bounded`.
+
+    The cell's ``init`` fixes the container's structure; the strategy then redraws each array with
+    the bound of its role (weight matrices 1/sqrt(fan_in), vectors 1/2). ``adversarial`` adds
+    :func:`saturate`.
+    """
+    return draw_layer_params(draw, spec, spec.D if D is None else D, adversarial)
+
+
+def draw_saturate(draw, params, gates, gate=None, level=None, bias: str | None = "b_x", label: str = "layer"):
+    H = params.hidden_size
+    if bias is None or bias not in params.array_names() or getattr(params, bias).shape[0] != len(gates) * H:
+        return params  # a cell without stacked per-gate input biases: nothing to pin this way
+    b_x = np.array(getattr(params, bias), copy=True)
+    for k, name in enumerate(gates):
+        if gate is not None and name != gate:
+            continue
+        pins = draw(_pins(H), label=f"{label}: pins {name}")
+        size = level if level is not None else draw(_LEVEL, label=f"{label}: level {name}")
+        block = b_x[k * H : (k + 1) * H]
+        block[pins != 0] = pins[pins != 0] * size
+    return params.replace(**{bias: b_x})
+
+
+@st.composite
+def saturate(draw, params, gates: tuple[str, ...], *, gate=None, level=None, bias: str = "b_x"):
+    """``params`` with some units' gates pinned to saturation through their stacked input bias ``bias``.
+
+    For each of ``gates`` (or just ``gate``), each unit draws -1 (pinned low), 0 (left alone) or +1
+    (pinned high); the pin is ``+-SATURATE`` (exact 0/1) or ``+-MODERATE`` (``level`` fixes it).
+    Gates whose activation is tanh (a candidate) saturate to exactly +-1 the same way.
+    """
+    return draw_saturate(draw, params, gates, gate, level, bias)
+
+
+def draw_state(draw, params, B: int, bound: float = 1.0, label: str = "state"):
+    template = module_for(params).zero_state(params, B)
+    if isinstance(template, tuple):
+        return tuple(draw_bounded(draw, a.shape, bound, f"{label}[{i}]") for i, a in enumerate(template))
+    return draw_bounded(draw, template.shape, bound, label)
+
+
+@st.composite
+def state_for(draw, params, B: int, *, bound: float = 1.0, label: str = "state"):
+    """A state of ``params``' cell for batch ``B``, of the same form as ``zero_state`` (array or tuple)."""
+    return draw_state(draw, params, B, bound, label)
+
+
+class Case(NamedTuple):
+    """One drawn problem: layers (float64 parameter containers, bottom first), input, initial states,
+    and upstream gradients ``dy`` (T, B, H_top) and ``dstate_T`` (one per layer) for backward."""
+
+    config: CellConfig
+    layers: tuple
+    x: np.ndarray
+    state0: tuple
+    dy: np.ndarray | None
+    dstate_T: tuple | None
+
+    @property
+    def params(self):
+        """The single layer's parameters (for one-layer cases)."""
+        (p,) = self.layers
+        return p
+
+
+@st.composite
+def cases(draw, config=None, *, adversarial=False, grads: bool = True) -> Case:
+    """A :class:`Case`: ``config`` is a :func:`configs` strategy (default ``configs()``), another strategy
+    for :class:`CellConfig`, or a config. ``adversarial`` is False, True, or None (draw it: a quarter
+    of the cases saturate gates)."""
+    if config is None:
+        config = configs()
+    if adversarial is None:
+        adversarial = draw(_QUARTER, label="adversarial") == 0
+    got = {}
+
+    def start(B, T, D):
+        got["x"] = draw_bounded(draw, (T, B, D), 1.0, "x")
+        got["B"] = B
+        got["layers"], got["state0"], got["dstate_T"] = [], [], []
+
+    def layer(k, spec):
+        p = draw_layer_params(draw, spec, spec.D, adversarial, label=f"layers[{k}]")
+        got["layers"].append(p)
+        got["state0"].append(draw_state(draw, p, got["B"], label=f"state0[{k}]"))
+        if grads:
+            got["dstate_T"].append(draw_state(draw, p, got["B"], label=f"dstate_T[{k}]"))
+
+    space = getattr(config, "space", None)
+    if space is not None:
+        cfg = _draw_config(draw, space, start, layer)
+    else:
+        cfg = config if isinstance(config, CellConfig) else draw(config, label="config")
+        start(cfg.B, cfg.T, cfg.D)
+        for k, spec in enumerate(cfg.layers):
+            layer(k, spec)
+    dy = draw_bounded(draw, (cfg.T, cfg.B, cfg.H), 1.0, "dy") if grads else None
+    return Case(cfg, tuple(got["layers"]), got["x"], tuple(got["state0"]), dy, tuple(got["dstate_T"]) if grads else None)
+
+
+def reference(case: Case):
+    """The float64 reference on ``case``: ``(y, states_T, grads, dx, dstates0)`` (the last three None
+    without upstream gradients)."""
+    y, states_T, cache = stack.forward(case.layers, case.x, case.state0)
+    if case.dy is None:
+        return y, states_T, None, None, None
+    grads, dx, dstates0 = stack.backward(case.layers, cache, case.dy, case.dstate_T)
+    return y, states_T, grads, dx, dstates0

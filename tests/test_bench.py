@@ -1,0 +1,126 @@
+"""`refrnn bench`: the workload registry, the baselines it compares against, and a smoke run at test sizes.
+
+No timing is asserted here (speed is what the command measures, not what a test can check); these
+tests check that every candidate of a workload computes the same thing, that the GEMM bound counts
+the right FLOPs, and that the command runs and reports.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from refrnn import bench, gru, lstm
+
+pytest.importorskip("numba")
+
+
+def test_numpy_baselines_equal_the_reference():
+    """The plain loops are baselines for speed only if they compute the same thing."""
+    rng = np.random.default_rng(0)
+    p = gru.init(4, 6, rng=rng)
+    p = p.replace(b_x=rng.uniform(-1, 1, 18), b_h=rng.uniform(-1, 1, 18))
+    x, h0 = rng.standard_normal((5, 3, 4)), rng.standard_normal((3, 6))
+    y_ref, h_ref, _ = gru.forward(p, x, h0)
+    y, h = bench.numpy_gru(p, x, h0)
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(h, h_ref, rtol=0, atol=1e-12)
+
+    q = lstm.init(4, 6, rng=rng)
+    q = q.replace(b_x=rng.uniform(-1, 1, 24), b_h=rng.uniform(-1, 1, 24))
+    c0 = rng.standard_normal((3, 6))
+    y_ref, (h_ref, c_ref), _ = lstm.forward(q, x, (h0, c0))
+    y, (h, c) = bench.numpy_lstm(q, x, h0, c0)
+    for a, b in ((y, y_ref), (h, h_ref), (c, c_ref)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(bench.WORKLOADS))
+def test_every_candidate_computes_the_subjects_output(name):
+    """At test sizes, every candidate but the GEMM bound returns y first, and they all agree
+    (float32; the same tolerance as the fast paths' own tests, for T = 4 steps)."""
+    case = bench.WORKLOADS[name].build("tiny")
+    assert case.subject in case.candidates and case.bound in case.candidates
+    y_subject = np.asarray(case.candidates[case.subject]()[0])
+    for cand, fn in case.candidates.items():
+        if cand == case.bound:
+            continue
+        out = fn()[0]
+        y = out.detach().numpy() if hasattr(out, "detach") else np.asarray(out)
+        assert y.shape == y_subject.shape, cand
+        assert np.max(np.abs(y - y_subject)) <= 5e-7 * 5 * 2, cand
+
+
+def test_gemm_bound_flops():
+    # GRU, B=64, T=50, D=27, H=1024: 50 products (64 x 1024) @ (1024 x 3072) plus (3200 x 27) @ (27 x 3072).
+    assert bench._gemm_flops(50, 64, 27, 1024, 3) == 2 * 50 * 64 * 1024 * 3072 + 2 * 3200 * 27 * 3072
+    case = bench.WORKLOADS["lstm-paper"].build("tiny")
+    s = case.sizes
+    assert case.flops == 2 * s["T"] * s["B"] * 4 * s["H"] * (s["D"] + s["H"])
+
+
+def test_sizes_for_scales():
+    full, tiny = dict(B=64, T=50, D=27, H=1024), dict(B=2, T=3, D=4, H=5)
+    assert bench.sizes_for("full", full, tiny) == full
+    assert bench.sizes_for("quick", full, tiny) == dict(full, T=10)  # same per-step shapes, fewer steps
+    assert bench.sizes_for("tiny", full, tiny) == tiny
+
+
+def test_registry_adds_a_workload_and_refuses_a_duplicate(monkeypatch):
+    monkeypatch.setattr(bench, "WORKLOADS", dict(bench.WORKLOADS))
+
+    @bench.workload("noop", "two trivial candidates")
+    def _noop(scale):
+        return bench.Case({"n": 1}, {"a": lambda: (0,), "b": lambda: (0,)}, "a", (bench.Bar("a", "b", 0.0, "anything"),))
+
+    assert "noop" in bench.WORKLOADS
+    with pytest.raises(ValueError, match="already registered"):
+        bench.workload("noop", "again")(_noop)
+    case = bench.WORKLOADS["noop"].build("tiny")
+    times = bench.measure(case, warmup=0, repeats=3)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    res = bench.summarise(bench.WORKLOADS["noop"], case, times)
+    assert res["bars"][0]["met"] and res["candidates"]["a"]["speedup_of_subject"] == 1.0
+
+
+def test_summarise_ratios_and_bars():
+    work = bench.Workload("w", "t", lambda scale: None)
+    case = bench.Case(
+        {"T": 1},
+        {"fast": None, "slow": None, "bound": None},
+        "fast",
+        (bench.Bar("fast", "slow", 1.5, "1.5x"), bench.Bar("fast", "bound", 1 / 1.2, "within 1.2x")),
+        bound="bound",
+        flops=2e9,
+    )
+    times = {"fast": [0.2, 0.1, 0.3], "slow": [0.25, 0.2, 0.9], "bound": [0.05, 0.05, 0.06]}
+    res = bench.summarise(work, case, times)
+    assert res["candidates"]["slow"]["speedup_of_subject"] == pytest.approx(1.25)  # medians 0.25 / 0.2
+    assert [b["met"] for b in res["bars"]] == [False, False]
+    assert res["gemm_rate_gflops"] == pytest.approx(40.0)
+    assert res["subject_over_bound"] == pytest.approx(4.0)
+    text = bench.format_result(res)
+    assert "NOT MET (gap: 1.20x)" in text and "(subject)" in text and "40 GFLOP/s" in text
+
+
+def test_main_smoke_run(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--tiny", "--only", "gru-paper", "--only", "lstm-paper", "--repeats", "2", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "gru-paper" in captured.out and "lstm-paper" in captured.out and "bars met" in captured.out
+    assert "round 2/2" in captured.err  # progress goes to stderr
+    data = json.loads(out.read_text())
+    assert data["scale"] == "tiny" and [w["name"] for w in data["workloads"]] == ["gru-paper", "lstm-paper"]
+    gru_res = data["workloads"][0]
+    assert {"njit batched", "njit fused", "reference (float32)", "NumPy loop", "GEMM bound"} <= set(gru_res["candidates"])
+    assert all(len(c["times_s"]) == 2 for c in gru_res["candidates"].values())
+    assert any(b["other"] == "NumPy loop" for b in gru_res["bars"])
+
+
+def test_main_list_and_bad_arguments(capsys):
+    assert bench.main(["--list"]) == 0
+    assert "gru-paper" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.main(["--only", "no-such-workload"])
+    with pytest.raises(SystemExit):
+        bench.main(["--tiny", "--repeats", "0"])

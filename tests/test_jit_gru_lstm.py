@@ -1,0 +1,302 @@
+"""Numba GRU/LSTM forward (refrnn.jit) against the reference cells: values, caches, gradients, bad input.
+
+float32 tolerance. The float32 fast path is compared with the *float64* reference run on the same
+(float32-representable) weights and inputs, i.e. with the exact answer, and must agree within
+``TOL32 * (T + 1)`` absolute, TOL32 = 5e-7. Why that is enough and not too much:
+
+* activations: the polynomial exp gives sigmoid/tanh within 1.5e-7 absolute
+  (``test_float32_activations_are_accurate`` asserts it on a dense grid; measured 9e-8, the same as
+  NumPy's float32 ufuncs);
+* products: a pre-activation is a float32 sum of K <= D + H + 2 <= 30 terms here; its rounding
+  error is at most K * 2^-24 * sum|w v| (Higham, Thm 3.1), about 3e-7 for these weights (uniform
+  in +-1/sqrt(H)) and inputs (|x| <= ~10, |h| <= 1); sigmoid' <= 1/4 and tanh' <= 1 pass it on
+  without amplification;
+* recurrence: h_t = n + z (h_{t-1} - n) is a convex combination and, with weights this small, the
+  step map does not expand errors (its Jacobian in h has norm below 1), so the errors of the T
+  steps at most add up: (T + 1) steps' worth of 5e-7 each.
+
+Observed: at most 5.2e-7 over 20 seeds and T <= 10 (the float32 *reference* itself is off by up
+to 1.8e-7), so the tolerance has a margin of ~10x at T = 10, while a wrong polynomial coefficient,
+a dropped bias or an off-by-one step is off by 1e-3 or more.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refrnn import gru, lstm
+
+jit_gru = pytest.importorskip("refrnn.jit.gru")
+from refrnn.jit import _kernels  # noqa: E402
+from refrnn.jit import lstm as jit_lstm  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TOL64 = 1e-10
+TOL32 = 5e-7
+STRATEGIES = ("batched", "fused")
+# (T, B, D, H): odd sizes, a single step, a single sequence, D = 1.
+SHAPES = [(5, 3, 4, 7), (1, 2, 3, 5), (6, 1, 2, 9), (3, 4, 1, 13)]
+
+
+def _gru_case(reset, T, B, D, H, dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    p = gru.init(D, H, reset=reset, rng=rng)
+    # Biases well away from zero, different on the x and h sides: a misplaced bias cannot hide.
+    p = p.replace(b_x=rng.uniform(-1, 1, 3 * H), b_h=rng.uniform(-1, 1, 3 * H)).astype(dtype)
+    return p, (2 * rng.standard_normal((T, B, D))).astype(dtype), rng.standard_normal((B, H)).astype(dtype)
+
+
+def _lstm_case(T, B, D, H, dtype=np.float64, seed=0, proj_size=0, peepholes=False):
+    rng = np.random.default_rng(seed)
+    p = lstm.init(D, H, proj_size=proj_size, peepholes=peepholes, rng=rng)
+    p = p.replace(b_x=rng.uniform(-1, 1, 4 * H), b_h=rng.uniform(-1, 1, 4 * H)).astype(dtype)
+    P = p.output_size
+    state0 = (rng.standard_normal((B, P)).astype(dtype), rng.standard_normal((B, H)).astype(dtype))
+    return p, (2 * rng.standard_normal((T, B, D))).astype(dtype), state0
+
+
+def _max_err(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)), initial=0.0))
+
+
+def _assert_cache_close(fast, ref, tol):
+    assert type(fast) is type(ref)
+    for name in ref._fields:
+        f, r = getattr(fast, name), getattr(ref, name)
+        assert (f is None) == (r is None), name
+        if r is not None:
+            assert f.shape == r.shape and f.dtype == r.dtype, name
+            assert _max_err(f, r) <= tol, f"cache.{name}: {_max_err(f, r):.3g} > {tol:.3g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# GRU
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reset", ["after", "before"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gru_float64_equals_reference(reset, strategy, shape):
+    p, x, h0 = _gru_case(reset, *shape)
+    y_ref, hT_ref, cache_ref = gru.forward(p, x, h0)
+    y, hT, cache = jit_gru.forward(p, x, h0, strategy=strategy)
+    _assert_cache_close(cache, cache_ref, TOL64)
+    assert _max_err(y, y_ref) <= TOL64 and _max_err(hT, hT_ref) <= TOL64
+    assert y.shape == y_ref.shape and hT.shape == hT_ref.shape
+    y_inf, hT_inf = jit_gru.forward_inference(p, x, h0, strategy=strategy)
+    # The same loop runs in both modes: inference differs only in not keeping the gates.
+    np.testing.assert_array_equal(y_inf, y)
+    np.testing.assert_array_equal(hT_inf, hT)
+
+
+@pytest.mark.parametrize("reset", ["after", "before"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("T", [1, 8])
+def test_gru_float32_within_justified_tolerance(reset, strategy, T):
+    p, x, h0 = _gru_case(reset, T, 3, 5, 16, dtype=np.float32, seed=T)
+    exact = gru.forward(p.astype(np.float64), x.astype(np.float64), h0.astype(np.float64))[2]
+    y, hT, cache = jit_gru.forward(p, x, h0, strategy=strategy)
+    assert y.dtype == np.float32 and all(a.dtype == np.float32 for a in cache)
+    _assert_cache_close(cache, exact._replace(**{k: getattr(exact, k).astype(np.float32) for k in exact._fields}), TOL32 * (T + 1))
+    y_inf, _ = jit_gru.forward_inference(p, x, h0, strategy=strategy)
+    np.testing.assert_array_equal(y_inf, y)
+
+
+@pytest.mark.parametrize("reset", ["after", "before"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_gru_cache_gives_the_reference_gradients(reset, strategy):
+    p, x, h0 = _gru_case(reset, 6, 3, 4, 5, seed=1)
+    rng = np.random.default_rng(2)
+    dy, dhT = rng.standard_normal((6, 3, 5)), rng.standard_normal((3, 5))
+    grads_ref, dx_ref, dh0_ref = gru.backward(p, gru.forward(p, x, h0)[2], dy, dhT)
+    grads, dx, dh0 = gru.backward(p, jit_gru.forward(p, x, h0, strategy=strategy)[2], dy, dhT)
+    for name, g in grads_ref.arrays().items():
+        assert _max_err(getattr(grads, name), g) <= TOL64, name
+    assert _max_err(dx, dx_ref) <= TOL64 and _max_err(dh0, dh0_ref) <= TOL64
+
+
+def test_gru_defaults_and_strategies_agree():
+    p, x, h0 = _gru_case("after", 4, 2, 3, 6)
+    zero = np.zeros_like(h0)
+    np.testing.assert_array_equal(jit_gru.forward(p, x)[0], jit_gru.forward(p, x, zero)[0])
+    y_b = jit_gru.forward_inference(p, x, h0, strategy="batched")[0]
+    y_f = jit_gru.forward_inference(p, x, h0, strategy="fused", prepared=jit_gru.prepare(p, "fused"))[0]
+    assert _max_err(y_b, y_f) <= TOL64
+
+
+def test_gru_noncontiguous_inputs_and_weights():
+    """Transposed views are accepted (copied to C order once), with the same results."""
+    p, x, h0 = _gru_case("before", 4, 3, 5, 6)
+    p_f = p.replace(W_h=np.asfortranarray(p.W_h), W_x=np.asfortranarray(p.W_x))
+    x_t = np.ascontiguousarray(x.transpose(1, 0, 2)).transpose(1, 0, 2)  # same values, strided
+    assert not x_t.flags.c_contiguous
+    for strategy in STRATEGIES:
+        y_ref = gru.forward(p, x, h0)[0]
+        assert _max_err(jit_gru.forward(p_f, x_t, h0, strategy=strategy)[0], y_ref) <= TOL64
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTM
+# ---------------------------------------------------------------------------------------------
+
+LSTM_VARIANTS = [dict(), dict(peepholes=True), dict(proj_size=3), dict(proj_size=4, peepholes=True)]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("variant", LSTM_VARIANTS, ids=["plain", "peepholes", "projection", "both"])
+def test_lstm_float64_equals_reference(strategy, shape, variant):
+    p, x, s0 = _lstm_case(*shape, **variant)
+    y_ref, (hT_ref, cT_ref), cache_ref = lstm.forward(p, x, s0)
+    y, (hT, cT), cache = jit_lstm.forward(p, x, s0, strategy=strategy)
+    _assert_cache_close(cache, cache_ref, TOL64)
+    for a, b in ((y, y_ref), (hT, hT_ref), (cT, cT_ref)):
+        assert a.shape == b.shape and _max_err(a, b) <= TOL64
+    y_inf, (hT_inf, cT_inf) = jit_lstm.forward_inference(p, x, s0, strategy=strategy)
+    np.testing.assert_array_equal(y_inf, y)
+    np.testing.assert_array_equal(hT_inf, hT)
+    np.testing.assert_array_equal(cT_inf, cT)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("T", [1, 8])
+@pytest.mark.parametrize("variant", [dict(), dict(proj_size=5, peepholes=True)], ids=["plain", "both"])
+def test_lstm_float32_within_justified_tolerance(strategy, T, variant):
+    p, x, s0 = _lstm_case(T, 3, 5, 16, dtype=np.float32, seed=T, **variant)
+    exact = lstm.forward(p.astype(np.float64), x.astype(np.float64), tuple(s.astype(np.float64) for s in s0))
+    y, (hT, cT), cache = jit_lstm.forward(p, x, s0, strategy=strategy)
+    assert y.dtype == np.float32 and cT.dtype == np.float32
+    exact32 = exact[2]._replace(**{k: getattr(exact[2], k).astype(np.float32) for k in exact[2]._fields if getattr(exact[2], k) is not None})
+    _assert_cache_close(cache, exact32, TOL32 * (T + 1))
+    assert _max_err(cT, exact[1][1]) <= TOL32 * (T + 1)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("variant", [dict(), dict(proj_size=3, peepholes=True)], ids=["plain", "both"])
+def test_lstm_cache_gives_the_reference_gradients(strategy, variant):
+    p, x, s0 = _lstm_case(5, 2, 4, 6, seed=3, **variant)
+    P = p.output_size
+    rng = np.random.default_rng(4)
+    dy, dsT = rng.standard_normal((5, 2, P)), (rng.standard_normal((2, P)), rng.standard_normal((2, 6)))
+    g_ref, dx_ref, (dh0_ref, dc0_ref) = lstm.backward(p, lstm.forward(p, x, s0)[2], dy, dsT)
+    g, dx, (dh0, dc0) = lstm.backward(p, jit_lstm.forward(p, x, s0, strategy=strategy)[2], dy, dsT)
+    assert g.array_names() == g_ref.array_names()
+    for name, a in g_ref.arrays().items():
+        assert _max_err(getattr(g, name), a) <= TOL64, name
+    for a, b in ((dx, dx_ref), (dh0, dh0_ref), (dc0, dc0_ref)):
+        assert _max_err(a, b) <= TOL64
+
+
+def test_lstm_inference_final_cell_state_for_odd_and_even_T():
+    """Inference keeps c in a two-slot ring: c_T must come from the right slot for either parity."""
+    for T in (1, 2, 3, 4):
+        p, x, s0 = _lstm_case(T, 2, 3, 4)
+        cT_ref = lstm.forward(p, x, s0)[1][1]
+        assert _max_err(jit_lstm.forward_inference(p, x, s0)[1][1], cT_ref) <= TOL64, T
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations
+# ---------------------------------------------------------------------------------------------
+
+
+def test_float32_activations_are_accurate():
+    a = np.concatenate(
+        [np.linspace(-100, 100, 400_001), [0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-8, 87.0, 88.0, 89.0, -87.0, -88.0, -89.0, 1e4, -1e4]]
+    ).astype(np.float32)
+    exact = a.astype(np.float64)
+    out = np.empty_like(a)
+    _kernels.activate(0, a, out)
+    with np.errstate(over="ignore"):
+        assert _max_err(out, 1.0 / (1.0 + np.exp(-exact))) <= 1.5e-7
+    assert np.all((out >= 0) & (out <= 1))
+    _kernels.activate(1, a, out)
+    assert _max_err(out, np.tanh(exact)) <= 1.5e-7
+    assert np.all(np.abs(out) <= 1) and np.all(out * a >= 0)  # odd: never the wrong sign
+
+
+def test_float32_exp_relative_error():
+    a = np.linspace(-87, 88, 200_001).astype(np.float32)
+    out = np.array([_kernels.exp32(v) for v in a[::1000]], np.float64)
+    exact = np.exp(a[::1000].astype(np.float64))
+    assert np.max(np.abs(out - exact) / exact) <= 4e-7
+
+
+def test_float64_activations_are_libm():
+    a = np.linspace(-50, 50, 10_001)
+    out = np.empty_like(a)
+    _kernels.activate(0, a, out)
+    assert _max_err(out, 1.0 / (1.0 + np.exp(-a))) <= 1e-15
+    _kernels.activate(1, a, out)
+    assert _max_err(out, np.tanh(a)) <= 1e-15
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: the reference's checks, plus the fast path's own arguments
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", ["forward", "forward_inference"])
+def test_gru_bad_input(fn):
+    p, x, h0 = _gru_case("after", 3, 2, 4, 5)
+    run = getattr(jit_gru, fn)
+    with pytest.raises(TypeError, match="x: dtype float32"):
+        run(p, x.astype(np.float32), h0)
+    with pytest.raises(ValueError, match=r"x: expected shape \(T, B, D\).*got shape \(3, 2, 5\)"):
+        run(p, np.zeros((3, 2, 5)), h0)
+    with pytest.raises(ValueError, match="x: expected a 3-d array"):
+        run(p, x[0], h0)
+    with pytest.raises(ValueError, match=r"h0: expected shape \(B, H\)"):
+        run(p, x, h0[:1])
+    bad = x.copy()
+    bad[1, 0, 2] = np.nan
+    with pytest.raises(ValueError, match="x: contains NaN"):
+        run(p, bad, h0)
+    with pytest.raises(ValueError, match="strategy: unknown value 'fast'"):
+        run(p, x, h0, strategy="fast")
+    with pytest.raises(ValueError, match="prepared: expected prepare"):
+        run(p, x, h0, strategy="batched", prepared=jit_gru.prepare(p, "fused"))
+    other = p.replace(W_h=p.W_h.copy())
+    with pytest.raises(ValueError, match="prepared: expected prepare"):
+        run(p, x, h0, strategy="fused", prepared=jit_gru.prepare(other, "fused"))
+    with pytest.raises(TypeError, match="params: expected GRUParams"):
+        run(lstm.init(4, 5), x, h0)
+
+
+@pytest.mark.parametrize("fn", ["forward", "forward_inference"])
+def test_lstm_bad_input(fn):
+    p, x, s0 = _lstm_case(3, 2, 4, 5)
+    run = getattr(jit_lstm, fn)
+    with pytest.raises(TypeError, match=r"state0: expected the pair \(h, c\)"):
+        run(p, x, s0[0])
+    with pytest.raises(ValueError, match=r"state0\[1\] \(c\): expected shape"):
+        run(p, x, (s0[0], s0[1][:, :3]))
+    with pytest.raises(TypeError, match="x: dtype float32"):
+        run(p, x.astype(np.float32), s0)
+    with pytest.raises(ValueError, match="strategy: unknown value"):
+        run(p, x, s0, strategy="Fused")
+    with pytest.raises(TypeError, match="params: expected LSTMParams"):
+        run(gru.init(4, 5), x, s0)
+
+
+def test_kernel_helpers_refuse_python_calls():
+    with pytest.raises(NotImplementedError):
+        _kernels.sigmoid(0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Import weight
+# ---------------------------------------------------------------------------------------------
+
+
+def test_import_refrnn_and_bench_do_not_import_numba():
+    code = (
+        "import sys, refrnn, refrnn.bench\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'numba', 'llvmlite', 'torch', 'scipy'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
