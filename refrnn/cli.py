@@ -9,7 +9,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "verify": ("refrnn.verify.cli", "check another implementation against the reference cells (`refrnn verify torch`)"),
+    "verify": ("refrnn.verify.cli", "verify an RNN implementation against the reference (`refrnn verify torch`, `refrnn verify sru`)"),
     "bench": ("refrnn.bench", "time the fast paths against the reference, plain NumPy and PyTorch; print ratios"),
     "bench-cuda": ("refrnn.bench_cuda", "time the GPU kernels: SRU bandwidth and fused-step FLOP/s as fractions of the device, vs cuDNN"),
 }
