@@ -1,9 +1,10 @@
 """Deep RNN + per-step MLP head (refrnn.deep), and the deep-RNN cost question of issue 10.
 
 For equal width H and layer count N = M: N recurrent GRU layers run layer by layer (``stack``), the
-same N layers run along anti-diagonals (``wavefront``, the reference order; the njit executor where
-it exists), and M dense layers applied to all T*B rows at once (``mlp``). The recurrent layers walk
-T dependent steps each; the MLP layers are M products, whatever T is.
+same N layers run along anti-diagonals (``wavefront``: the njit executor of issue 10, skipped where a
+commit does not have it), and M dense layers applied to all T*B rows at once (``mlp``). The recurrent
+layers walk T dependent steps each (the critical path is T*N steps layer by layer, T+N-1 as a
+wavefront); the MLP layers are M products, whatever T is.
 """
 
 from __future__ import annotations
