@@ -37,13 +37,13 @@ def test_numpy_baselines_equal_the_reference():
 
 @pytest.mark.parametrize("name", list(bench.WORKLOADS))
 def test_every_candidate_computes_the_subjects_output(name):
-    """At test sizes, every candidate but the GEMM bound returns y first, and they all agree
+    """At test sizes, every candidate but the sgemm timing returns y first, and they all agree
     (float32; the same tolerance as the fast paths' own tests, for T = 4 steps)."""
     case = bench.WORKLOADS[name].build("tiny")
-    assert case.subject in case.candidates and case.bound in case.candidates
+    assert case.subject in case.candidates and case.sgemm in case.candidates
     y_subject = np.asarray(case.candidates[case.subject]()[0])
     for cand, fn in case.candidates.items():
-        if cand == case.bound:
+        if cand == case.sgemm:
             continue
         out = fn()[0]
         y = out.detach().numpy() if hasattr(out, "detach") else np.asarray(out)
@@ -54,9 +54,11 @@ def test_every_candidate_computes_the_subjects_output(name):
 def test_gemm_bound_flops():
     # GRU, B=64, T=50, D=27, H=1024: 50 products (64 x 1024) @ (1024 x 3072) plus (3200 x 27) @ (27 x 3072).
     assert bench._gemm_flops(50, 64, 27, 1024, 3) == 2 * 50 * 64 * 1024 * 3072 + 2 * 3200 * 27 * 3072
-    case = bench.WORKLOADS["lstm-paper"].build("tiny")
-    s = case.sizes
-    assert case.flops == 2 * s["T"] * s["B"] * 4 * s["H"] * (s["D"] + s["H"])
+    for name, gates in (("lstm-paper", 4), ("gru-paper", 3), ("gru-before", 3)):
+        case = bench.WORKLOADS[name].build("tiny")
+        T, B, D, H = (case.sizes[k] for k in "TBDH")
+        assert case.flops == 2 * T * B * gates * H * (D + H)
+        assert case.sgemm_flops == 2 * T * B * gates * H * H  # the recurrent products alone
 
 
 def test_sizes_for_scales():
@@ -87,20 +89,25 @@ def test_summarise_ratios_and_bars():
     work = bench.Workload("w", "t", lambda scale: None)
     case = bench.Case(
         {"T": 1},
-        {"fast": None, "slow": None, "bound": None},
+        {"fast": None, "slow": None, "sgemm": None},
         "fast",
-        (bench.Bar("fast", "slow", 1.5, "1.5x"), bench.Bar("fast", "bound", 1 / 1.2, "within 1.2x")),
-        bound="bound",
-        flops=2e9,
+        (bench.Bar("fast", "slow", 1.5, "1.5x"), bench.Bar("fast", "GEMM bound", 1 / 1.2, "within 1.2x")),
+        sgemm="sgemm",
+        sgemm_flops=2e9,
+        flops=3e9,
     )
-    times = {"fast": [0.2, 0.1, 0.3], "slow": [0.25, 0.2, 0.9], "bound": [0.05, 0.05, 0.06]}
-    res = bench.summarise(work, case, times)
+    times = {"fast": [0.2, 0.1, 0.3], "slow": [0.25, 0.2, 0.9], "sgemm": [0.05, 0.04, 0.06]}
+    res = bench.summarise(work, case, times, (0.5, 1.5))
     assert res["candidates"]["slow"]["speedup_of_subject"] == pytest.approx(1.25)  # medians 0.25 / 0.2
+    assert res["candidates"]["slow"]["speedup_of_subject_by_min"] == pytest.approx(2.0)  # minima 0.2 / 0.1
+    assert res["sgemm_rate_gflops"] == pytest.approx(40.0)  # 2 GFLOP in 0.05 s
+    bound = res["candidates"]["GEMM bound"]  # 3 GFLOP at 40 GFLOP/s
+    assert bound["computed"] and bound["median_s"] == pytest.approx(0.075) and bound["min_s"] == pytest.approx(0.06)
+    assert res["subject_over_bound"] == pytest.approx(0.2 / 0.075)
     assert [b["met"] for b in res["bars"]] == [False, False]
-    assert res["gemm_rate_gflops"] == pytest.approx(40.0)
-    assert res["subject_over_bound"] == pytest.approx(4.0)
     text = bench.format_result(res)
     assert "NOT MET (gap: 1.20x)" in text and "(subject)" in text and "40 GFLOP/s" in text
+    assert "GEMM bound (computed)" in text and "0.5 before, 1.5 after" in text
 
 
 def test_main_smoke_run(tmp_path, capsys):
@@ -112,8 +119,9 @@ def test_main_smoke_run(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["scale"] == "tiny" and [w["name"] for w in data["workloads"]] == ["gru-paper", "lstm-paper"]
     gru_res = data["workloads"][0]
-    assert {"njit batched", "njit fused", "reference (float32)", "NumPy loop", "GEMM bound"} <= set(gru_res["candidates"])
+    assert {"njit batched", "njit fused", "reference (float32)", "NumPy loop", bench.SGEMM, "GEMM bound"} <= set(gru_res["candidates"])
     assert all(len(c["times_s"]) == 2 for c in gru_res["candidates"].values())
+    assert {b["other"] for b in gru_res["bars"]} >= {"NumPy loop", "GEMM bound"}
     assert any(b["other"] == "NumPy loop" for b in gru_res["bars"])
 
 
