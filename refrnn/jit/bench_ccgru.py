@@ -156,6 +156,7 @@ def _sparse_candidate(p, prepared, x, h0):
 
 def _sparse_case(scale: str, variant: str, g_full: int, g_tiny: int, full: dict, tiny: dict) -> Case:
     from ..bench import _data
+    from ..cells import ccgru as reference
     from . import ccgru as fast
 
     s = sizes_for(scale, full, tiny)
@@ -165,7 +166,11 @@ def _sparse_case(scale: str, variant: str, g_full: int, g_tiny: int, full: dict,
     base = _cell(variant, g, D, H)
     h0 = np.zeros((B, H), np.float32)
     dense_prepared = fast.prepare(base, "dense")
-    cands = {"njit dense": lambda: fast.forward_inference(base, x, h0, path="dense", prepared=dense_prepared)}
+    def dense():
+        return fast.forward_inference(base, x, h0, path="dense", prepared=dense_prepared)
+
+    dense.twin = lambda: reference.forward(base, x, h0)  # its own cell (default s), not the subject's
+    cands = {"njit dense": dense}
     bars, notes, bounds = [], [], {}
     for target in DENSITIES:
         p = calibrate_shift(base, x, target, tol=0.005 if scale == "full" else 0.02)
