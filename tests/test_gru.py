@@ -48,6 +48,29 @@ def test_gradcheck_rejects_a_wrong_dx_and_dh0():
     assert not report.passed and report.worst[0] == "x"
 
 
+def test_gradcheck_absolute_floor_passes_noise_but_not_a_missing_gradient():
+    """With z saturated (sigmoid(20) = 1 - 2e-9) every gradient but dh0 is ~1e-9, the size of the
+    finite-difference noise: relative errors of 1e-2 are noise, and ``atol`` passes them. A
+    gradient wrongly zeroed where the true one is O(1) still fails."""
+    params, x, h0 = _case("after")
+    H = params.hidden_size
+    b_x = params.b_x.copy()
+    b_x[H : 2 * H] = 20.0
+    saturated = params.replace(b_x=b_x)
+    assert not gradcheck(saturated, x, h0, atol=0.0).passed
+    report = gradcheck(saturated, x, h0)
+    assert report.passed and report.relative["W_x"] > 1e-3, str(report)
+
+    def broken(params, cache, dy, dh_T=None):
+        grads, dx, dh0 = gru.backward(params, cache, dy, dh_T)
+        return grads.replace(b_h=np.zeros_like(grads.b_h)), dx, dh0
+
+    report = gradcheck(*_case("after"), backward=broken)
+    assert not report.passed and not report.array_passed("b_h") and report.array_passed("W_h")
+    row = str(report).splitlines()[1 + list(report.relative).index("b_h")]
+    assert row.startswith("b_h") and row.endswith("FAIL")
+
+
 def _saturated_reset(p):
     """Weights whose reset gate is exactly 1.0 in float64: sigmoid(60) rounds to 1."""
     H = p.hidden_size
