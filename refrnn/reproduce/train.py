@@ -1,0 +1,287 @@
+r"""Training: Adam over truncated BPTT, with checkpoints that resume bit for bit.
+
+The loop (the paper's Sec. VI-A: BPTT over 50 steps, hidden state kept between segments, reset
+every 1000 updates, minibatch 64, Adam, lr 0.001)::
+
+    S = streams(train, B)                      (B, L): B contiguous stretches of the training text
+    for step = 0, 1, ...:
+        if step % reset_every == 0 or pos + T + 1 > L:   h = 0 (and pos = 0 at the end of the text)
+        ids, targets = S[:, pos : pos+T], S[:, pos+1 : pos+T+1]       (transposed: time-major)
+        bpc, g, h = loss_and_grads(model, ids, targets, h)            the reference backward
+        g = g * min(1, clip / ||g||)                                   global-norm clipping
+        m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2                Adam (Kingma & Ba, bias-corrected)
+        theta -= lr * (m / (1 - b1^k)) / (sqrt(v / (1 - b2^k)) + eps)
+        pos += T
+
+Checkpoints (``.npz``, written to a temporary file, then renamed: a crash never leaves half of one)
+hold everything the next update depends on: parameters and running statistics, Adam's moments,
+the step, the data position, the carried hidden state, the random generator's state, and the
+curves so far. ``resume=True`` continues from one, and the result is *identical* to an
+uninterrupted run (``tests/test_reproduce.py`` checks every array bit for bit): the loop has no
+other state, and every operation is deterministic for a given machine and thread count.
+
+A checkpoint is written every ``checkpoint_every`` updates (so a crash loses at most that many) and
+at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import model as lm
+from .data import Corpus, streams
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One model's training run. ``g``: blocks (block), rank (lowrank); None for the dense GRU."""
+
+    name: str
+    kind: str
+    hidden: int
+    g: int | None = None
+    s: float = 0.0
+    embed: int = 0
+    batch: int = 64
+    bptt: int = 50
+    steps: int = 1000
+    lr: float = 1e-3
+    clip: float = 5.0
+    reset_every: int = 1000
+    checkpoint_every: int = 200
+    eval_every: int = 200
+    eval_symbols: int = 50_000  # validation symbols for the curves (the final BPC uses all of them)
+    dtype: str = "float32"
+    seed: int = 0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    adam_eps: float = 1e-8
+
+    def __post_init__(self):
+        if self.kind not in lm.KINDS:
+            raise ValueError(f"kind: unknown cell {self.kind!r}; expected one of {', '.join(map(repr, lm.KINDS))}")
+        for name in ("hidden", "batch", "bptt", "steps", "reset_every", "checkpoint_every", "eval_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
+        if self.kind == "block" and (self.g is None or self.g < 1 or self.hidden % self.g):
+            raise ValueError(
+                f"g: the block variant needs the number of blocks g to divide hidden={self.hidden}; got g={self.g!r}"
+            )
+        if self.kind != "gru" and self.batch < 2:
+            raise ValueError(f"batch: the conditional cells train with batch statistics, which need batch >= 2; got {self.batch}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+@dataclasses.dataclass
+class State:
+    """Everything the next update depends on, plus the curves."""
+
+    model: lm.LM
+    m: dict
+    v: dict
+    step: int
+    pos: int
+    h: np.ndarray
+    rng: np.random.Generator
+    train_bpc: list  # one value per update
+    val_steps: list
+    val_bpc: list
+    elapsed: float  # seconds of training, summed over resumed runs (not part of the identity)
+
+
+def fresh_state(config: TrainConfig) -> State:
+    rng = np.random.default_rng(config.seed)
+    model = lm.init(config.kind, config.hidden, g=config.g, s=config.s, embed=config.embed, rng=rng,
+                    dtype=np.dtype(config.dtype))
+    zeros = {k: np.zeros_like(a) for k, a in lm.trainable(model).items()}
+    return State(model, zeros, {k: a.copy() for k, a in zeros.items()}, 0, 0,
+                 np.zeros((config.batch, config.hidden), config.dtype), rng, [], [], [], 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str, config: TrainConfig, st: State) -> None:
+    arrays = {f"model.{k}": a for k, a in lm.trainable(st.model).items()}
+    if st.model.kind != "gru":
+        arrays["model.cell.running_mean"] = st.model.cell.running_mean
+        arrays["model.cell.running_var"] = st.model.cell.running_var
+    arrays.update({f"adam_m.{k}": a for k, a in st.m.items()})
+    arrays.update({f"adam_v.{k}": a for k, a in st.v.items()})
+    arrays.update(
+        config=np.array(config.to_json()),
+        rng=np.array(json.dumps(st.rng.bit_generator.state)),
+        step=np.array(st.step),
+        pos=np.array(st.pos),
+        h=st.h,
+        train_bpc=np.array(st.train_bpc, np.float64),
+        val_steps=np.array(st.val_steps, np.int64),
+        val_bpc=np.array(st.val_bpc, np.float64),
+        elapsed=np.array(st.elapsed),
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, config: TrainConfig) -> State:
+    """The state saved at ``path``; its config must equal ``config`` (else resuming would mix runs)."""
+    with np.load(path) as f:
+        saved = json.loads(str(f["config"]))
+        if saved != json.loads(config.to_json()):
+            diff = {k: (saved.get(k), v) for k, v in json.loads(config.to_json()).items() if saved.get(k) != v}
+            raise ValueError(f"resume: checkpoint {path!r} was written by another configuration (saved, now): {diff}")
+        st = fresh_state(config)
+        trained = {k: f[f"model.{k}"] for k in lm.trainable(st.model)}
+        model = lm.with_trainable(st.model, trained)
+        if model.kind != "gru":
+            model = model.replace(cell=model.cell.replace(
+                running_mean=f["model.cell.running_mean"], running_var=f["model.cell.running_var"]))
+        st.model = model
+        st.m = {k: f[f"adam_m.{k}"] for k in st.m}
+        st.v = {k: f[f"adam_v.{k}"] for k in st.v}
+        st.rng.bit_generator.state = json.loads(str(f["rng"]))
+        st.step, st.pos = int(f["step"]), int(f["pos"])
+        st.h = f["h"]
+        st.train_bpc = f["train_bpc"].tolist()
+        st.val_steps = f["val_steps"].tolist()
+        st.val_bpc = f["val_bpc"].tolist()
+        st.elapsed = float(f["elapsed"])
+    return st
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress bar (plain stderr)
+# ---------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """``name  [#####.....]  k/n  bpc 2.31  12.3 it/s  eta 1m05s`` on stderr. On a terminal the line
+    is redrawn in place (at most 5 times a second); in a log file a line is written every 10%."""
+
+    def __init__(self, name: str, total: int, start: int = 0, enabled: bool = True, stream=None):
+        self.name, self.total, self.enabled = name, total, enabled
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0, self.start, self.last_draw = time.perf_counter(), start, 0.0
+        self.last_decile = start * 10 // max(total, 1)
+
+    def update(self, k: int, bpc: float) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        decile = k * 10 // max(self.total, 1)
+        if self.tty and now - self.last_draw < 0.2 and k < self.total:
+            return
+        if not self.tty and decile == self.last_decile and k < self.total:
+            return
+        self.last_draw, self.last_decile = now, decile
+        rate = (k - self.start) / max(now - self.t0, 1e-9)
+        eta = (self.total - k) / rate if rate > 0 else float("inf")
+        width = 24
+        fill = int(width * k / max(self.total, 1))
+        bar = "#" * fill + "." * (width - fill)
+        eta_s = f"{int(eta // 60)}m{int(eta % 60):02d}s" if math.isfinite(eta) else "?"
+        line = f"{self.name:<22} [{bar}] {k}/{self.total}  bpc {bpc:.3f}  {rate:5.1f} it/s  eta {eta_s}"
+        self.stream.write(("\r" + line) if self.tty else (line + "\n"))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _clip(grads: dict, clip: float) -> float:
+    """Scale ``grads`` in place to global norm <= ``clip``; returns the norm before clipping."""
+    norm = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
+    if norm > clip:
+        scale = clip / norm
+        for g in grads.values():
+            g *= scale
+    return norm
+
+
+def _adam(config: TrainConfig, st: State, grads: dict) -> None:
+    k = st.step + 1
+    b1, b2 = config.beta1, config.beta2
+    c1, c2 = 1.0 - b1**k, 1.0 - b2**k
+    params = lm.trainable(st.model)
+    new = {}
+    for name, g in grads.items():
+        m = st.m[name] = b1 * st.m[name] + (1.0 - b1) * g
+        v = st.v[name] = b2 * st.v[name] + (1.0 - b2) * (g * g)
+        new[name] = params[name] - config.lr * (m / c1) / (np.sqrt(v / c2) + config.adam_eps)
+    st.model = lm.with_trainable(st.model, new)
+
+
+def train(config: TrainConfig, corpus: Corpus, checkpoint: str | None = None, *, resume: bool = False,
+          progress: bool = True, stop_after: int | None = None, evaluate=None) -> State:
+    """Train ``config`` on ``corpus``; returns the final state.
+
+    ``checkpoint``: the ``.npz`` path (None: no checkpoints). ``resume``: continue from it when it
+    exists. ``stop_after``: stop (after checkpointing) once this many updates are done, as a crash
+    would; a later ``resume=True`` run finishes. ``evaluate(model, ids) -> (bpc, sparsity)``
+    computes the validation curve's points (None: no validation curve).
+    """
+    if resume and checkpoint and os.path.exists(checkpoint):
+        st = load_checkpoint(checkpoint, config)
+    else:
+        st = fresh_state(config)
+    S = streams(corpus.train, config.batch)
+    L, T = S.shape[1], config.bptt
+    if L < T + 1:
+        raise ValueError(f"bptt: {T} steps need training streams of at least {T + 1} symbols; got {L} "
+                         f"({len(corpus.train)} symbols in {config.batch} streams)")
+    val_ids = corpus.valid[: config.eval_symbols]
+    bar = Progress(config.name, config.steps, st.step, enabled=progress)
+    t_run = time.perf_counter()
+    try:
+        while st.step < config.steps:
+            if st.pos + T + 1 > L:
+                st.pos = 0
+                st.h = np.zeros_like(st.h)
+            if st.step % config.reset_every == 0:
+                st.h = np.zeros_like(st.h)
+            window = S[:, st.pos : st.pos + T + 1].T  # (T+1, B)
+            bpc, grads, h_T, st.model = lm.loss_and_grads(st.model, window[:-1], window[1:], st.h)
+            _clip(grads, config.clip)
+            _adam(config, st, grads)
+            st.h, st.pos = h_T, st.pos + T
+            st.step += 1
+            st.train_bpc.append(bpc)
+            if evaluate is not None and (st.step % config.eval_every == 0 or st.step == config.steps):
+                st.val_steps.append(st.step)
+                st.val_bpc.append(float(evaluate(st.model, val_ids)[0]))
+            bar.update(st.step, bpc)
+            done = stop_after is not None and st.step >= stop_after
+            if checkpoint and (st.step % config.checkpoint_every == 0 or st.step == config.steps or done):
+                st.elapsed += time.perf_counter() - t_run
+                t_run = time.perf_counter()
+                save_checkpoint(checkpoint, config, st)
+            if done:
+                break
+    finally:
+        bar.close()
+    st.elapsed += time.perf_counter() - t_run
+    return st
