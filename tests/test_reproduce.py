@@ -190,6 +190,12 @@ def test_resumed_run_is_identical_to_uninterrupted(tmp_path, kind, g, embed, how
     for k in a:
         assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
     assert whole.val_steps == resumed.val_steps == [5, 10, 13]
+    kw = dict(batch=3, bptt=7, segments=5, reset_every=4)
+    ra = train.reestimate_statistics(whole.model, corpus.train, **kw)
+    rb = train.reestimate_statistics(resumed.model, corpus.train, **kw)
+    if kind != "gru":
+        assert np.array_equal(ra.cell.running_mean, rb.cell.running_mean)
+        assert np.array_equal(ra.cell.running_var, rb.cell.running_var)
 
 
 def test_resume_refuses_another_configuration(tmp_path):
@@ -199,6 +205,81 @@ def test_resume_refuses_another_configuration(tmp_path):
     other = train.TrainConfig(name="g", kind="gru", hidden=4, batch=2, bptt=5, steps=2, checkpoint_every=1, lr=0.5)
     with pytest.raises(ValueError, match="another configuration"):
         train.train(other, corpus, str(tmp_path / "c.npz"), resume=True, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch-norm re-estimation after training
+# ---------------------------------------------------------------------------------------------
+
+
+def _sig(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _direct_preactivations(model, ids, B, T, segments, reset_every):
+    """Every pre-activation ``a`` of ``segments`` training segments, written out step by step here
+    (the paper's equations with per-step batch statistics), not through ccgru.forward."""
+    p, H = model.cell, model.hidden_size
+    L = len(ids) // B
+    S = ids[: L * B].reshape(B, L)
+    E = np.eye(27)
+    h, pos, out = np.zeros((B, H)), 0, []
+    for k in range(segments):
+        if pos + T + 1 > L:
+            pos, h = 0, np.zeros((B, H))
+        if k % reset_every == 0:
+            h = np.zeros((B, H))
+        for t in range(T):
+            x = E[S[:, pos + t]]
+            W_r, W_h = p.W_rh[:H], p.W_rh[H:]
+            U_r, U_h = p.U_rh[:H], p.U_rh[H:]
+            r = _sig(x @ W_r.T + h @ U_r.T + p.b_rh[:H])
+            h_hat = np.tanh(x @ W_h.T + r * (h @ U_h.T) + p.b_rh[H:])
+            if p.variant == "full":
+                a = x @ p.W_z.T + h @ p.U_z.T + p.b_z
+            else:
+                z_lr = np.maximum(x @ p.W_z_lr.T + h @ p.U_z_lr.T + p.b_z_lr, 0.0)
+                a = z_lr if p.variant == "block" else z_lr @ p.W_z.T + p.b_z
+            out.append(a)
+            n = (a - a.mean(axis=0)) / np.sqrt(a.var(axis=0) + p.eps)  # biased: the cell's batch norm
+            z = np.where(n + p.s > 0, np.tanh(n + p.s), 0.0)
+            if p.variant == "block":
+                z = np.repeat(z, H // p.g, axis=1)
+            h = (1 - z) * h + z * h_hat
+        pos += T
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("kind,g", [("block", 2), ("lowrank", 3), ("full", None)])
+def test_reestimated_statistics_are_the_exact_mean_and_variance(kind, g):
+    rng = np.random.default_rng(7)
+    model = lm.init(kind, 6, g=g, s=-0.25, rng=rng, dtype=np.float64)
+    arrays = {k: a + 0.3 * rng.standard_normal(a.shape) for k, a in lm.trainable(model).items()}
+    model = lm.with_trainable(model, arrays)
+    ids = data.encode("the quick brown fox jumps over the lazy dog " * 3)  # streams of 44: wraps around
+    B, T, segments, reset_every = 3, 6, 11, 4
+    new = train.reestimate_statistics(model, ids, batch=B, bptt=T, segments=segments, reset_every=reset_every)
+    a = _direct_preactivations(model, ids, B, T, segments, reset_every)
+    assert a.shape == (segments * T * B, model.cell.gate_width)
+    np.testing.assert_allclose(new.cell.running_mean, a.mean(axis=0), rtol=1e-12, atol=1e-14)
+    # unbiased, like the running variance the cell keeps during training (var * B / (B - 1))
+    np.testing.assert_allclose(new.cell.running_var, a.var(axis=0, ddof=1), rtol=1e-12, atol=1e-14)
+    assert not np.allclose(new.cell.running_var, model.cell.running_var)  # it did replace them
+    # only the statistics change; mode and weights stay
+    assert new.cell.mode == model.cell.mode
+    for k, v in lm.trainable(model).items():
+        assert lm.trainable(new)[k] is v
+    again = train.reestimate_statistics(model, ids, batch=B, bptt=T, segments=segments, reset_every=reset_every)
+    assert np.array_equal(again.cell.running_mean, new.cell.running_mean)  # deterministic
+    assert np.array_equal(again.cell.running_var, new.cell.running_var)
+
+
+def test_reestimation_leaves_the_dense_gru_unchanged():
+    model = lm.init("gru", 6, rng=1, dtype=np.float64)
+    ids = data.encode("abc def ghi " * 20)
+    same = train.reestimate_statistics(model, ids, batch=2, bptt=5, segments=4, reset_every=2)
+    assert same is model
+    assert speed.evaluate(same, ids)[0] == speed.evaluate(model, ids)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,11 +293,15 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     payload = cli.run(settings, str(tmp_path), progress=False, stream=out)
     text = out.getvalue()
     assert "TABLE II" in text and "TABLE IV" in text and "s = -0.50" in text
+    assert "RE-ESTIMATED" in text and "training EMA statistics" in text
     assert len(payload["results"]) == 1 + 2 + 2
     for r in payload["results"]:
         assert math.isfinite(r["val_bpc"]) and 0 < r["val_bpc"] < 6
         if r["kind"] != "gru":
             assert 0 <= r["z_sparsity"] <= 1 and r["speed"]["speedup"] > 0
+            assert r["norm_stats"] == "reestimated" and r["recal_segments"] == settings["recal_segments"] > 0
+            assert 0 <= r["z_sparsity_ema"] <= 1 and math.isfinite(r["val_bpc_ema"])
+            assert 0 <= r["z_sparsity_batchstats"] <= 1 and math.isfinite(r["val_bpc_batchstats"])
     for name in ("bpc_vs_speedup.png", "sparsity_vs_s.png", "training_curves.png"):
         path = tmp_path / name
         assert path.stat().st_size > 5000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -240,6 +325,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="block size 5 does not divide the hidden size H=16"):
         cli.grid(settings)
     assert cli.main(["--smoke", "--block-sizes", "5", "--out", os.devnull]) == 2
+    assert cli.main(["--smoke", "--recal-segments", "-1", "--out", os.devnull]) == 2
     model = lm.init("gru", 4, rng=0)
     with pytest.raises(ValueError, match=r"ids: symbol ids must lie in \[0, 27\)"):
         lm.loss_and_grads(model, np.full((3, 2), 27), np.zeros((3, 2), np.int64))

@@ -16,6 +16,17 @@ Presets (every size can be overridden by its option)::
     --paper     H=1024, B=64, lr 1e-3, hidden state reset every 1000 updates (Tables I, III),
                 50 000 updates: weeks on a CPU (the reference backward is NumPy); pass --text8 for the paper's data
 
+Normalisation statistics. The conditional cells' running batch-norm statistics after training are
+an exponential moving average taken while the weights moved; before evaluation they are replaced
+by the exact mean and variance of the pre-activations over ``recal_segments`` training segments run
+with the trained, frozen weights (:func:`refrnn.reproduce.train.reestimate_statistics`; smoke 3,
+default 100, paper 1000; ``--recal-segments 0`` keeps the EMA). Validation BPC, z-sparsity and
+speed-ups use the re-estimated statistics; ``results.json`` keeps the EMA statistics' validation
+BPC and z-sparsity too (``val_bpc_ema``, ``z_sparsity_ema``), and, as a diagnostic, those of the
+validation streams normalised step by step with their own batch statistics, as in training
+(``val_bpc_batchstats``, ``z_sparsity_batchstats``; not an inference procedure). Re-estimation is a deterministic
+function of the final checkpoint, so a resumed run's results still equal an uninterrupted one's.
+
 Outputs in ``--out DIR``: ``tables.txt`` (also printed), ``results.json``, ``bpc_vs_speedup.png``,
 ``sparsity_vs_s.png``, ``training_curves.png``, and ``checkpoints/<model>.npz`` (with ``--resume``
 a rerun continues every model from its checkpoint and skips finished training; the trained models
@@ -40,13 +51,15 @@ import time
 PRESETS = {
     "smoke": dict(hidden=16, batch=4, bptt=20, steps=12, lr=3e-3, reset_every=6, checkpoint_every=5,
                   eval_every=6, eval_symbols=2000, block_sizes=(8,), ranks=(4,), shifts=(0.0, -0.5),
-                  corpus_limit=20_000, speed_T=10, speed_warmup=20, speed_repeats=3, jobs=1),
+                  corpus_limit=20_000, speed_T=10, speed_warmup=20, speed_repeats=3, jobs=1, recal_segments=3),
     "default": dict(hidden=256, batch=32, bptt=50, steps=1000, lr=2e-3, reset_every=250, checkpoint_every=100,
                     eval_every=200, eval_symbols=20_000, block_sizes=(16, 32, 64), ranks=(16, 32, 64),
-                    shifts=(0.0, -0.25, -0.5, -0.75), corpus_limit=None, speed_T=50, speed_warmup=200, speed_repeats=11, jobs=2),
+                    shifts=(0.0, -0.25, -0.5, -0.75), corpus_limit=None, speed_T=50, speed_warmup=200, speed_repeats=11, jobs=2,
+                    recal_segments=100),
     "paper": dict(hidden=1024, batch=64, bptt=50, steps=50_000, lr=1e-3, reset_every=1000, checkpoint_every=500,
                   eval_every=2500, eval_symbols=200_000, block_sizes=(16, 32, 64), ranks=(16, 32, 64),
-                  shifts=(0.0, -0.25, -0.5, -0.75), corpus_limit=None, speed_T=50, speed_warmup=200, speed_repeats=11, jobs=2),
+                  shifts=(0.0, -0.25, -0.5, -0.75), corpus_limit=None, speed_T=50, speed_warmup=200, speed_repeats=11, jobs=2,
+                  recal_segments=1000),
 }
 UNSTRUCTURED_T = 4  # the unstructured (B = 1) timing runs this many times speed_T steps
 
@@ -75,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", type=int, nargs="+", help="low-rank z ranks")
     p.add_argument("--shifts", type=float, nargs="+", help="values of s")
     p.add_argument("--kinds", nargs="+", choices=("gru", "block", "lowrank"), default=("gru", "block", "lowrank"))
+    p.add_argument("--recal-segments", type=int,
+                   help="batch-norm re-estimation: training segments run after training to recompute the "
+                        "conditional cells' running statistics exactly (0: keep the training EMA)")
     p.add_argument("--jobs", type=int, help="models trained at a time (processes)")
     p.add_argument("--threads", type=int, default=1, help="BLAS and Numba threads per process (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -84,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args) -> dict:
     preset = dict(PRESETS["smoke" if args.smoke else "paper" if args.paper else "default"])
-    for key in ("hidden", "batch", "bptt", "steps", "lr", "reset_every", "checkpoint_every", "jobs"):
+    for key in ("hidden", "batch", "bptt", "steps", "lr", "reset_every", "checkpoint_every", "jobs",
+                "recal_segments"):
         if getattr(args, key) is not None:
             preset[key] = getattr(args, key)
     for key in ("block_sizes", "ranks", "shifts"):
@@ -100,6 +117,8 @@ def grid(settings: dict) -> list:
     from .train import TrainConfig
 
     H = settings["hidden"]
+    if settings.get("recal_segments", 0) < 0:
+        raise ValueError(f"recal_segments: expected a non-negative number of segments, got {settings['recal_segments']}")
     common = dict(hidden=H, embed=settings["embed"], batch=settings["batch"], bptt=settings["bptt"],
                   steps=settings["steps"], lr=settings["lr"], clip=settings["clip"],
                   reset_every=settings["reset_every"], checkpoint_every=settings["checkpoint_every"],
@@ -144,6 +163,18 @@ def _train_one(config, text8, limit, out, resume, progress, threads):
     return config.name, st.elapsed
 
 
+def _reestimate_one(config, text8, limit, out, segments, threads):
+    """The re-estimated running statistics of one trained model (runs in a worker process, or here)."""
+    from . import threads as th, train
+
+    th.set_threads(threads)
+    corpus = load_corpus(text8, limit)
+    st = train.load_checkpoint(_checkpoint(out, config.name), config)
+    m = train.reestimate_statistics(st.model, corpus.train, batch=config.batch, bptt=config.bptt,
+                                    segments=segments, reset_every=config.reset_every)
+    return config.name, m.cell.running_mean, m.cell.running_var
+
+
 def run(settings: dict, out: str, *, text8: str | None = None, resume: bool = False, progress: bool = True,
         stream=None) -> dict:
     """The whole pipeline; returns the JSON payload it writes."""
@@ -171,25 +202,55 @@ def run(settings: dict, out: str, *, text8: str | None = None, resume: bool = Fa
         elapsed = dict(_train_one(*a) for a in args)
     train_wall = time.perf_counter() - t_train
 
-    # Phase 2: evaluation and timing, one model at a time (no training competes for the cores).
+    # Phase 2: batch-norm re-estimation of the conditional models (in parallel, like training).
+    segments = settings["recal_segments"]
+    t_recal = time.perf_counter()
+    cond = [c for c in configs if c.kind != "gru"] if segments else []
+    rargs = [(c, text8, settings["corpus_limit"], out, segments, settings["threads"]) for c in cond]
+    if settings["jobs"] > 1 and len(cond) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(settings["jobs"]) as pool:
+            stats = {n: (m, v) for n, m, v in pool.starmap(_reestimate_one, rargs, chunksize=1)}
+    else:
+        stats = {n: (m, v) for n, m, v in (_reestimate_one(*a) for a in rargs)}
+    recal_wall = time.perf_counter() - t_recal
+
+    # Phase 3: evaluation and timing, one model at a time (no training competes for the cores).
     states = {c.name: train.load_checkpoint(_checkpoint(out, c.name), c) for c in configs}
     gru_model = states["gru"].model if "gru" in states else None
     results, curves = [], {}
     clock = "cpu" if settings["threads"] == 1 else "wall"
+    norm_stats = "reestimated" if segments else "ema"
     for c in configs:
         st = states[c.name]
-        bpc, sparsity = speed.evaluate(st.model, corpus.valid)
+        model = st.model
+        if c.name in stats:
+            model = model.replace(cell=model.cell.replace(running_mean=stats[c.name][0],
+                                                          running_var=stats[c.name][1]))
+        bpc, sparsity = speed.evaluate(model, corpus.valid)
         r = dict(name=c.name, kind=c.kind, hidden=c.hidden, g=c.g, s=c.s, val_bpc=bpc,
                  z_sparsity=None if c.kind == "gru" else sparsity, train_seconds=elapsed[c.name],
                  final_train_bpc=float(sum(st.train_bpc[-50:]) / len(st.train_bpc[-50:])))
         if c.kind != "gru":
+            if c.name in stats:
+                bpc_ema, sparsity_ema = speed.evaluate(st.model, corpus.valid)
+            else:
+                bpc_ema, sparsity_ema = bpc, sparsity
+            # diagnostic: each validation step normalised by its own batch statistics (32 streams)
+            bpc_batch, sparsity_batch = speed.evaluate_batch_statistics(st.model, corpus.valid)
+            r.update(norm_stats=norm_stats, recal_segments=segments, val_bpc_ema=bpc_ema,
+                     z_sparsity_ema=sparsity_ema, val_bpc_batchstats=bpc_batch, z_sparsity_batchstats=sparsity_batch)
             T = settings["speed_T"] * (1 if c.kind == "block" else UNSTRUCTURED_T)
-            r["speed"] = speed.speedup(st.model, corpus.valid, T=T, repeats=settings["speed_repeats"],
+            r["speed"] = speed.speedup(model, corpus.valid, T=T, repeats=settings["speed_repeats"],
                                        gru_model=gru_model, clock=clock, warmup=settings["speed_warmup"])
         results.append(r)
         curves[c.name] = dict(train_bpc=st.train_bpc, val_steps=st.val_steps, val_bpc=st.val_bpc)
         if progress:
-            extra = "" if c.kind == "gru" else f", z-sparsity {sparsity:.3f}, speed-up {r['speed']['speedup']:.2f}x"
+            extra = "" if c.kind == "gru" else (
+                f", z-sparsity {sparsity:.3f}, speed-up {r['speed']['speedup']:.2f}x ({norm_stats} statistics; "
+                f"EMA statistics: BPC {r['val_bpc_ema']:.3f}, z-sparsity {r['z_sparsity_ema']:.3f}; "
+                f"batch statistics: BPC {r['val_bpc_batchstats']:.3f}, z-sparsity {r['z_sparsity_batchstats']:.3f})")
             print(f"  {c.name:<22} validation BPC {bpc:.3f}{extra}", file=sys.stderr, flush=True)
 
     text = report.tables(results, settings["hidden"])
@@ -204,11 +265,12 @@ def run(settings: dict, out: str, *, text8: str | None = None, resume: bool = Fa
         corpus=dict(name=corpus.name, train=len(corpus.train), valid=len(corpus.valid), sha256=corpus.sha256),
         machine=dict(python=platform.python_version(), platform=platform.platform(), cpus=os.cpu_count(),
                      load_average=os.getloadavg() if hasattr(os, "getloadavg") else None),
-        wall_seconds=wall, train_wall_seconds=train_wall, results=results, curves=curves,
+        wall_seconds=wall, train_wall_seconds=train_wall, recal_wall_seconds=recal_wall, norm_stats=norm_stats,
+        results=results, curves=curves,
         pngs=[os.path.basename(p) for p in pngs],
     )
     report.write_json(os.path.join(out, "results.json"), payload)
-    print(f"\nwall time {wall:.0f} s (training {train_wall:.0f} s); wrote {out}/results.json, tables.txt, "
+    print(f"\nwall time {wall:.0f} s (training {train_wall:.0f} s, statistics re-estimation {recal_wall:.0f} s); wrote {out}/results.json, tables.txt, "
           + ", ".join(os.path.basename(p) for p in pngs), file=stream, flush=True)
     return payload
 

@@ -182,6 +182,20 @@ def _sub_onehot(p: np.ndarray, targets: np.ndarray) -> None:
     p[tt, bb, targets] -= 1.0
 
 
+def gate_preactivation(cell, cache) -> np.ndarray:
+    """The normalised pre-activation ``a`` (T, B, K) of a conditional cell's forward, bias included.
+
+    ``full``: ``W_z x + U_z h + b_z``; ``lowrank``: ``W_z z_lr + b_z``; ``block``: ``z_lr``. In training
+    mode :func:`refrnn.cells.ccgru.forward` leaves ``b_z`` out of its arithmetic (it cancels against the
+    batch mean), but the running mean it stands in for includes it, so it is added back here.
+    """
+    if cell.variant == "block":
+        return np.asarray(cache.z_lr)
+    if cell.variant == "lowrank":
+        return cache.z_lr @ cell.W_z.T + cell.b_z
+    return cache.x @ cell.W_z.T + cache.h[:-1] @ cell.U_z.T + cell.b_z
+
+
 def inference_cell(model: LM):
     """The cell as inference runs it: running statistics for the conditional cells."""
     if model.kind == "gru":

@@ -4,7 +4,11 @@ Tables. Table II (block-sparse: columns "block size / gating dim", i.e. ``bs / g
 ``g = H / bs``) and Table IV (unstructured: columns the rank of the low-rank z) of the seed paper,
 rows ``s = 0.00, -0.25, -0.50, -0.75``, entries the acceleration factor over the dense computation,
 with the paper's own number in parentheses (its H = 1024 models). The same grid is printed for the
-validation BPC and the z-sparsity; the dense GRU's BPC heads them.
+validation BPC and the z-sparsity; the dense GRU's BPC heads them. A note under the dense GRU's
+line says which normalisation statistics the conditional models were evaluated with: the
+re-estimated ones (exact mean and variance over a pass of training data after training,
+:func:`refrnn.reproduce.train.reestimate_statistics`) or the training EMA; with re-estimation,
+the EMA statistics' BPC and z-sparsity follow as two more grids.
 
 Plots (matplotlib, imported here only): ``bpc_vs_speedup.png`` (each model a point; the paper's
 trade-off is up and to the right), ``sparsity_vs_s.png`` (with ``Phi(-s)``, the zero fraction of a
@@ -63,6 +67,16 @@ def tables(results: list[dict], hidden: int) -> str:
     dense = [r for r in results if r["kind"] == "gru"]
     if dense:
         out.append(f"Dense GRU (H={hidden}): validation BPC {dense[0]['val_bpc']:.3f}\n")
+    cond = [r for r in results if r["kind"] != "gru"]
+    recal = [r for r in cond if r.get("norm_stats") == "reestimated"]
+    if recal:
+        out.append(f"Conditional models: inference batch-norm statistics RE-ESTIMATED after training (exact mean "
+                   f"and unbiased variance of the pre-activations over {recal[0]['recal_segments']} training "
+                   f"segments, weights frozen); BPC, z-sparsity and speed-ups below use them. The training "
+                   f"EMA statistics' BPC and z-sparsity follow in grids of their own.\n")
+    elif cond:
+        out.append("Conditional models: inference uses the running (EMA) batch-norm statistics kept during "
+                   "training (no re-estimation).\n")
     for kind, name, paper, header in (
         ("block", "TABLE II: block-sparse model", PAPER_TABLE_II, lambda c: f"{c}/{hidden // c}"),
         ("lowrank", "TABLE IV: unstructured (low-rank z) model", PAPER_TABLE_IV, lambda c: f"rank {c}"),
@@ -87,6 +101,16 @@ def tables(results: list[dict], hidden: int) -> str:
         out.append(_table(f"{name}: validation BPC", grid, cols, shifts, lambda r, c, s: f"{r['val_bpc']:.3f}", header))
         out.append(_table(f"{name}: z-sparsity on validation data (fraction of z exactly 0)", grid, cols, shifts,
                           lambda r, c, s: f"{r['z_sparsity']:.3f}", header))
+        if any(r.get("norm_stats") == "reestimated" for r in grid.values()):
+            out.append(_table(f"{name}: validation BPC with the training EMA statistics (not re-estimated)", grid,
+                              cols, shifts, lambda r, c, s: f"{r.get('val_bpc_ema', math.nan):.3f}", header))
+            out.append(_table(f"{name}: z-sparsity with the training EMA statistics", grid, cols, shifts,
+                              lambda r, c, s: f"{r.get('z_sparsity_ema', math.nan):.3f}", header))
+        if any("val_bpc_batchstats" in r for r in grid.values()):
+            out.append(_table(f"{name}: validation BPC / z-sparsity with per-step BATCH statistics over 32 validation "
+                              f"streams (diagnostic, as in training; not inference)", grid, cols, shifts,
+                              lambda r, c, s: f"{r['val_bpc_batchstats']:.3f} / {r['z_sparsity_batchstats']:.3f}",
+                              header))
         if any("speedup_vs_gru" in r["speed"] for r in grid.values()):
             out.append(_table(f"{name}: acceleration over the trained dense GRU (refrnn.jit.gru, same B, T)",
                               grid, cols, shifts, lambda r, c, s: f"{r['speed'].get('speedup_vs_gru', math.nan):.2f}x",
@@ -148,7 +172,9 @@ def plots(results: list[dict], curves: dict, out_dir: str, hidden: int) -> list[
     ax.legend(handles=handles, fontsize=7, ncol=2)
     ax.set_xlabel("measured inference speed-up over the dense computation (x)")
     ax.set_ylabel("validation BPC")
-    ax.set_title(f"Conditional GRU trade-off, H={hidden}")
+    recal = any(r.get("norm_stats") == "reestimated" for r in results)
+    stats_note = "re-estimated BN statistics" if recal else "EMA BN statistics"
+    ax.set_title(f"Conditional GRU trade-off, H={hidden} ({stats_note})")
     ax.grid(alpha=0.3)
     paths.append(os.path.join(out_dir, "bpc_vs_speedup.png"))
     fig.tight_layout()
@@ -169,9 +195,16 @@ def plots(results: list[dict], curves: dict, out_dir: str, hidden: int) -> list[
             pts.sort()
             name = f"block bs={c}" if kind == "block" else f"unstructured rank {c}"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], ls=ls, marker="o", color=color(c), label=name)
+            ema = sorted((r["s"], r["z_sparsity_ema"]) for r in results if r["kind"] == kind and col_of(r) == c
+                         and r.get("norm_stats") == "reestimated")
+            if ema:
+                ax.plot([p[0] for p in ema], [p[1] for p in ema], ls="", marker="x", ms=5, alpha=0.6,
+                        color=color(c))
+    if recal:
+        ax.plot([], [], ls="", marker="x", color="k", alpha=0.6, label="x: same model, training EMA statistics")
     ax.set_xlabel("shift s (Eq. 7)")
     ax.set_ylabel("z-sparsity on validation data")
-    ax.set_title("Fraction of update-gate entries exactly 0")
+    ax.set_title(f"Fraction of update-gate entries exactly 0\n({stats_note})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     paths.append(os.path.join(out_dir, "sparsity_vs_s.png"))
@@ -206,7 +239,8 @@ def plots(results: list[dict], curves: dict, out_dir: str, hidden: int) -> list[
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
     axes[0].set_ylabel("BPC")
-    fig.suptitle(f"Training curves, H={hidden}: train BPC (lines, running mean) and validation BPC (dots)")
+    fig.suptitle(f"Training curves, H={hidden}: train BPC (lines, running mean) and validation BPC "
+                 f"(dots; conditional models with the EMA statistics of that moment)")
     paths.append(os.path.join(out_dir, "training_curves.png"))
     fig.tight_layout()
     fig.savefig(paths[-1], dpi=110)

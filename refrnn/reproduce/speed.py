@@ -152,3 +152,34 @@ def speedup(model: lm.LM, ids: np.ndarray, *, T: int = 50, batch: int | None = N
     if "gru" in med:
         out.update(t_gru=med["gru"], speedup_vs_gru=med["gru"] / med["sparse"])
     return out
+
+
+def evaluate_batch_statistics(model: lm.LM, ids: np.ndarray, *, batch: int = 32, chunk: int = 1000
+                              ) -> tuple[float, float]:
+    """``(bpc, z_sparsity)`` like :func:`evaluate`, but normalising with each step's *batch* statistics
+    over the ``batch`` validation streams (training mode, the reference forward).
+
+    A diagnostic, not an inference procedure: every stream's prediction then depends on the other
+    streams at the same step. It shows how far the running (or re-estimated) statistics are from
+    what the network saw in training. The dense GRU has no normalisation: it is :func:`evaluate`.
+    """
+    if model.kind == "gru":
+        return evaluate(model, ids, batch=batch, chunk=chunk)
+    from ..cells import ccgru
+
+    ids = np.asarray(ids)
+    batch = max(2, min(batch, (len(ids) - 1) // 2))
+    L = (len(ids) - 1) // batch
+    S = ids[: batch * L + 1]
+    inp = np.stack([S[b * L : (b + 1) * L] for b in range(batch)], axis=1)
+    tgt = np.stack([S[b * L + 1 : (b + 1) * L + 1] for b in range(batch)], axis=1)
+    cell = model.cell.replace(mode="train", norm="batch")
+    h = np.zeros((batch, model.hidden_size), model.dtype)
+    total_bits, zeros, count = 0.0, 0, 0
+    for t0 in range(0, L, chunk):
+        y, h, cache = ccgru.forward(cell, lm.inputs(model, inp[t0 : t0 + chunk]), h)
+        logits = y @ model.W_y.T + model.b_y
+        total_bits += lm.bits(logits, tgt[t0 : t0 + chunk]) * y.shape[0] * batch
+        zeros += int(np.count_nonzero(cache.z == 0))
+        count += cache.z.size
+    return total_bits / (L * batch), zeros / count

@@ -22,6 +22,10 @@ other state, and every operation is deterministic for a given machine and thread
 
 A checkpoint is written every ``checkpoint_every`` updates (so a crash loses at most that many) and
 at the end.
+
+After training, :func:`reestimate_statistics` replaces a conditional cell's running (EMA) batch-norm
+statistics by the exact mean and variance of its pre-activations over a pass of training data with
+the weights frozen; it reads only the final model and the corpus, so resuming does not affect it.
 """
 
 from __future__ import annotations
@@ -285,3 +289,68 @@ def train(config: TrainConfig, corpus: Corpus, checkpoint: str | None = None, *,
         bar.close()
     st.elapsed += time.perf_counter() - t_run
     return st
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch-norm re-estimation ("recalibration") after training
+# ---------------------------------------------------------------------------------------------
+
+
+def reestimate_statistics(model: lm.LM, train_ids: np.ndarray, *, batch: int, bptt: int, segments: int,
+                          reset_every: int) -> lm.LM:
+    r"""``model`` with its running statistics replaced by the exact ones of a pass over training data.
+
+    The running statistics a conditional cell carries out of training are an exponential moving
+    average (momentum 0.1, one update per time step) taken while the weights were still moving, and
+    for the block variant over only ``B`` values per block and step, so they can sit far from the
+    statistics of the trained network; inference normalises with them. The standard remedy ("BN
+    re-estimation"): freeze the weights, run the model as in training (batch statistics, hidden state
+    carried across segments) over ``segments`` segments of ``bptt`` steps of ``batch`` training
+    streams, and take the exact mean and variance of every unit's pre-activation ``a`` over all of
+    them (``N = segments * bptt * batch`` values each)::
+
+        running_mean = (1/N) sum a                 running_var = 1/(N - 1) sum (a - running_mean)^2
+
+    The variance is the unbiased one, the convention of the running variance the cell itself keeps
+    (:mod:`refrnn.cells.ccgru`: ``var * B / (B - 1)``, PyTorch's); the per-step normalisation in
+    training mode divides by ``B`` instead, but the running variance estimates the population's.
+    Accumulated in float64, segment by segment, with Chan et al.'s pairwise update of (count, mean,
+    sum of squared deviations), so no large sum of squares cancels. The segments are the training
+    loop's first ones: from position 0 with ``h = 0``, reset every ``reset_every`` segments and
+    at the end of the streams (:func:`train`). Deterministic: no random numbers, fixed order.
+
+    The dense GRU has no normalisation: it is returned unchanged. ``segments = 0`` returns ``model``.
+    """
+    if model.kind == "gru" or segments == 0:
+        return model
+    if isinstance(segments, bool) or not isinstance(segments, (int, np.integer)) or segments < 0:
+        raise ValueError(f"segments: expected a non-negative integer, got {segments!r}")
+    from ..cells import ccgru
+
+    cell = model.cell.replace(mode="train", norm="batch")
+    S = streams(train_ids, batch)
+    L, T, K = S.shape[1], bptt, cell.gate_width
+    if L < T + 1:
+        raise ValueError(f"bptt: {T} steps need streams of at least {T + 1} symbols; got {L}")
+    h = np.zeros((batch, model.hidden_size), model.dtype)
+    pos, count = 0, 0
+    mean, m2 = np.zeros(K), np.zeros(K)
+    for k in range(segments):
+        if pos + T + 1 > L:
+            pos, h = 0, np.zeros_like(h)
+        if k % reset_every == 0:
+            h = np.zeros_like(h)
+        x = lm.inputs(model, S[:, pos : pos + T].T)
+        _, h, cache = ccgru.forward(cell, x, h)
+        a = lm.gate_preactivation(cell, cache).reshape(-1, K).astype(np.float64)
+        n_b = a.shape[0]
+        mean_b = a.mean(axis=0)
+        m2_b = np.square(a - mean_b).sum(axis=0)
+        delta, total = mean_b - mean, count + n_b
+        mean = mean + delta * (n_b / total)
+        m2 = m2 + m2_b + np.square(delta) * (count * n_b / total)
+        count = total
+        pos += T
+    dt = model.dtype
+    new = model.cell.replace(running_mean=mean.astype(dt), running_var=(m2 / (count - 1)).astype(dt))
+    return model.replace(cell=new)
