@@ -2,7 +2,8 @@
 
 For equal width H and layer count N = M: N recurrent GRU layers run layer by layer (``stack``), the
 same N layers run along anti-diagonals (``wavefront``: the njit executor of issue 10, skipped where a
-commit does not have it), and M dense layers applied to all T*B rows at once (``mlp``). The recurrent
+commit does not have it), and M dense layers applied to all T*B rows at once (``mlp``); ``njit_stack``
+is the njit GRU fast path layer by layer, the wavefront's like-for-like baseline. The recurrent
 layers walk T dependent steps each (the critical path is T*N steps layer by layer, T+N-1 as a
 wavefront); the MLP layers are M products, whatever T is.
 """
@@ -22,7 +23,7 @@ from .common import (
     rng,
 )
 
-ORDERS = ("stack", "wavefront", "mlp")
+ORDERS = ("stack", "wavefront", "mlp", "njit_stack")  # append only: asv keys results by these names
 
 
 def wavefront_executor():
@@ -58,6 +59,20 @@ class _Order:
             "mlp": lambda: self.mlp.forward(self.head, self.y),
         }
 
+    def _njit_stack(self):
+        """The njit GRU fast path layer by layer (refrnn.jit.gru): the wavefront's like-for-like baseline."""
+        fast = require("refrnn.jit.gru", "forward_inference", "prepare")
+        prepared = [fast.prepare(p) for p in self.layers]
+
+        def run():
+            y = self.x
+            for p, prep in zip(self.layers, prepared):
+                y, _ = fast.forward_inference(p, y, prepared=prep)
+            return y
+
+        run()  # compile here
+        return run
+
     def _wavefront(self):
         wavefront = wavefront_executor()
         run = lambda: wavefront.forward(self.layers, self.x)  # noqa: E731
@@ -66,15 +81,20 @@ class _Order:
 
 
 class LayerOrder(_Order, TimeBenchmark):
-    """N GRU layers layer by layer (reference stack) or as a wavefront (njit executor), and M = N MLP
-    layers over all T*B rows, float64."""
+    """N GRU layers layer by layer (reference stack, or the njit fast path: "njit_stack") or as a
+    wavefront (njit executor), and M = N MLP layers over all T*B rows, float64."""
 
     params = [list(DEEP_SIZES), list(DEEP_LAYERS), list(ORDERS)]
     param_names = ["size", "layers", "order"]
 
     def setup(self, size, layers, order):
         self._data(size, layers)
-        self.fn = self._wavefront() if order == "wavefront" else self.run[order]
+        if order == "wavefront":
+            self.fn = self._wavefront()
+        elif order == "njit_stack":
+            self.fn = self._njit_stack()
+        else:
+            self.fn = self.run[order]
 
     def time_forward(self, size, layers, order):
         self.fn()

@@ -557,7 +557,7 @@ def main(argv=None) -> int:
 
 
 # Workloads of other modules register themselves on import (they use @workload from here).
-from .jit import bench_ccgru, bench_sru  # noqa: E402,F401
+from .jit import bench_ccgru, bench_sru, bench_wavefront  # noqa: E402,F401
 
 if __name__ == "__main__":
     # Under `python -m refrnn.bench` this file is __main__, and the workload modules above register into
