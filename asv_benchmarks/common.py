@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import statistics
+import sys
 import time
 import zlib
 
@@ -163,8 +164,12 @@ def require(module: str, *names: str):
     """Import ``module`` and check it has ``names``; raise :class:`Unavailable` otherwise.
 
     Only a missing module counts as unavailable; a module that exists but fails to import is an
-    error and propagates.
+    error and propagates. So is a missing ``refrnn`` itself: every commit has it, so its absence
+    means the benchmarks run in a Python without the project installed, and skipping every
+    benchmark (with exit status 0) would hide that.
     """
+    if module.split(".")[0] == "refrnn" and not module_exists("refrnn"):
+        raise RuntimeError(f"{module}: refrnn is not importable in this Python ({sys.executable}); install it first")
     if not module_exists(module):
         raise Unavailable("module", module)
     mod = importlib.import_module(module)

@@ -129,6 +129,16 @@ def test_unavailable_is_what_asv_skips():
     assert err.value.kind == "attribute"
 
 
+def test_a_missing_refrnn_is_an_error_not_a_skip(monkeypatch):
+    # In a Python without the project every benchmark would otherwise be "skipped" and asv exit 0.
+    real = common.module_exists
+    monkeypatch.setattr(common, "module_exists", lambda name: name != "refrnn" and real(name))
+    with pytest.raises(RuntimeError, match="refrnn is not importable"):
+        common.require("refrnn.cells")
+    monkeypatch.undo()
+    assert common.require("refrnn.cells").__name__ == "refrnn.cells"
+
+
 def test_seeded_data_is_reproducible():
     a = common.inputs(common.SIZES["small"], "float32", key="x")
     b = common.inputs(common.SIZES["small"], "float32", key="x")
