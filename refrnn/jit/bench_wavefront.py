@@ -7,10 +7,10 @@ T in {50, 200}, B in {1, 64}; width H = 256 for every layer and the input (D = H
 others), float32. Candidates, all over the same seeded data:
 
 * ``wavefront`` (the subject): :func:`refrnn.jit.wavefront.forward` with its default policy: the
-  cells of a diagonal side by side (``prange``) where each product is too small for BLAS to split
-  (B = 1 here), one after the other, each product on every core, where it is not (B = 64);
-* the other policy, forced: ``wavefront, cells in turn (threads=1)`` at B = 1, ``wavefront, cells
-  side by side (threads=2)`` at B = 64, to show what the default avoids;
+  cells of a diagonal one after the other, each product on every core BLAS uses;
+* ``wavefront, cells side by side (threads=2)``: the cells of a diagonal in a ``prange``, each
+  product from its own thread (what the wavefront is meant to buy; it loses on 2 cores, see
+  :mod:`refrnn.jit.wavefront`);
 * ``layer by layer``: :func:`refrnn.jit.gru.forward_inference` for each layer in turn (its input
   products one GEMM over all T*B rows, then T dependent steps);
 * ``MLP, M layers over T*B rows``: :func:`refrnn.mlp.forward`, M dense layers H -> H (tanh, the last
@@ -40,7 +40,6 @@ H = 256  # width of every layer (and of the input): the full sweep takes a few m
 LAYERS = (1, 2, 4, 8)
 GRID = ((50, 1), (50, 64), (200, 1), (200, 64))  # (T, B)
 SUBJECT = "wavefront"
-IN_TURN = "wavefront, cells in turn (threads=1)"
 SIDE_BY_SIDE = "wavefront, cells side by side (threads=2)"
 LAYER_BY_LAYER = "layer by layer (njit GRU per layer)"
 MLP = "MLP, M layers over T*B rows"
@@ -55,12 +54,6 @@ def plain_mlp(head, x):
         if p.activation == "tanh":
             a = np.tanh(a)
     return (a.reshape(T, B, -1),)
-
-
-def _threads() -> int:
-    import numba
-
-    return numba.get_num_threads()
 
 
 def flop_counts(T: int, B: int, D: int, H: int, N: int) -> tuple[float, float]:
@@ -95,14 +88,10 @@ def _case(scale: str, T: int, B: int, N: int) -> Case:
 
     run_mlp.twin = lambda: plain_mlp(head, x)
     cands = {SUBJECT: lambda: wavefront.forward(layers, x, prepared=prepared)}
-    if B == 1:
-        cands[IN_TURN] = lambda: wavefront.forward(layers, x, prepared=prepared, threads=1)
-    else:
-        cands[SIDE_BY_SIDE] = lambda: wavefront.forward(layers, x, prepared=prepared, threads=2)
+    cands[SIDE_BY_SIDE] = lambda: wavefront.forward(layers, x, prepared=prepared, threads=2)
     cands[LAYER_BY_LAYER] = layer_by_layer
     cands[MLP] = run_mlp
-    side = B_ * H_ * 3 * H_ <= wavefront.SINGLE_THREAD_GEMM_MNK
-    policy = f"side by side on up to {_threads()} threads" if side else "in turn, each product on every core"
+    policy = "in turn, each product on every core BLAS uses"
     f_rnn, f_mlp = flop_counts(T_, B_, D_, H_, N)
     notes = (
         f"critical path: layer by layer {T_ * N} dependent steps (T*N), wavefront {T_ + N - 1} diagonals (T+N-1): "

@@ -38,11 +38,12 @@ step): refused with ValueError, as by the reference.
 
 Threads. A diagonal's cells can run side by side (a ``prange`` over them, each cell's products
 through BLAS from its own thread) or one after the other (outside any parallel region, so BLAS may
-spread each product over every core). Doing both at once oversubscribes the cores, so by default
-the cells go side by side only when every product is small enough that BLAS runs it on one thread
-(:data:`SINGLE_THREAD_GEMM_MNK`; at H = 256 that is B = 1, where each product is a GEMV), and in turn
-otherwise. ``threads=`` overrides: ``threads=1`` always in turn, ``threads=n >= 2`` always side by
-side on at most n threads. ``refrnn bench`` (``refrnn/jit/bench_wavefront.py``) times both.
+spread each product over every core). By default they run in turn: ``threads=n >= 2`` puts them side
+by side on at most n threads. Side by side was meant for products so small that BLAS runs each on one
+thread (:data:`SINGLE_THREAD_GEMM_MNK`; at H = 256, B = 1, where each product is a GEMV), but on the
+2-core machine of ``refrnn bench`` it lost there too (quiet machine, H = 256, B = 1, medians: T = 50,
+N = 2..8: 107-109 ms against 2.6-13 ms in turn; T = 200: 12-70 ms against 8-36 ms), and at B = 64 it
+oversubscribes the cores (2-2.2 s against 0.15-0.93 s at T = 200). ``refrnn bench`` times both.
 
 On a machine shared with other busy processes, the per-diagonal barrier of the ``prange`` is the
 weak point: GNU OpenMP (Numba's default threading layer here) spins at barriers, and a spinning
@@ -327,9 +328,9 @@ def forward(layers, x, state0=None, *, prepared: Prepared | None = None, threads
 
     ``layers``: cell parameter containers, bottom first (any registered cells, mixed allowed; no
     :class:`refrnn.bidirectional.BiLayer`). ``state0``: None (zeros) or one state per layer (None
-    entries mean zeros). ``prepared``: :func:`prepare` of these very layers. ``threads``: None
-    (cells of a diagonal side by side only where BLAS would run each product on one thread, see the
-    module docstring), 1 (one after the other) or n >= 2 (side by side on at most n threads).
+    entries mean zeros). ``prepared``: :func:`prepare` of these very layers. ``threads``: None or 1
+    (the cells of a diagonal one after the other, each product on every core BLAS uses) or n >= 2
+    (side by side on at most n threads); see the module docstring for the measurements.
     """
     layers = stack._layers(layers)
     N = len(layers)
@@ -368,14 +369,9 @@ def forward(layers, x, state0=None, *, prepared: Prepared | None = None, threads
         return _cells(prepared.arrays["steps"], layers, x, states)
     import numba
 
-    H = layers[0].hidden_size
-    G = prepared.arrays["WhT"].shape[2]
-    if threads is None:  # side by side only where BLAS would not split a product itself
-        side_by_side = B * H * G <= SINGLE_THREAD_GEMM_MNK
-    else:
-        side_by_side = threads > 1
+    side_by_side = threads is not None and threads > 1
     saved = numba.get_num_threads()
-    if side_by_side and threads is not None:
+    if side_by_side:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
         run = _gru if prepared.kind == "gru" else _lstm
