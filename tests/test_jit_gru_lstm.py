@@ -30,7 +30,7 @@ import pytest
 from refrnn import gru, lstm
 
 jit_gru = pytest.importorskip("refrnn.jit.gru")
-from refrnn.jit import _kernels  # noqa: E402
+from refrnn.jit import _kernels, _strategy  # noqa: E402
 from refrnn.jit import lstm as jit_lstm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,6 +265,26 @@ def test_gru_bad_input(fn):
         run(p, x, h0, strategy="fused", prepared=jit_gru.prepare(other, "fused"))
     with pytest.raises(TypeError, match="params: expected GRUParams"):
         run(lstm.init(4, 5), x, h0)
+
+
+@pytest.mark.parametrize("module", ["gru", "lstm"])
+def test_auto_strategy_is_the_measured_rule_and_a_prepared_layout_decides(module):
+    """strategy="auto" (the default) is exactly one of the two orders: fused for B >= 2 and D <= H/8,
+    batched otherwise (refrnn.jit._strategy); a prepared layout overrides the rule."""
+    fast, ref = (jit_gru, gru) if module == "gru" else (jit_lstm, lstm)
+    rng = np.random.default_rng(7)
+    for B, D, H, expected in ((3, 2, 16, "fused"), (1, 2, 16, "batched"), (3, 4, 16, "batched")):
+        p = ref.init(D, H, rng=rng, dtype=np.float32)
+        x = rng.standard_normal((4, B, D)).astype(np.float32)
+        assert _strategy.choose("auto", D, H, B) == expected
+        y_auto = fast.forward_inference(p, x)[0]
+        y_rule = fast.forward_inference(p, x, strategy=expected)[0]
+        y_other = fast.forward_inference(p, x, strategy={"fused": "batched", "batched": "fused"}[expected])[0]
+        assert np.array_equal(y_auto, y_rule)
+        assert not np.array_equal(y_auto, y_other) or B * D * H == 0  # the orders round differently
+        other = {"fused": "batched", "batched": "fused"}[expected]
+        y_prepared = fast.forward(p, x, prepared=fast.prepare(p, other))[0]
+        assert np.array_equal(y_prepared, y_other)
 
 
 @pytest.mark.parametrize("fn", ["forward", "forward_inference"])

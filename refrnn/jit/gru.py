@@ -13,7 +13,9 @@ orders, chosen by ``strategy``::
 
 "batched" pays one large GEMM and a (T, B, 3H) buffer, and its per-step products have K = H;
 "fused" keeps nothing across steps and its per-step products have K = D + H. ``refrnn bench``
-shows which wins where.
+shows which wins where; ``strategy="auto"`` (the default) picks by the rule measured there
+(:mod:`refrnn.jit._strategy`: "fused" for B >= 2 and D <= H/8, else "batched"), or takes the
+strategy of the ``prepared`` layout passed in.
 
 Two entry points, like the reference: :func:`forward` fills a :class:`refrnn.cells.gru.GRUCache`
 that :func:`refrnn.cells.gru.backward` consumes (training); :func:`forward_inference` keeps only
@@ -36,9 +38,9 @@ from .._checks import one_of
 from ..cells import gru as reference
 from ..cells._common import frozen
 from ..cells.gru import GRUCache, GRUParams
-from . import _kernels
+from . import _kernels, _strategy
 
-STRATEGIES = ("batched", "fused")
+STRATEGIES = ("batched", "fused")  # what prepare() builds; forward also takes "auto" (refrnn.jit._strategy)
 
 
 class Prepared(NamedTuple):
@@ -82,6 +84,9 @@ def prepare(params: GRUParams, strategy: str = "batched") -> Prepared:
 
 def _run(params, x, h0, strategy, prepared, train):
     x, h0 = reference.check_inputs(params, x, h0)
+    one_of("strategy", strategy, _strategy.STRATEGIES)
+    if strategy == "auto":  # a prepared layout decides; otherwise the measured rule
+        strategy = prepared.strategy if isinstance(prepared, Prepared) else _strategy.choose("auto", params.input_size, params.hidden_size, x.shape[1])
     if prepared is None:
         prepared = prepare(params, strategy)
     elif not isinstance(prepared, Prepared) or prepared.params is not params or prepared.strategy != strategy:
@@ -111,7 +116,7 @@ def _run(params, x, h0, strategy, prepared, train):
     return x, hs, (r, z, n, g)
 
 
-def forward(params: GRUParams, x, h0=None, *, strategy: str = "batched", prepared: Prepared | None = None):
+def forward(params: GRUParams, x, h0=None, *, strategy: str = "auto", prepared: Prepared | None = None):
     """Training forward: ``(y, h_T, cache)`` exactly as :func:`refrnn.cells.gru.forward` returns them.
 
     ``cache`` is a :class:`refrnn.cells.gru.GRUCache` for :func:`refrnn.cells.gru.backward`.
@@ -121,7 +126,7 @@ def forward(params: GRUParams, x, h0=None, *, strategy: str = "batched", prepare
     return hs[1:], hs[-1].copy(), GRUCache(x, hs, r, z, n, g)
 
 
-def forward_inference(params: GRUParams, x, h0=None, *, strategy: str = "batched", prepared: Prepared | None = None):
+def forward_inference(params: GRUParams, x, h0=None, *, strategy: str = "auto", prepared: Prepared | None = None):
     """Inference forward: ``(y, h_T)``, no cache kept."""
     _, hs, _ = _run(params, x, h0, strategy, prepared, train=False)
     return hs[1:], hs[-1].copy()

@@ -8,6 +8,9 @@ parameters have them, both inside the same fused pass), computed in one of two o
     "fused"    per step the single product [x_t, h_{t-1}] @ [W_x | W_h].T (the fused-matmul note;
                every LSTM gate adds its input and recurrent parts, so nothing stays outside it).
 
+``strategy="auto"`` (the default) picks one by the rule measured with ``refrnn bench``
+(:mod:`refrnn.jit._strategy`), or takes the strategy of the ``prepared`` layout passed in.
+
 :func:`forward` fills a :class:`refrnn.cells.lstm.LSTMCache` for :func:`refrnn.cells.lstm.backward`;
 :func:`forward_inference` keeps only the outputs (and two steps of c).
 
@@ -25,9 +28,9 @@ from .._checks import one_of
 from ..cells import lstm as reference
 from ..cells._common import frozen
 from ..cells.lstm import LSTMCache, LSTMParams
-from . import _kernels
+from . import _kernels, _strategy
 
-STRATEGIES = ("batched", "fused")
+STRATEGIES = ("batched", "fused")  # what prepare() builds; forward also takes "auto" (refrnn.jit._strategy)
 
 
 class Prepared(NamedTuple):
@@ -65,6 +68,9 @@ def prepare(params: LSTMParams, strategy: str = "batched") -> Prepared:
 
 def _run(params, x, state0, strategy, prepared, train):
     x, (h0, c0) = reference.check_inputs(params, x, state0)
+    one_of("strategy", strategy, _strategy.STRATEGIES)
+    if strategy == "auto":  # a prepared layout decides; otherwise the measured rule
+        strategy = prepared.strategy if isinstance(prepared, Prepared) else _strategy.choose("auto", params.input_size, params.hidden_size, x.shape[1])
     if prepared is None:
         prepared = prepare(params, strategy)
     elif not isinstance(prepared, Prepared) or prepared.params is not params or prepared.strategy != strategy:
@@ -91,14 +97,14 @@ def _run(params, x, state0, strategy, prepared, train):
     return x, hs, cs, gates, (m if params.W_hr is not None else None)
 
 
-def forward(params: LSTMParams, x, state0=None, *, strategy: str = "batched", prepared: Prepared | None = None):
+def forward(params: LSTMParams, x, state0=None, *, strategy: str = "auto", prepared: Prepared | None = None):
     """Training forward: ``(y, (h_T, c_T), cache)`` exactly as :func:`refrnn.cells.lstm.forward`."""
     x, hs, cs, gates, m = _run(params, x, state0, strategy, prepared, train=True)
     frozen(hs, cs, *gates, *(() if m is None else (m,)))
     return hs[1:], (hs[-1].copy(), cs[-1].copy()), LSTMCache(x, hs, cs, *gates, m)
 
 
-def forward_inference(params: LSTMParams, x, state0=None, *, strategy: str = "batched", prepared: Prepared | None = None):
+def forward_inference(params: LSTMParams, x, state0=None, *, strategy: str = "auto", prepared: Prepared | None = None):
     """Inference forward: ``(y, (h_T, c_T))``, no cache kept."""
     x, hs, cs, _, _ = _run(params, x, state0, strategy, prepared, train=False)
     return hs[1:], (hs[-1].copy(), cs[x.shape[0] % 2].copy())

@@ -1,0 +1,38 @@
+"""Which order :mod:`refrnn.jit.gru` and :mod:`refrnn.jit.lstm` use when ``strategy="auto"`` (the default).
+
+The two orders do the same FLOPs, give the same results up to rounding, and differ in where the
+input products go:
+
+* "batched": all T steps' input products as one GEMM first, then a (T, B, G*H) buffer read back
+  step by step; each step's recurrent product has K = H.
+* "fused": each step one product over the concatenated weights, K = D + H; nothing kept across steps.
+
+Measured with ``refrnn bench`` (2 cores, float32, H = 1024, medians, one quiet run):
+
+=========================  ================  ================  ==========
+workload                   batched           fused             pick
+=========================  ================  ================  ==========
+GRU  B=64 T=50  D=27       230 ms            162 ms            fused
+LSTM B=64 T=50  D=27       255 ms            210 ms            fused
+GRU  B=1  T=200 D=27       20.4 ms           24.1 ms           batched
+GRU  B=64 T=50  D=1024     276 ms            407 ms            batched
+GRU  B=1  T=200 D=1024     29.6 ms           101 ms            batched
+=========================  ================  ================  ==========
+
+With one sample the products are GEMVs whose cost is reading the weights, and "fused" reads
+D*G*H more of them every step; with a wide input, "fused" turns the one efficient input GEMM into T
+small ones. With many samples and a narrow input (one-hot characters, the seed paper's setting)
+K = D + H costs a few per cent more than K = H, the (T, B, G*H) buffer is gone, and the measured
+product rate was higher (K = 1024 exactly made OpenBLAS's packing of W_h.T stride 4 KiB apart).
+"""
+
+from __future__ import annotations
+
+STRATEGIES = ("auto", "batched", "fused")
+
+
+def choose(strategy: str, input_size: int, hidden_size: int, batch: int) -> str:
+    """Resolve ``"auto"``: "fused" for a batch of two or more and an input at most H/8 wide, else "batched"."""
+    if strategy != "auto":
+        return strategy
+    return "fused" if batch > 1 and 8 * input_size <= hidden_size else "batched"
