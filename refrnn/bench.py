@@ -524,7 +524,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", metavar="NAME", action="append", help="run only this workload (repeatable); see --list")
     parser.add_argument("--repeats", type=int, help="timed rounds per workload (default 9; --quick 3)")
     parser.add_argument("--warmup", type=int, help="untimed calls per candidate first (default 2; --quick 1)")
-    parser.add_argument("--pause", type=float, default=0.15, help="seconds of sleep before each timed call, so the previous candidate's BLAS threads stop spinning (default 0.15)")
+    parser.add_argument("--pause", type=float, default=None, help="seconds of sleep before each timed call, so the previous candidate's BLAS threads stop spinning (default 0.15; --quick 0)")
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
     args = parser.parse_args(argv)
 
@@ -539,6 +539,8 @@ def main(argv=None) -> int:
     quick = scale != "full"
     repeats = args.repeats if args.repeats is not None else (3 if quick else 9)
     warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
+    if args.pause is None:  # a smoke run is not a measurement: no settling time between calls
+        args.pause = 0.0 if args.quick else 0.15
     if repeats < 1 or warmup < 0 or args.pause < 0:
         parser.error("--repeats must be at least 1, --warmup and --pause at least 0")
     threads = bench_threads()
