@@ -56,25 +56,32 @@ def schedule(T: int, N: int) -> Schedule:
     return Schedule(diagonals, T + N - 1)
 
 
-def forward(layers, x, state0=None) -> tuple[np.ndarray, tuple]:
-    """Run the stack over ``x`` in anti-diagonal order; returns ``(y, states_T)`` like :func:`refrnn.stack.forward`.
-
-    ``layers`` is a sequence of cell parameter containers (any registered cells, mixed allowed), bottom
-    first; ``state0`` is None (zeros) or one state per layer. ``x`` must have at least one step.
-    """
+def check_inputs(layers, x, state0):
+    """``(layers, x, state0)`` checked for a wavefront: a non-empty stack without bidirectional layers,
+    ``x`` (T >= 1, B, D) of the first layer's width and dtype, one state entry per layer (None: zeros)."""
     layers = stack._layers(layers)
-    N = len(layers)
-    state0 = stack._per_layer("state0", state0, N)
+    state0 = stack._per_layer("state0", state0, len(layers))
     first = layers[0]
     x = float_array("x", x, ("T", "B", "D"), {"D": first.input_size}, dtype=first.dtype)
-    T, B, _ = x.shape
-    if T == 0:
+    if x.shape[0] == 0:
         raise ValueError(f"x: the wavefront needs at least one step, got shape {x.shape} (T=0)")
     if any(isinstance(p, BiLayer) for p in layers):
         raise ValueError(
             "layers: a bidirectional layer's reverse direction needs the whole input sequence before its first "
             "step, so it has no place on a wavefront; pass unidirectional layers"
         )
+    return layers, x, state0
+
+
+def forward(layers, x, state0=None) -> tuple[np.ndarray, tuple]:
+    """Run the stack over ``x`` in anti-diagonal order; returns ``(y, states_T)`` like :func:`refrnn.stack.forward`.
+
+    ``layers`` is a sequence of cell parameter containers (any registered cells, mixed allowed), bottom
+    first; ``state0`` is None (zeros) or one state per layer. ``x`` must have at least one step.
+    """
+    layers, x, state0 = check_inputs(layers, x, state0)
+    N = len(layers)
+    T, B, _ = x.shape
     cells = [module_for(p) for p in layers]
     state = [cell.zero_state(p, B) if s is None else s for cell, p, s in zip(cells, layers, state0)]
     # h[l][t] = h^l_t, filled as the wavefront passes; layer l's input sequence is h[l-1] (x for l = 0)

@@ -69,8 +69,8 @@ import numpy as np
 from numba import njit, prange
 
 from .. import stack
-from .._checks import float_array, positive_int
-from ..bidirectional import BiLayer
+from .. import wavefront as reference
+from .._checks import positive_int
 from ..cells import ccgru as ccgru_ref
 from ..cells import module_for
 from ..cells.gru import GRUParams
@@ -332,19 +332,9 @@ def forward(layers, x, state0=None, *, prepared: Prepared | None = None, threads
     (the cells of a diagonal one after the other, each product on every core BLAS uses) or n >= 2
     (side by side on at most n threads); see the module docstring for the measurements.
     """
-    layers = stack._layers(layers)
+    layers, x, state0 = reference.check_inputs(layers, x, state0)
     N = len(layers)
-    state0 = stack._per_layer("state0", state0, N)
-    first = layers[0]
-    x = float_array("x", x, ("T", "B", "D"), {"D": first.input_size}, dtype=first.dtype)
     T, B, _ = x.shape
-    if T == 0:
-        raise ValueError(f"x: the wavefront needs at least one step, got shape {x.shape} (T=0)")
-    if any(isinstance(p, BiLayer) for p in layers):
-        raise ValueError(
-            "layers: a bidirectional layer's reverse direction needs the whole input sequence before its first "
-            "step, so it has no place on a wavefront; pass unidirectional layers"
-        )
     _check_dtypes(layers)
     if prepared is None:
         prepared = prepare(layers)
