@@ -45,10 +45,10 @@ reads is a contiguous 1-d slice (rows of 2-d slices are not, and are not vectori
 with a run-time offset (``a[a0 + k]``) inside a reduction; no branch around a function call in a
 loop; ``error_model="numpy"`` so divisions do not test for zero.
 
-Activations. float32 uses a vectorisable polynomial ``exp`` (no SVML in this llvmlite, so
-``math.exp`` in a loop runs scalar); it is the construction of :mod:`refrnn.jit._kernels`, copied
-here rather than imported because numba's on-disk cache does not notice a change to a helper that
-lives in another file. float64 uses libm and agrees with the reference to 1e-10.
+Activations. float32 uses the vectorisable polynomial ``exp`` of :mod:`refrnn.jit._kernels` (no
+SVML in this llvmlite, so ``math.exp`` in a loop runs scalar). Numba's on-disk cache does not
+notice a change to a helper in another file: after editing that module, delete
+``refrnn/jit/__pycache__``. float64 uses libm and agrees with the reference to 1e-10.
 
 Shapes: x (T, B, D); h0 (B, H); y (T, B, H) = h_1..h_T; h_T (B, H); z (T, B, H) when asked for.
 """
@@ -56,17 +56,16 @@ Shapes: x (T, B, D); h0 (B, H); y (T, B, H) = h_1..h_T; h_T (B, H); z (T, B, H) 
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import NamedTuple
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba import njit, prange
 
 from .._checks import one_of
 from ..cells import ccgru as reference
 from . import _blas
+from ._kernels import sigmoid as _sigmoid
+from ._kernels import tanh as _tanh
 
 PATHS = ("sparse", "dense", "unstructured", "block")
 _VARIANT_CODE = {"full": 0, "lowrank": 1, "block": 2}
@@ -88,88 +87,6 @@ DOT_FASTMATH = {"contract", "reassoc"}
 # take at most this many M*N*K, dense and sparse paths alike (the baseline is the best dense).
 SMALL_GEMM_MNK = 1_000_000
 TILE = 16  # units per tile: 2*16 = 32 output columns, two float32 AVX-512 vectors
-
-
-# ---------------------------------------------------------------------------------------------
-# Activations (float32: polynomial exp, see refrnn.jit._kernels for the derivation and its error)
-# ---------------------------------------------------------------------------------------------
-
-_LOG2E = np.float32(1.4426950408889634)
-_LN2_HI = np.float32(0.693359375)  # ln 2 = _LN2_HI + _LN2_LO (Cody-Waite split)
-_LN2_LO = np.float32(-2.12194440e-4)
-_P0 = np.float32(1.9875691500e-4)  # Cephes expf minimax polynomial
-_P1 = np.float32(1.3981999507e-3)
-_P2 = np.float32(8.3334519073e-3)
-_P3 = np.float32(4.1665795894e-2)
-_P4 = np.float32(1.6666665459e-1)
-_P5 = np.float32(5.0000001201e-1)
-_HI = np.float32(88.0)  # keeps k + 127 in the normal exponent range
-_LO = np.float32(-87.0)
-_ZERO32 = np.float32(0.0)
-_HALF32 = np.float32(0.5)
-_ONE32 = np.float32(1.0)
-_MINUS_TWO32 = np.float32(-2.0)
-
-
-@intrinsic
-def _float32_from_bits(typingctx, bits):
-    """Reinterpret the low 32 bits of an integer as a float32 (no conversion)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        (value,) = args
-        if value.type.width != 32:
-            value = builder.trunc(value, ir.IntType(32))
-        return builder.bitcast(value, ir.FloatType())
-
-    return types.float32(bits), codegen
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _exp32(a):
-    """exp(a) = 2^k exp(s), s = a - k ln2 in [-ln2/2, ln2/2]; 2^k from its exponent bits."""
-    a = min(max(a, _LO), _HI)
-    k = np.floor(a * _LOG2E + _HALF32)
-    s = a - k * _LN2_HI - k * _LN2_LO
-    p = ((((_P0 * s + _P1) * s + _P2) * s + _P3) * s + _P4) * s + _P5
-    return (p * (s * s) + s + _ONE32) * _float32_from_bits((np.int32(k) + 127) << 23)
-
-
-def _sigmoid(a):  # pragma: no cover - replaced inside numba by the overload below
-    raise NotImplementedError("callable from numba-compiled code only")
-
-
-def _tanh(a):  # pragma: no cover - replaced inside numba by the overload below
-    raise NotImplementedError("callable from numba-compiled code only")
-
-
-def _is_float32(a) -> bool:
-    return isinstance(a, types.Float) and a.bitwidth == 32
-
-
-@overload(_sigmoid, jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
-def _sigmoid_impl(a):
-    if _is_float32(a):
-        return lambda a: _ONE32 / (_ONE32 + _exp32(-a))
-    if isinstance(a, types.Float):
-        return lambda a: 1.0 / (1.0 + math.exp(-a))  # the reference's formula; exp overflow -> 0
-    return None
-
-
-@overload(_tanh, jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
-def _tanh_impl(a):
-    if _is_float32(a):
-
-        def tanh32(a):
-            e = _exp32(_MINUS_TWO32 * abs(a))  # in (0, 1]: nothing overflows
-            t = (_ONE32 - e) / (_ONE32 + e)
-            return t if a >= _ZERO32 else -t
-
-        return tanh32
-    if isinstance(a, types.Float):
-        return lambda a: math.tanh(a)
-    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,9 +40,9 @@ backward (this module's or :func:`refrnn.cells.sru.backward`) consumes it; ``g``
 accepts a cache from either forward.
 
 Activations: float32 uses the polynomial ``exp`` of :mod:`refrnn.jit._kernels` (no SVML in this
-llvmlite, so ``math.exp`` in a loop runs scalar), *copied* here rather than imported, because
-numba's on-disk cache does not notice a change to a helper that lives in another file; float64
-uses libm, and agrees with the reference within 1e-10. The float32 tolerance is argued in
+llvmlite, so ``math.exp`` in a loop runs scalar); float64 uses libm, and agrees with the reference
+within 1e-10. Numba's on-disk cache does not notice a change to a helper in another file: after
+editing :mod:`refrnn.jit._kernels`, delete ``refrnn/jit/__pycache__``. The float32 tolerance is argued in
 ``tests/test_jit_sru.py``.
 
 Directions: :func:`reverse_forward` / :func:`bidirectional_forward` and their backwards mirror the
@@ -53,18 +53,16 @@ Shapes: x (T, B, D); c0 (B, H); y (T, B, H) = h_1..h_T; c_T (B, H); mask_pad (T,
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from llvmlite import ir
-from numba import get_num_threads, njit, prange, types
-from numba.extending import intrinsic, overload
+from numba import get_num_threads, njit, prange
 
 from .._checks import float_array
 from ..cells import sru as reference
 from ..cells._common import frozen
 from ..cells.sru import SRUCache, SRUParams
 from . import _kernels
+from ._kernels import sigmoid as _sigmoid
+from ._kernels import tanh as _tanh
 
 SKIP_CODES = {"none": 0, "identity": 1, "projection": 2}
 FASTMATH = {"contract"}  # fused multiply-add only; see refrnn.jit._kernels for why no more
@@ -73,88 +71,6 @@ FASTMATH = {"contract"}  # fused multiply-add only; see refrnn.jit._kernels for 
 JIT = dict(cache=True, fastmath=FASTMATH, error_model="numpy")
 LANES = 16  # stretches of units are multiples of this: one AVX-512 register of float32
 TASKS_PER_THREAD = 4  # enough tasks that threads finishing early find work
-
-# ---------------------------------------------------------------------------------------------
-# Activations: float32 polynomial exp (the construction and error analysis of refrnn.jit._kernels)
-# ---------------------------------------------------------------------------------------------
-
-_LOG2E = np.float32(1.4426950408889634)
-_LN2_HI = np.float32(0.693359375)  # ln 2 = _LN2_HI + _LN2_LO (Cody-Waite split)
-_LN2_LO = np.float32(-2.12194440e-4)
-_P0 = np.float32(1.9875691500e-4)  # Cephes expf minimax polynomial
-_P1 = np.float32(1.3981999507e-3)
-_P2 = np.float32(8.3334519073e-3)
-_P3 = np.float32(4.1665795894e-2)
-_P4 = np.float32(1.6666665459e-1)
-_P5 = np.float32(5.0000001201e-1)
-_HI = np.float32(88.0)  # keeps k + 127 in the normal exponent range
-_LO = np.float32(-87.0)
-_ZERO32 = np.float32(0.0)
-_HALF32 = np.float32(0.5)
-_ONE32 = np.float32(1.0)
-_MINUS_TWO32 = np.float32(-2.0)
-
-
-@intrinsic
-def _float32_from_bits(typingctx, bits):
-    """Reinterpret the low 32 bits of an integer as a float32 (no conversion)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        (value,) = args
-        if value.type.width != 32:
-            value = builder.trunc(value, ir.IntType(32))
-        return builder.bitcast(value, ir.FloatType())
-
-    return types.float32(bits), codegen
-
-
-@njit(**JIT)
-def _exp32(a):
-    """exp(a) = 2^k exp(s), s = a - k ln2 in [-ln2/2, ln2/2]; 2^k from its exponent bits."""
-    a = min(max(a, _LO), _HI)
-    k = np.floor(a * _LOG2E + _HALF32)
-    s = a - k * _LN2_HI - k * _LN2_LO
-    p = ((((_P0 * s + _P1) * s + _P2) * s + _P3) * s + _P4) * s + _P5
-    return (p * (s * s) + s + _ONE32) * _float32_from_bits((np.int32(k) + 127) << 23)
-
-
-def _sigmoid(a):  # pragma: no cover - replaced inside numba by the overload below
-    raise NotImplementedError("callable from numba-compiled code only")
-
-
-def _tanh(a):  # pragma: no cover - replaced inside numba by the overload below
-    raise NotImplementedError("callable from numba-compiled code only")
-
-
-def _is_float32(a) -> bool:
-    return isinstance(a, types.Float) and a.bitwidth == 32
-
-
-@overload(_sigmoid, jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
-def _sigmoid_impl(a):
-    if _is_float32(a):
-        return lambda a: _ONE32 / (_ONE32 + _exp32(-a))
-    if isinstance(a, types.Float):
-        return lambda a: 1.0 / (1.0 + math.exp(-a))  # the reference's formula; exp overflow -> 0
-    return None
-
-
-@overload(_tanh, jit_options={"fastmath": FASTMATH, "error_model": "numpy"})
-def _tanh_impl(a):
-    if _is_float32(a):
-
-        def tanh32(a):
-            e = _exp32(_MINUS_TWO32 * abs(a))  # in (0, 1]: nothing overflows
-            t = (_ONE32 - e) / (_ONE32 + e)
-            return t if a >= _ZERO32 else -t
-
-        return tanh32
-    if isinstance(a, types.Float):
-        return lambda a: math.tanh(a)
-    return None
-
 
 # ---------------------------------------------------------------------------------------------
 # Row loops: 1-d contiguous slices of one task's units, few arrays each (see the module docstring)
