@@ -28,6 +28,8 @@ product rate was higher (K = 1024 exactly made OpenBLAS's packing of W_h.T strid
 
 from __future__ import annotations
 
+from .._checks import one_of
+
 STRATEGIES = ("auto", "batched", "fused")
 
 
@@ -36,3 +38,23 @@ def choose(strategy: str, input_size: int, hidden_size: int, batch: int) -> str:
     if strategy != "auto":
         return strategy
     return "fused" if batch > 1 and 8 * input_size <= hidden_size else "batched"
+
+
+def prepared_for(params, batch: int, strategy: str, prepared, prepare, kind):
+    """The prepared layout a forward of :mod:`refrnn.jit.gru` or :mod:`refrnn.jit.lstm` runs with.
+
+    ``strategy="auto"`` takes the strategy of ``prepared`` when one is given, else :func:`choose`'s.
+    Without ``prepared`` the weights are prepared now (``prepare(params, strategy)``); a given one
+    must be an instance of ``kind`` built for these very params and that strategy.
+    """
+    one_of("strategy", strategy, STRATEGIES)
+    if strategy == "auto":
+        strategy = prepared.strategy if isinstance(prepared, kind) else choose("auto", params.input_size, params.hidden_size, batch)
+    if prepared is None:
+        return prepare(params, strategy)
+    if not isinstance(prepared, kind) or prepared.params is not params or prepared.strategy != strategy:
+        raise ValueError(
+            f"prepared: expected prepare(params, {strategy!r}) for these very params, got "
+            + (f"one for strategy {prepared.strategy!r}" if isinstance(prepared, kind) else type(prepared).__name__)
+        )
+    return prepared

@@ -84,16 +84,8 @@ def prepare(params: GRUParams, strategy: str = "batched") -> Prepared:
 
 def _run(params, x, h0, strategy, prepared, train):
     x, h0 = reference.check_inputs(params, x, h0)
-    one_of("strategy", strategy, _strategy.STRATEGIES)
-    if strategy == "auto":  # a prepared layout decides; otherwise the measured rule
-        strategy = prepared.strategy if isinstance(prepared, Prepared) else _strategy.choose("auto", params.input_size, params.hidden_size, x.shape[1])
-    if prepared is None:
-        prepared = prepare(params, strategy)
-    elif not isinstance(prepared, Prepared) or prepared.params is not params or prepared.strategy != strategy:
-        raise ValueError(
-            f"prepared: expected prepare(params, {strategy!r}) for these very params, got "
-            + (f"one for strategy {prepared.strategy!r}" if isinstance(prepared, Prepared) else type(prepared).__name__)
-        )
+    prepared = _strategy.prepared_for(params, x.shape[1], strategy, prepared, prepare, Prepared)
+    strategy = prepared.strategy
     T, B, _ = x.shape
     H = params.hidden_size
     dt = params.dtype

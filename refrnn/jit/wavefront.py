@@ -40,10 +40,11 @@ Threads. A diagonal's cells can run side by side (a ``prange`` over them, each c
 through BLAS from its own thread) or one after the other (outside any parallel region, so BLAS may
 spread each product over every core). By default they run in turn: ``threads=n >= 2`` puts them side
 by side on at most n threads. Side by side was meant for products so small that BLAS runs each on one
-thread (:data:`SINGLE_THREAD_GEMM_MNK`; at H = 256, B = 1, where each product is a GEMV), but on the
-2-core machine of ``refrnn bench`` it lost there too (quiet machine, H = 256, B = 1, medians: T = 50,
-N = 2..8: 107-109 ms against 2.6-13 ms in turn; T = 200: 12-70 ms against 8-36 ms), and at B = 64 it
-oversubscribes the cores (2-2.2 s against 0.15-0.93 s at T = 200). ``refrnn bench`` times both.
+thread (OpenBLAS does up to M*N*K = 65536 * 4 for a GEMM, and the GEMVs of B = 1 at H = 256; above
+that each product already spreads over the cores), but on the 2-core machine of ``refrnn bench`` it
+lost there too (quiet machine, H = 256, B = 1, medians: T = 50, N = 2..8: 107-109 ms against 2.6-13 ms
+in turn; T = 200: 12-70 ms against 8-36 ms), and at B = 64 it oversubscribes the cores (2-2.2 s
+against 0.15-0.93 s at T = 200). ``refrnn bench`` times both.
 
 On a machine shared with other busy processes, the per-diagonal barrier of the ``prange`` is the
 weak point: GNU OpenMP (Numba's default threading layer here) spins at barriers, and a spinning
@@ -82,13 +83,6 @@ from . import _kernels
 PARALLEL_JIT = dict(_kernels.JIT, parallel=True)
 
 KINDS = ("gru", "lstm", "cells")
-
-# OpenBLAS (the BLAS numba calls, SciPy's) runs a GEMM on one thread up to M*N*K = 65536 * 4
-# (SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD in its interface/gemm.c) and a GEMV of B = 1 rows at
-# sizes like H = 256 on one thread too (no "OpenMP loop" warning below appears for them). Above that, each product already
-# spreads over the cores; running layers side by side on top oversubscribes them (and this OpenBLAS,
-# a pthreads build, warns "Detect OpenMP Loop and this application may hang" for every such call).
-SINGLE_THREAD_GEMM_MNK = 65536 * 4
 
 
 # ---------------------------------------------------------------------------------------------
