@@ -60,7 +60,8 @@ def test_verify_rejects_the_forward_only_mutants(name):
     assert not report.passed, f"{name} ({mutant.bug}) was accepted:\n{report}"
     assert report.failure.divergence.output == "y", report.failure.reason
     cfg = report.failure.config
-    assert (cfg.T, cfg.B, cfg.D, cfg.H) == (1, 1, 1, 1)  # one unit, one step is enough to see either bug
+    # one step of one sample is enough to see either bug; the width shrinks to a handful of units
+    assert (cfg.T, cfg.B, cfg.D) == (1, 1, 1) and cfg.H <= 8, cfg
 
 
 def test_the_ccgru_forward_the_sigmoid_mutant_is_built_on_is_correct():
@@ -86,7 +87,7 @@ def test_shrunk_example_of_a_missing_bias_points_at_the_n_gate_bias():
     assert (cfg.T, cfg.B, cfg.D, len(cfg.layers), cfg.H) == (1, 1, 1, 1, 1)  # shrunk all the way down
     b_hh = report.failure.arguments["weights"]["bias_hh_l0"]
     assert b_hh[2] != 0  # the one bias the bug drops is what the minimal example keeps
-    assert "step t=1" in report.failure.reason
+    assert "step 0" in report.failure.reason
 
 
 def test_gradient_bug_is_located_to_gate_and_unit():
@@ -188,7 +189,8 @@ def test_cli_verifies_the_sru_package(capsys):
     pytest.importorskip("sru")
     assert main(["sru", "--examples", "3"]) == 0
     out = capsys.readouterr().out
-    assert out.count("sru.SRUCell") == 2 and out.count("PASS") == 2 and "FAIL" not in out
+    rows = [line for line in out.splitlines() if line.startswith("sru.SRUCell")]
+    assert len(rows) == 2 and all(line.rstrip().endswith("PASS") for line in rows) and "FAIL" not in out
 
 
 def test_verify_finds_that_the_sru_package_cannot_run_an_empty_batch():

@@ -6,25 +6,33 @@ r"""Verify someone else's recurrent cell against the reference, with Hypothesis 
     from refrnn.verify.adapters import torch_module
 
     report = verify(torch_module("GRU", dtype="float32"))       # or any callable, see below
-    print(report)                                               # worst errors, PASS/FAIL, minimal example
+    print(report)                                               # worst errors, coverage, PASS/FAIL, minimal example
     assert report.passed
 
-What happens. Hypothesis draws problems (:mod:`refrnn.verify.strategies`: sizes, steps, layers, batch;
-well-conditioned weights and inputs, a quarter of them with saturated gates), each is rounded to the
-candidate's dtype, the candidate runs on the rounded values in its own layout
-(:mod:`refrnn.verify.adapters`), and the float64 reference runs on the *same rounded values*. Every
-output is compared under a dtype-aware tolerance (:func:`refrnn.verify.report.default_tolerance`); on
-the first failure Hypothesis shrinks the problem to a minimal one, and the report shows its shapes, the
-first diverging step and unit, and the arrays the candidate was called with.
+What happens. Hypothesis draws problems (:mod:`refrnn.verify.strategies`): sizes from tiny up to H and
+D = 130, B = 17, T = 70, with the seams of tiled and vectorised kernels (``2^k - 1, 2^k, 2^k + 1``)
+drawn deliberately; 1 to 3 layers; the input conventions the candidate declares (bidirectional,
+variable lengths, batch-first, unbatched, no initial state); well-conditioned weights and inputs, a
+quarter of them with saturated gates. Each problem is rounded to the candidate's dtype, the candidate
+runs on the rounded values in its own layout (:mod:`refrnn.verify.adapters`), and the float64
+reference runs on the *same rounded values*. Every output is compared under a dtype-aware tolerance
+(:func:`refrnn.verify.report.default_tolerance`). On the first failure Hypothesis shrinks the problem,
+:mod:`refrnn.verify.refine` cuts its sizes further by slicing to the smallest that still fail, and the
+report shows its shapes, the first diverging step and unit, and the arrays the candidate was called
+with. The report also says what was drawn (:class:`refrnn.verify.report.Coverage`), so a PASS can be
+read for what it covered.
 
 The candidate. Any callable ``candidate(weights, x, state0[, dy, dstate_T])`` returning ``(y, state_T)``
 or ``(y, state_T, grads)``; ``layout`` says what ``weights``, the states and ``grads`` look like (the
 table in :mod:`refrnn.verify.adapters`). With ``grads=True`` the candidate gets upstream gradients
 ``dy`` and ``dstate_T`` and must return the gradients of ``sum(dy * y) + sum(dstate_T * state_T)``.
+A candidate that declares ``lengths`` or ``batch_first`` among its ``conventions`` also gets the
+keyword arguments ``lengths=`` (an int array, or None) and ``batch_first=`` on every call.
 
 Equations compared: those of the reference cells (:mod:`refrnn.cells.gru` with ``reset`` "after" or
 "before", :mod:`refrnn.cells.lstm` with its peephole and projection options, :mod:`refrnn.cells.sru`,
-:mod:`refrnn.cells.ccgru`), stacked as in :mod:`refrnn.stack`.
+:mod:`refrnn.cells.ccgru`), stacked as in :mod:`refrnn.stack`, bidirectional as in
+:mod:`refrnn.bidirectional` and with lengths as in :mod:`refrnn.lengths`.
 
 Failures are shrunk by kind: a candidate whose outputs are wrong is reported with a minimal example
 where the outputs differ (even if a smaller one exists where only a gradient does); crashes and
@@ -35,17 +43,25 @@ Shapes: x (T, B, D); y (T, B, H); states per layout.
 
 from __future__ import annotations
 
+import math
+import sys
 import time
+import traceback
 from collections.abc import Callable
 
 import numpy as np
 
 from . import strategies
 from .adapters import Layout, get_layout, torch_module
-from .report import Divergence, Failure, OutputError, Report, Tolerance, default_tolerance
-from .strategies import Case
+from .report import Coverage, Divergence, Failure, OutputError, Report, Tolerance, default_tolerance
+from .strategies import CONVENTIONS, Case
 
-__all__ = ["Report", "Tolerance", "compare", "default_tolerance", "torch_module", "verify"]
+if sys.version_info >= (3, 11):
+    _ExceptionGroup = BaseExceptionGroup  # noqa: F821 - a builtin from 3.11 on
+else:  # Hypothesis raises the backport's groups on 3.10 (it depends on it there)
+    from exceptiongroup import BaseExceptionGroup as _ExceptionGroup
+
+__all__ = ["CONVENTIONS", "Coverage", "Report", "Tolerance", "compare", "default_tolerance", "torch_module", "verify"]
 
 
 class _Mismatch(AssertionError):
@@ -114,26 +130,41 @@ def _arguments_dict(layout: Layout, case: Case) -> dict:
     return dict(zip(names, layout.arguments(case)))
 
 
-def compare(candidate: Callable, case: Case, *, layout="torch", dtype=np.float64, tol: Tolerance | float | None = None, grads=True) -> Outcome:
-    """Run ``candidate`` and the reference on one drawn ``case`` and compare every output.
+def compare(
+    candidate: Callable,
+    case: Case,
+    *,
+    layout=None,
+    dtype=None,
+    tol: Tolerance | float | None = None,
+    grads=True,
+    conventions=None,
+) -> Outcome:
+    """Run ``candidate`` and the reference on one ``case`` (drawn, or built by
+    :func:`refrnn.verify.strategies.case_from`) and compare every output.
 
     The case is rounded to ``dtype``; the candidate gets the rounded arrays in ``dtype``, the reference
-    the same values in float64.
+    the same values in float64. ``layout``, ``dtype`` and ``conventions`` (the conventions the candidate
+    takes keyword arguments for: ``lengths=``, ``batch_first=``) default to the candidate's attributes
+    of those names, else "torch", float64 and none.
     """
-    layout = get_layout(layout)
-    dtype = np.dtype(dtype)
+    layout = get_layout(layout or getattr(candidate, "layout", "torch"))
+    dtype = np.dtype(dtype or getattr(candidate, "dtype", np.float64))
     tol = _tolerance(tol, dtype)
+    declared = tuple(getattr(candidate, "conventions", ()) if conventions is None else conventions)
     if not grads:
         case = case._replace(dy=None, dstate_T=None)
     rounded = _cast_case(_cast_case(case, dtype), np.float64)
     given = _cast_case(case, dtype)
     arguments = _arguments_dict(layout, given)
+    keywords = layout.keywords(given, declared)
+    arguments.update(keywords)
     ref = layout.reference_outputs(rounded, *strategies.reference(rounded))
     try:
-        result = candidate(*layout.arguments(given))
+        result = candidate(*layout.arguments(given), **keywords)
         got = layout.candidate_outputs(given, result, grads)
     except Exception as err:  # a crash is a finding like any other, and shrinks like one
-        return Outcome({}, f"candidate raised {type(err).__name__}: {err}", None, (), arguments)
+        return Outcome({}, f"candidate raised {type(err).__name__}: {err}{_where(err)}", None, (), arguments)
 
     allowed_at = tol.at(case.config.T)
     errors, failing, problems, first = {}, [], [], None
@@ -168,14 +199,47 @@ def compare(candidate: Callable, case: Case, *, layout="torch", dtype=np.float64
     return Outcome(errors, reason, first, tuple(failing), arguments)
 
 
+def _where(err: BaseException) -> str:
+    """Where an exception was raised: the innermost frame, so a candidate's own crash points at its line."""
+    frames = traceback.extract_tb(err.__traceback__)
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (raised at {f.filename}:{f.lineno}, in {f.name})"
+
+
 def _tolerance(tol, dtype) -> Tolerance:
     if tol is None:
         return default_tolerance(dtype)
     if isinstance(tol, Tolerance):
+        if not (math.isfinite(tol.base) and math.isfinite(tol.per_step) and tol.base > 0 and tol.per_step >= 0):
+            raise ValueError(f"tol: a Tolerance needs a finite base > 0 and a finite per_step >= 0, got {tol!r}")
         return tol
-    if isinstance(tol, (int, float)) and tol > 0:
+    if isinstance(tol, (int, float)) and not isinstance(tol, bool) and math.isfinite(tol) and tol > 0:
         return Tolerance(float(tol))
-    raise ValueError(f"tol: expected a positive number, a Tolerance or None, got {tol!r}")
+    raise ValueError(f"tol: expected a finite positive number, a Tolerance or None, got {tol!r}")
+
+
+def _count(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_options(cell: str, options: dict, where: str) -> None:
+    if not isinstance(options, dict):
+        raise TypeError(f"{where}: expected a dict of option name -> allowed values, got {type(options).__name__}")
+    valid = strategies.CELLS[cell].choices
+    for key, values in options.items():
+        if key not in valid:
+            raise ValueError(
+                f"{where}: {key!r} is not an option of cell {cell!r}; its options are "
+                + ", ".join(f"{k} (values {', '.join(map(repr, v[:4]))}{', ...' if len(v) > 4 else ''})" for k, v in valid.items())
+            )
+        if not isinstance(values, (tuple, list)) or not values:
+            raise TypeError(f"{where}[{key!r}]: expected a non-empty tuple of allowed values, got {values!r}")
 
 
 def verify(
@@ -183,7 +247,7 @@ def verify(
     cell: str | None = None,
     layout: str | Layout | None = None,
     *,
-    grads: bool = True,
+    grads: bool | None = None,
     max_examples: int = 100,
     tol: Tolerance | float | None = None,
     dtype=None,
@@ -191,24 +255,36 @@ def verify(
     layers: tuple[int, int] | int | None = None,
     D: int | None = None,
     H: int | None = None,
-    max_D: int = 4,
-    max_H: int = 4,
+    max_D: int = strategies.VERIFY_SIZES["max_D"],
+    max_H: int = strategies.VERIFY_SIZES["max_H"],
     min_B: int = 1,
-    max_B: int = 3,
-    max_T: int = 12,
+    max_B: int = strategies.VERIFY_SIZES["max_B"],
+    max_T: int = strategies.VERIFY_SIZES["max_T"],
     options: dict | None = None,
+    conventions=None,
     adversarial: bool | None = None,
     name: str | None = None,
 ) -> Report:
     """Check ``candidate`` against the reference on Hypothesis-drawn problems; return a :class:`Report`.
 
     ``cell`` ("gru", "lstm", "sru", "ccgru"), ``layout`` ("torch", "torch-cell", "sru-cell", "refrnn"),
-    ``dtype`` and ``layers`` default to the candidate's attributes of those names (the built-in
-    adapters set them), else "gru", "torch", float64, and 1 to 3 layers. ``options`` narrows a cell's
-    options (``{"reset": ("before",)}``); ``D``/``H`` pin sizes for a candidate built for one shape.
-    ``tol`` is a :class:`Tolerance`, a flat normwise tolerance, or None for :func:`default_tolerance`.
-    ``adversarial`` False: well-conditioned only; True: every example saturates gates; None: a quarter.
-    The run is deterministic for a given ``seed``.
+    ``dtype``, ``layers``, ``grads`` and ``conventions`` default to the candidate's attributes of those
+    names (the built-in adapters set them), else "gru", "torch", float64, 1 to 3 layers, True, none.
+
+    Sizes: H and D up to 130, B up to 17, T up to 70, each drawn from a tiny, a uniform and a boundary
+    band (``2^k - 1, 2^k, 2^k + 1``, ...: :mod:`refrnn.verify.strategies` explains the schedule);
+    ``max_*``/``min_B`` change the ranges, ``D``/``H`` pin sizes for a candidate built for one shape.
+
+    ``conventions``: which of ``"bidirectional"``, ``"lengths"``, ``"batch_first"``, ``"unbatched"``,
+    ``"no_initial_state"`` the candidate handles, so that they are drawn (the layout's table in
+    :mod:`refrnn.verify.adapters` says how each is passed; ``lengths`` and ``batch_first`` arrive as
+    keyword arguments on every call). Conventions not declared, or that the layout cannot express, are
+    not drawn, and the report's coverage says so with the reason.
+
+    ``options`` narrows a cell's options (``{"reset": ("before",)}``; unknown keys are refused with the
+    cell's list). ``tol`` is a :class:`Tolerance`, a flat normwise tolerance, or None for
+    :func:`default_tolerance`. ``adversarial`` False: well-conditioned only; True: every example
+    saturates gates; None: a quarter. The run is deterministic for a given ``seed``.
     """
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hseed
@@ -216,25 +292,61 @@ def verify(
     cell = cell or getattr(candidate, "cell", "gru")
     lay = get_layout(layout or getattr(candidate, "layout", "torch"))
     dtype = np.dtype(dtype or getattr(candidate, "dtype", np.float64))
+    grads = getattr(candidate, "grads", True) if grads is None else grads
+    if not isinstance(grads, (bool, np.bool_)):
+        raise TypeError(f"grads: expected True or False, got {grads!r}")
     if cell not in strategies.CELLS:
         raise ValueError(f"cell: unknown cell {cell!r}; expected one of {', '.join(map(repr, strategies.CELLS))}")
     tolerance = _tolerance(tol, dtype)
+    max_examples = _count("max_examples", max_examples, 1)
+    _count("seed", seed, 0)
+    sizes = {n: _count(n, v, 1) for n, v in (("max_D", max_D), ("max_H", max_H), ("max_B", max_B), ("max_T", max_T))}
+    min_B = _count("min_B", min_B, 0)
+    if min_B > max_B:
+        raise ValueError(f"min_B: expected at most max_B={max_B}, got {min_B}")
+    for n, v in (("D", D), ("H", H)):
+        if v is not None:
+            _count(n, v, 1)
     if layers is None:
         top = getattr(candidate, "max_layers", None) or (1 if lay.name.endswith("-cell") else 3)
         layers = (1, top)
-    elif isinstance(layers, int):
+    elif isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
         layers = (layers, layers)
+    if not (isinstance(layers, tuple) and len(layers) == 2):
+        raise TypeError(f"layers: expected an integer or a (min, max) pair, got {layers!r}")
+    lo, hi = (_count(f"layers[{i}]", v, 1) for i, v in enumerate(layers))
+    if lo > hi:
+        raise ValueError(f"layers: expected min <= max, got {layers!r}")
     opts = lay.options(cell)
-    opts.update(getattr(candidate, "options", {}) or {})
-    opts.update(options or {})
+    for where, extra in (("candidate.options", getattr(candidate, "options", None)), ("options", options)):
+        if extra:
+            _check_options(cell, extra, where)
+            opts.update(extra)
+    declared = getattr(candidate, "conventions", ()) if conventions is None else conventions
+    if isinstance(declared, str) or not all(isinstance(c, str) for c in declared):
+        raise TypeError(f"conventions: expected a sequence of names from {CONVENTIONS}, got {declared!r}")
+    unknown = [c for c in declared if c not in CONVENTIONS]
+    if unknown:
+        raise ValueError(f"conventions: unknown convention {unknown[0]!r}; expected some of {', '.join(map(repr, CONVENTIONS))}")
+    drawn = tuple(c for c in CONVENTIONS if c in declared and c in lay.CONVENTIONS)
+    not_drawn = {}
+    for c in CONVENTIONS:
+        if c not in lay.CONVENTIONS:
+            not_drawn[c] = lay.not_expressible(c)
+        elif c not in declared:
+            not_drawn[c] = "the candidate does not declare it (conventions=...)"
     config = strategies.configs(
-        (cell,), D=D, H=H, max_D=max_D, max_H=max_H, min_B=min_B, max_B=max_B, max_T=max_T,
-        min_layers=layers[0], max_layers=layers[1], options=opts,
+        (cell,), D=D, H=H, max_D=sizes["max_D"], max_H=sizes["max_H"], min_B=min_B, max_B=sizes["max_B"],
+        max_T=sizes["max_T"], min_layers=lo, max_layers=hi, options=opts, conventions=drawn,
     )
     calls = {"n": 0, "first_failure": None}
     worst: dict[str, OutputError] = {}
+    kind = strategies.CELLS[cell]
+    tally = Coverage.tally(varied={k for k, v in kind.choices.items() if len(opts.get(k, v)) > 1})
 
     @settings(
+        # the library's own settings, whatever profile the caller's test suite has loaded
+        settings.get_profile("default"),
         max_examples=max_examples,
         deadline=None,
         database=None,
@@ -252,19 +364,15 @@ def verify(
         if reason is not None:  # a pinned option the layout cannot hold: a usage error, not a finding
             raise ValueError(f"layout {lay.name!r} cannot express {case.config}: {reason}")
         calls["n"] += 1
-        outcome = compare(candidate, case, layout=lay, dtype=dtype, tol=tolerance, grads=grads)
+        tally.add(case)
+        outcome = compare(candidate, case, layout=lay, dtype=dtype, tol=tolerance, grads=grads, conventions=declared)
         for n, e in outcome.errors.items():
             if n not in worst or e.ratio > worst[n].ratio:
                 worst[n] = e
         if not outcome.passed:
             if calls["first_failure"] is None:
                 calls["first_failure"] = calls["n"]
-            attached = _Attach(outcome, case)
-            if not outcome.errors and outcome.failing == ():
-                raise _CandidateError(attached)
-            if any(not name.startswith("d") for name in outcome.failing):
-                raise _OutputMismatch(attached)
-            raise _GradientMismatch(attached)
+            raise _kind(outcome)(_Attach(outcome, case))
 
     start = time.perf_counter()
     found: list[_Mismatch] = []
@@ -272,15 +380,18 @@ def verify(
         check()
     except _Mismatch as err:
         found = [err]
-    except BaseExceptionGroup as group:  # several kinds of failure, each shrunk on its own
+    except _ExceptionGroup as group:  # several kinds of failure, each shrunk on its own
         mismatches, rest = group.split(_Mismatch)
         if rest is not None:
             raise rest
         found = list(_flat(mismatches))
     found.sort(key=lambda e: _ORDER.index(type(e)))
-    failures = tuple(
-        Failure(o.reason, e.outcome.case.config, o.failing, o.divergence, o.arguments) for e in found for o in [e.outcome.outcome]
-    )
+    failures = [Failure(o.reason, e.outcome.case.config, o.failing, o.divergence, o.arguments) for e in found for o in [e.outcome.outcome]]
+    cut_calls = 0
+    if found:  # cut the leading failure's sizes down by slicing where Hypothesis stopped short
+        failures[0], cut_calls = _refined(found[0], lambda c: compare(candidate, c, layout=lay, dtype=dtype, tol=tolerance, grads=grads, conventions=declared), failures[0])
+    calls["n"] += cut_calls
+    failures = tuple(failures)
     return Report(
         candidate=name or getattr(candidate, "name", None) or getattr(candidate, "__name__", repr(candidate)),
         cell=cell + "".join(f", {k}={'/'.join(map(str, v))}" for k, v in sorted(opts.items()) if k in strategies.CELLS[cell].choices),
@@ -295,12 +406,47 @@ def verify(
         failure=failures[0] if failures else None,
         others=failures[1:],
         seconds=time.perf_counter() - start,
+        coverage=tally.result(not_drawn),
     )
+
+
+def _kind(outcome: Outcome) -> type:
+    """Which of the three failure kinds a failing outcome is."""
+    if not outcome.errors and outcome.failing == ():
+        return _CandidateError
+    if any(not name.startswith("d") for name in outcome.failing):
+        return _OutputMismatch
+    return _GradientMismatch
+
+
+def _refined(err: "_Mismatch", run, failure: Failure) -> tuple[Failure, int]:
+    """``failure`` cut down by :func:`refrnn.verify.refine.refine`, keeping its kind of failure;
+    ``run(case)`` compares the candidate on a case. Returns the failure and the candidate calls spent."""
+    from .refine import refine
+
+    kind = type(err)
+    if kind is _CandidateError:  # the same exception type, raised again
+        same = failure.reason.split(":")[0]
+
+        def fails(case):
+            o = run(case)
+            return not o.passed and _kind(o) is kind and o.reason.split(":")[0] == same
+    else:
+
+        def fails(case):
+            o = run(case)
+            return not o.passed and _kind(o) is kind
+
+    case, spent = refine(err.outcome.case, fails)
+    if case is err.outcome.case:
+        return failure, spent
+    o = run(case)
+    return Failure(o.reason, case.config, o.failing, o.divergence, o.arguments), spent + 1
 
 
 def _flat(group):
     for e in group.exceptions:
-        if isinstance(e, BaseExceptionGroup):
+        if isinstance(e, _ExceptionGroup):
             yield from _flat(e)
         else:
             yield e

@@ -20,8 +20,23 @@ candidate's *layout*:
   signature): states one per layer in the cell's form; grads ``{"layers": (containers...), "x": dx,
   "state0": (per layer...)}`` or the triple ``(layer grads, dx, dstate0)``.
 
-``x`` is (T, B, D) and ``y`` (T, B, H) in every layout (time-major, PyTorch's ``batch_first=False``).
-``dy`` has y's shape; gradients are those of ``L = sum(dy * y) + sum(dstate_T * state_T)``.
+``x`` is (T, B, D) and ``y`` (T, B, H) in every layout (time-major, PyTorch's ``batch_first=False``)
+unless a convention says otherwise. ``dy`` has y's shape; gradients are those of
+``L = sum(dy * y) + sum(dstate_T * state_T)``.
+
+Conventions (:data:`refrnn.verify.strategies.CONVENTIONS`), drawn only for a candidate that declares
+them in its ``conventions`` (an attribute, or ``verify(..., conventions=...)``) and whose layout can
+express them (``torch`` and ``refrnn`` all; ``torch-cell`` unbatched and no initial state):
+
+=====================  ==========================================================================
+``bidirectional``      ``torch``: the ``*_reverse`` weights, ``h_n`` (L*2, B, H) ordered layer 0
+                       forward, layer 0 reverse, ...; ``refrnn``: :class:`~refrnn.bidirectional.BiLayer`
+``lengths``            keyword ``lengths=`` (B,) int64 in 1..T, any order (``pack_padded_sequence(...,
+                       enforce_sorted=False)``): outputs past a length are 0, final states at the length
+``batch_first``        keyword ``batch_first=``: x, y, dy, dx are (B, T, ...); states keep their shape
+``unbatched``          x (T, D), y (T, H), states without the batch axis (B = 1)
+``no_initial_state``   ``state0`` is None (zeros); no gradient for it is compared
+=====================  ==========================================================================
 
 A layout turns a drawn :class:`~refrnn.verify.strategies.Case` into the candidate's arguments, and
 both the candidate's results and the reference's into one flat mapping ``name -> array`` with the
@@ -38,6 +53,7 @@ import numpy as np
 
 from ..layouts import to_numpy
 from ..layouts import torch as torch_layout
+from ..lengths import tree_map
 from .strategies import CELLS, Case, CellConfig
 
 
@@ -58,8 +74,28 @@ class Layout:
         """The cell options this layout can hold (``{"reset": ("after",)}`` for PyTorch's GRU)."""
         return {}
 
+    # Conventions (:data:`refrnn.verify.strategies.CONVENTIONS`) this layout can hand a candidate,
+    # each with how it is passed; the others map to why not (shown in the report's coverage).
+    CONVENTIONS: dict[str, str] = {}
+    NOT_EXPRESSIBLE: dict[str, str] = {}
+
+    def not_expressible(self, convention: str) -> str:
+        """Why ``convention`` cannot be handed to a candidate in this layout."""
+        return self.NOT_EXPRESSIBLE.get(convention, f"layout {self.name!r} has no way to express it")
+
     def arguments(self, case: Case) -> tuple:
         raise NotImplementedError
+
+    def keywords(self, case: Case, declared) -> dict:
+        """Keyword arguments for the conventions the candidate declared: ``lengths`` (an int64 array or
+        None) and ``batch_first`` (a bool) are passed on every call once declared, so a candidate's
+        signature does not depend on what a particular example drew."""
+        out = {}
+        if "lengths" in declared:
+            out["lengths"] = None if case.lengths is None else np.array(case.lengths, copy=True)
+        if "batch_first" in declared:
+            out["batch_first"] = bool(case.config.batch_first)
+        return out
 
     def reference_outputs(self, case: Case, y, states_T, grads, dx, dstates0) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -88,16 +124,53 @@ def _gate_unit(case: Case, layer: int, row: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------- torch
-_WEIGHT = {"weight_ih": "W_x", "weight_hh": "W_h", "bias_ih": "b_x", "bias_hh": "b_h"}
-_KEY = re.compile(r"^d?(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(?:_l(\d+))?$")
+_KEY = re.compile(r"^d?(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(?:_l(\d+))?(_reverse)?$")
+
+
+def _time_major_to(case: Case, a: np.ndarray) -> np.ndarray:
+    """A (T, B, ...) array in the candidate's axes: (B, T, ...) batch-first, (T, ...) unbatched."""
+    if case.config.unbatched:
+        return a[:, 0]
+    if case.config.batch_first:
+        return np.swapaxes(a, 0, 1)
+    return a
+
+
+def _step_row(case: Case, idx: tuple) -> tuple[int, int | None, tuple]:
+    """(step, batch row, rest) of an index into an array in the candidate's axes (see _time_major_to)."""
+    if case.config.unbatched:
+        return idx[0], None, idx[1:]
+    if case.config.batch_first:
+        return idx[1], idx[0], idx[2:]
+    return idx[0], idx[1], idx[2:]
 
 
 class TorchLayout(Layout):
-    """``torch.nn.GRU``/``nn.LSTM`` (``cell=False``) or ``nn.GRUCell``/``nn.LSTMCell`` (``cell=True``)."""
+    """``torch.nn.GRU``/``nn.LSTM`` (``cell=False``) or ``nn.GRUCell``/``nn.LSTMCell`` (``cell=True``).
+
+    Conventions, as PyTorch has them: bidirectional layers add the ``*_reverse`` weights and give
+    ``h_n`` (and ``c_n``) of shape (L * 2, B, H) ordered layer 0 forward, layer 0 reverse, layer 1
+    forward, ...; ``lengths`` are what ``pack_padded_sequence(x, lengths, enforce_sorted=False)`` takes
+    (outputs past a sample's length are zero, its final state is the one at its length); ``batch_first``
+    gives x, y, dy and dx as (B, T, ...) while the states keep (L, B, H); unbatched input is x (T, D) with
+    states (L, H); no initial state is ``state0=None`` (zeros), and then no gradient for it is compared.
+    """
 
     def __init__(self, cell: bool = False):
         self.cell = cell
         self.name = "torch-cell" if cell else "torch"
+        if cell:
+            self.CONVENTIONS = {"unbatched": "x of shape (T, D)", "no_initial_state": "state0 is None"}
+            why = "torch.nn.GRUCell/LSTMCell take one step of one direction; the caller loops over time"
+            self.NOT_EXPRESSIBLE = {"bidirectional": why, "lengths": why, "batch_first": why}
+        else:
+            self.CONVENTIONS = {
+                "bidirectional": "weights with *_reverse keys",
+                "lengths": "keyword lengths=",
+                "batch_first": "keyword batch_first=",
+                "unbatched": "x of shape (T, D)",
+                "no_initial_state": "state0 is None",
+            }
 
     def kind(self, config: CellConfig) -> str:
         base = "GRU" if config.layers[0].cell == "gru" else "LSTM"
@@ -117,6 +190,9 @@ class TorchLayout(Layout):
             return "PyTorch's LSTM has no peephole connections"
         if self.cell and any(s.opts.get("proj_size") for s in config.layers):
             return "torch.nn.LSTMCell has no projection (proj_size)"
+        for name in config.conventions:
+            if name not in self.CONVENTIONS:
+                return f"{name}: {self.not_expressible(name)}"
         return None
 
     def options(self, cell: str) -> dict:
@@ -133,18 +209,21 @@ class TorchLayout(Layout):
         return torch_layout.to_torch(layers, self.kind(case.config))
 
     def state(self, case: Case, states):
-        """refrnn's per-layer states -> PyTorch's (L, B, H) stacks (or (B, H) for cells)."""
-        if self.is_lstm(case):
-            h = np.stack([s[0] for s in states])
-            c = np.stack([s[1] for s in states])
-            return (h[0], c[0]) if self.cell else (h, c)
-        h = np.stack(states)
-        return h[0] if self.cell else h
+        """refrnn's per-layer states -> PyTorch's (L * directions, B, H) stacks ((B, H) for cells;
+        without the batch axis for unbatched input); None stays None."""
+        if states is None:
+            return None
+        stacked = torch_layout.state_to_torch(case.layers, states)
+        if self.cell:
+            stacked = tuple(a[0] for a in stacked) if self.is_lstm(case) else stacked[0]
+        if case.config.unbatched:  # B == 1: drop the batch axis, second from last
+            stacked = tuple(a[..., 0, :] for a in stacked) if self.is_lstm(case) else stacked[..., 0, :]
+        return stacked
 
     def arguments(self, case: Case) -> tuple:
-        args = (self.weights(case), case.x, self.state(case, case.state0))
+        args = (self.weights(case), _time_major_to(case, case.x), self.state(case, case.state0))
         if case.dy is not None:
-            args += (case.dy, self.state(case, case.dstate_T))
+            args += (_time_major_to(case, case.dy), self.state(case, case.dstate_T))
         return args
 
     def _state_names(self, case: Case, prefix: str) -> tuple[str, ...]:
@@ -159,11 +238,12 @@ class TorchLayout(Layout):
         return {n: _np(n, a) for n, a in zip(names, arrays)}
 
     def reference_outputs(self, case, y, states_T, grads, dx, dstates0):
-        out = {"y": y}
+        out = {"y": _time_major_to(case, y)}
         out.update(self._flat_state(case, self.state(case, states_T), self._state_names(case, "")))
         if grads is not None:
-            out["dx"] = dx
-            out.update(self._flat_state(case, self.state(case, dstates0), self._state_names(case, "d")))
+            out["dx"] = _time_major_to(case, dx)
+            if case.state0 is not None:  # without an initial state there is no gradient to compare
+                out.update(self._flat_state(case, self.state(case, dstates0), self._state_names(case, "d")))
             for key, value in torch_layout.to_torch(grads[0] if self.cell else grads, self.kind(case.config)).items():
                 out["d" + key] = value
         return out
@@ -177,7 +257,7 @@ class TorchLayout(Layout):
                 raise TypeError(f"candidate: grads must be a mapping of names to arrays, got {type(g).__name__}")
             if "x" in g:
                 out["dx"] = _np("grads['x']", g["x"])
-            if "state0" in g:
+            if "state0" in g and g["state0"] is not None and case.state0 is not None:
                 out.update(self._flat_state(case, g["state0"], self._state_names(case, "d")))
             for key, value in g.items():
                 if key not in ("x", "state0"):
@@ -186,21 +266,36 @@ class TorchLayout(Layout):
 
     def describe(self, case: Case, name: str, index: tuple) -> str:
         idx = tuple(int(i) for i in index)
-        if name in ("y", "dx") and len(idx) == 3:
-            what = "unit" if name == "y" else "input feature"
-            return f"{name}[{idx[0]}, {idx[1]}, {idx[2]}] (step t={idx[0] + 1 if name == 'y' else idx[0]}, batch row {idx[1]}, {what} {idx[2]})"
+        spec = case.config.layers[-1]
+        if name in ("y", "dx"):
+            t, b, rest = _step_row(case, idx)
+            row = "" if b is None else f", batch row {b}"
+            if name == "dx":
+                return f"{name}[{', '.join(map(str, idx))}] (step {t}{row}, input feature {rest[0]})"
+            unit, where = rest[0], ""
+            width = spec.out // (2 if spec.bidirectional else 1)
+            if spec.bidirectional:
+                where = ", reverse direction" if unit >= width else ", forward direction"
+                unit %= width
+            return f"{name}[{', '.join(map(str, idx))}] (step {t}{row}{where}, unit {unit})"
         if re.match(r"^d?[hc]_[0n]$", name):
+            unit, b = idx[-1], (None if case.config.unbatched else idx[-2])
+            row = "" if b is None else f"batch row {b}, "
             if self.cell:
-                return f"{name}[{idx[0]}, {idx[1]}] (batch row {idx[0]}, unit {idx[1]})"
-            return f"{name}[{idx[0]}, {idx[1]}, {idx[2]}] (layer {idx[0]}, batch row {idx[1]}, unit {idx[2]})"
+                return f"{name}[{', '.join(map(str, idx))}] ({row}unit {unit})"
+            dirs = 2 if spec.bidirectional else 1
+            layer, d = divmod(idx[0], dirs)
+            direction = (" reverse" if d else " forward") if dirs == 2 else ""
+            return f"{name}[{', '.join(map(str, idx))}] (layer {layer}{direction}, {row}unit {unit})"
         m = _KEY.match(name)
         if m:
             layer = int(m.group(2) or 0)
+            direction = " reverse" if m.group(3) else ""
             where = f"output unit {idx[0]}" if m.group(1) == "weight_hr" else _gate_unit(case, layer, idx[0])
             col = ""
             if len(idx) == 2:
                 col = f", column {idx[1]} ({'input feature' if m.group(1) == 'weight_ih' else 'recurrent unit'} {idx[1]})"
-            return f"{name}[{', '.join(map(str, idx))}] (layer {layer}, {where}{col})"
+            return f"{name}[{', '.join(map(str, idx))}] (layer {layer}{direction}, {where}{col})"
         return super().describe(case, name, index)
 
 
@@ -209,29 +304,48 @@ class RefrnnLayout(Layout):
     """refrnn's own containers: a candidate with :mod:`refrnn.stack`'s signature (a fast path, a port)."""
 
     name = "refrnn"
+    CONVENTIONS = {
+        "bidirectional": "BiLayer containers",
+        "lengths": "keyword lengths=",
+        "batch_first": "keyword batch_first=",
+        "unbatched": "x of shape (T, D), states without the batch axis",
+        "no_initial_state": "state0 is None",
+    }
+
+    @staticmethod
+    def _states(case: Case, states):
+        if states is None or not case.config.unbatched:
+            return states
+        return tree_map(lambda a: a[0], states)
 
     def arguments(self, case: Case) -> tuple:
-        args = (case.layers, case.x, case.state0)
+        args = (case.layers, _time_major_to(case, case.x), self._states(case, case.state0))
         if case.dy is not None:
-            args += (case.dy, case.dstate_T)
+            args += (_time_major_to(case, case.dy), self._states(case, case.dstate_T))
         return args
 
     @staticmethod
     def _flat_states(prefix: str, states) -> dict:
+        """``state_T[k]``, ``state_T[k][i]``, ``state_T[k][d][i]`` ...: one entry per array, however
+        nested (an LSTM's (h, c), a bidirectional layer's pair of states)."""
         out = {}
-        for k, s in enumerate(states):
+
+        def walk(where, s):
             if isinstance(s, (tuple, list)):
                 for i, a in enumerate(s):
-                    out[f"{prefix}[{k}][{i}]"] = _np(f"{prefix}[{k}][{i}]", a)
+                    walk(f"{where}[{i}]", a)
             else:
-                out[f"{prefix}[{k}]"] = _np(f"{prefix}[{k}]", s)
+                out[where] = _np(where, s)
+
+        walk(prefix, states)
         return out
 
     def reference_outputs(self, case, y, states_T, grads, dx, dstates0):
-        out = {"y": y, **self._flat_states("state_T", states_T)}
+        out = {"y": _time_major_to(case, y), **self._flat_states("state_T", self._states(case, states_T))}
         if grads is not None:
-            out["dx"] = dx
-            out.update(self._flat_states("dstate0", dstates0))
+            out["dx"] = _time_major_to(case, dx)
+            if case.state0 is not None:
+                out.update(self._flat_states("dstate0", self._states(case, dstates0)))
             for k, g in enumerate(grads):
                 for name, a in g.arrays().items():
                     out[f"dlayers[{k}].{name}"] = a
@@ -245,7 +359,8 @@ class RefrnnLayout(Layout):
                 g = (g.get("layers"), g.get("x"), g.get("state0"))
             layer_grads, dx, dstates0 = g
             out["dx"] = _np("dx", dx)
-            out.update(self._flat_states("dstate0", dstates0))
+            if case.state0 is not None:
+                out.update(self._flat_states("dstate0", dstates0))
             for k, lg in enumerate(layer_grads):
                 for name, a in lg.arrays().items():
                     out[f"dlayers[{k}].{name}"] = _np(name, a)
@@ -256,8 +371,11 @@ class RefrnnLayout(Layout):
         m = re.match(r"^dlayers\[(\d+)\]\.(\w+)$", name)
         if m and len(idx) >= 1:
             return f"{name}[{', '.join(map(str, idx))}] (layer {m.group(1)}, {_gate_unit(case, int(m.group(1)), idx[0])})"
-        if name == "y":
-            return f"y[{idx[0]}, {idx[1]}, {idx[2]}] (step t={idx[0] + 1}, batch row {idx[1]}, unit {idx[2]})"
+        if name in ("y", "dx") and len(idx) >= 2:
+            t, b, rest = _step_row(case, idx)
+            row = "" if b is None else f", batch row {b}"
+            what = "unit" if name == "y" else "input feature"
+            return f"{name}[{', '.join(map(str, idx))}] (step {t}{row}, {what} {rest[0]})"
         return super().describe(case, name, index)
 
 
@@ -328,7 +446,7 @@ class SRUCellLayout(Layout):
         idx = tuple(int(i) for i in index)
         H = case.config.layers[0].H
         if name == "y":
-            return f"y[{idx[0]}, {idx[1]}, {idx[2]}] (step t={idx[0] + 1}, batch row {idx[1]}, unit {idx[2]})"
+            return f"y[{idx[0]}, {idx[1]}, {idx[2]}] (step {idx[0]}, batch row {idx[1]}, unit {idx[2]})"
         if name == "dweight" and len(idx) == 2:
             k = case.params.k
             unit, block = divmod(idx[1], k)
@@ -368,10 +486,13 @@ class TorchModule:
     """A candidate that runs a ``torch.nn`` recurrent module (or a drop-in with the same constructor,
     state-dict names and call signature) on the weights it is given, with autograd for gradients.
 
-    ``factory(D, H, num_layers, dtype[, proj_size=P])`` builds the module for each drawn shape; the
-    default builds ``torch.nn.<kind>`` (an LSTM with ``proj_size`` when the weights have
-    ``weight_hr``). Attributes ``cell``, ``layout``, ``dtype``, ``name`` and ``max_layers`` tell
-    :func:`refrnn.verify.verify` how to drive it.
+    ``factory(D, H, num_layers, dtype, **conventions)`` builds the module for each drawn shape, with
+    the keywords ``proj_size=P``, ``bidirectional=True`` and ``batch_first=True`` passed only when a
+    problem needs them; the default builds ``torch.nn.<kind>``. Variable lengths go through
+    ``pack_padded_sequence(..., enforce_sorted=False)`` and ``pad_packed_sequence(..., total_length=T)``,
+    a missing initial state is the module's own default (``hx=None``). Attributes ``cell``, ``layout``,
+    ``dtype``, ``name``, ``max_layers`` and ``conventions`` tell :func:`refrnn.verify.verify` how to
+    drive it: every convention of the layout.
     """
 
     def __init__(self, kind: str = "GRU", *, dtype="float64", factory=None, name=None):
@@ -383,22 +504,23 @@ class TorchModule:
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
         self.max_layers = 1 if kind.endswith("Cell") else None
+        self.conventions = tuple(LAYOUTS[self.layout].CONVENTIONS)
         self.factory = factory
         self.name = name or f"torch.nn.{kind}"
 
     def __repr__(self) -> str:
         return f"TorchModule({self.kind!r}, dtype={self.dtype.name!r})"
 
-    def _build(self, torch, D: int, H: int, L: int, P: int = 0):
+    def _build(self, torch, D: int, H: int, L: int, extra: dict):
         tdtype = torch.float32 if self.dtype == np.float32 else torch.float64
         if self.factory is not None:
-            return self.factory(D, H, L, tdtype, **({"proj_size": P} if P else {}))
+            return self.factory(D, H, L, tdtype, **extra)
         cls = getattr(torch.nn, self.kind)
         if self.kind.endswith("Cell"):
             return cls(D, H, dtype=tdtype)
-        return cls(D, H, num_layers=L, dtype=tdtype, **({"proj_size": P} if P else {}))
+        return cls(D, H, num_layers=L, dtype=tdtype, **extra)
 
-    def __call__(self, weights, x, state0, dy=None, dstate_T=None):
+    def __call__(self, weights, x, state0, dy=None, dstate_T=None, *, lengths=None, batch_first=False):
         import torch
 
         is_cell = self.kind.endswith("Cell")
@@ -406,9 +528,15 @@ class TorchModule:
         W = weights["weight_hh" if is_cell else "weight_hh_l0"]
         H = W.shape[0] // (4 if is_lstm else 3)
         D = weights["weight_ih" if is_cell else "weight_ih_l0"].shape[1]
-        L = 1 if is_cell else sum(1 for k in weights if k.startswith("weight_ih_l"))
-        P = weights["weight_hr_l0"].shape[0] if "weight_hr_l0" in weights else 0
-        module = self._build(torch, D, H, L, P)
+        L = 1 if is_cell else sum(1 for k in weights if k.startswith("weight_ih_l") and not k.endswith("_reverse"))
+        extra = {}
+        if "weight_hr_l0" in weights:
+            extra["proj_size"] = weights["weight_hr_l0"].shape[0]
+        if "weight_ih_l0_reverse" in weights:
+            extra["bidirectional"] = True
+        if batch_first:
+            extra["batch_first"] = True
+        module = self._build(torch, D, H, L, extra)
         module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()})
         want_grads = dy is not None
 
@@ -416,19 +544,27 @@ class TorchModule:
             return torch.from_numpy(np.array(a, copy=True)).requires_grad_(want_grads)
 
         tx = leaf(x)
-        ts0 = tuple(leaf(a) for a in state0) if is_lstm else (leaf(state0),)
+        ts0 = None if state0 is None else (tuple(leaf(a) for a in state0) if is_lstm else (leaf(state0),))
+        hx = None if ts0 is None else (ts0 if is_lstm else ts0[0])
         with torch.set_grad_enabled(want_grads), warnings.catch_warnings():
             # proj_size makes PyTorch fall back from oneDNN to its default kernel, and says so
             warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
             if is_cell:
-                state, ys = (ts0 if is_lstm else ts0[0]), []
+                state, ys = hx, []
                 for t in range(tx.shape[0]):
                     state = module(tx[t], state)
                     ys.append(state[0] if is_lstm else state)
                 ty = torch.stack(ys)  # T >= 1: verify never draws empty sequences for torch
                 tsT = tuple(state) if is_lstm else (state,)
             else:
-                ty, state = module(tx, ts0 if is_lstm else ts0[0])
+                inp = tx
+                if lengths is not None:
+                    pack = torch.nn.utils.rnn.pack_padded_sequence
+                    inp = pack(tx, torch.as_tensor(np.asarray(lengths)), batch_first=batch_first, enforce_sorted=False)
+                ty, state = module(inp, hx)
+                if lengths is not None:
+                    T = tx.shape[1 if batch_first else 0]
+                    ty, _ = torch.nn.utils.rnn.pad_packed_sequence(ty, batch_first=batch_first, total_length=T)
                 tsT = tuple(state) if is_lstm else (state,)
         y = ty.detach().numpy()
         state_T = tuple(s.detach().numpy() for s in tsT) if is_lstm else tsT[0].detach().numpy()
@@ -445,7 +581,8 @@ class TorchModule:
 
         grads = {name: grad_of(p) for name, p in module.named_parameters()}
         grads["x"] = grad_of(tx)
-        grads["state0"] = tuple(grad_of(s) for s in ts0) if is_lstm else grad_of(ts0[0])
+        if ts0 is not None:
+            grads["state0"] = tuple(grad_of(s) for s in ts0) if is_lstm else grad_of(ts0[0])
         return y, state_T, grads
 
 

@@ -1,10 +1,12 @@
 """``refrnn verify torch`` (and ``refrnn verify sru``): verify installed RNN modules against the reference.
 
 For each of ``nn.GRU``, ``nn.GRUCell``, ``nn.LSTM``, ``nn.LSTMCell`` in float64 and float32,
-:func:`refrnn.verify.verify` draws problems with Hypothesis (1-3 layers for the sequence modules,
-T <= 12 steps, batches 0-3 wide, a quarter with saturated gates), compares outputs, final states and
-every gradient with the float64 reference, and prints one row per module and dtype: examples run,
-the worst output and gradient errors against their tolerance, PASS/FAIL. A second table checks the
+:func:`refrnn.verify.verify` draws problems with Hypothesis -- sizes from tiny up to H, D = 130,
+B = 17, T = 70 with the tile and vector boundaries in between, 1-3 layers for the sequence modules,
+bidirectional layers, packed variable lengths, batch-first and unbatched input, with and without an
+initial state, a quarter with saturated gates -- compares outputs, final states and every gradient
+with the float64 reference, and prints one row per module and dtype (examples run, the worst output
+and gradient errors against their tolerance, PASS/FAIL) and what was drawn. A second table checks the
 reference's own hand-derived backward against central finite differences. Exit status 1 when
 anything fails, 2 when PyTorch or Hypothesis is missing. ``refrnn verify sru`` does the same for the
 ``sru`` package's ``SRUCell`` (float64 and float32; its first import compiles a C++ extension).
@@ -17,6 +19,12 @@ import sys
 import time
 
 import numpy as np
+
+from .strategies import VERIFY_SIZES
+
+# Per module and dtype. At the default sizes a row takes 2-7 s on a 2-core machine (a torch module,
+# the reference with gradients, and Hypothesis' own work), so the eight rows stay under a minute.
+EXAMPLES = 60
 
 
 def _table(header, rows) -> None:
@@ -31,7 +39,10 @@ def _err(e) -> str:
     return f"{e.abs:.1e} / {e.allowed:.0e} ({e.name})"
 
 
-HEADER = ("module", "dtype", "examples", "tolerance", "worst output err / allowed", "worst gradient err / allowed", "of tol", "")
+HEADER = (
+    "module", "dtype", "examples", "tolerance (x max(1, max|ref|))", "worst output err / allowed",
+    "worst gradient err / allowed", "of tol", "result",
+)
 
 
 def _row(candidate, report) -> tuple:
@@ -48,6 +59,20 @@ def _row(candidate, report) -> tuple:
     )
 
 
+def _coverage(rows) -> None:
+    """What each row drew, so that a PASS can be read for what it covered."""
+    print("\nwhat was drawn (sizes: largest, and examples past a 32-unit / 16-feature / 8-row / 32-step seam):")
+    for label, report in rows:
+        if report.coverage is None:
+            continue
+        c = report.coverage
+        sizes = ", ".join(f"{n} {top} ({past})" for n, (top, past) in c.sizes.items())
+        drawn = ", ".join(f"{k} {v}" for k, v in {**c.conventions, **c.features, "saturated": c.saturated}.items())
+        print(f"  {label}: {sizes}; {drawn}")
+        if c.not_drawn:
+            print(f"  {' ' * len(label)}  not drawn: " + "; ".join(f"{k} ({why})" for k, why in c.not_drawn.items()))
+
+
 def verify_torch(examples: int, seed: int, max_T: int, dtypes) -> bool:
     import torch
 
@@ -62,15 +87,17 @@ def verify_torch(examples: int, seed: int, max_T: int, dtypes) -> bool:
         f"refrnn vs torch {torch.__version__}: {examples} Hypothesis examples per row (seed {seed}), T <= {max_T}; "
         f"error / allowed (worst output); float32 is compared with float64 on the same float32-rounded values"
     )
-    rows, ok, failures = [], True, []
+    rows, ok, failures, reports = [], True, [], []
     for candidate in builtin_candidates(dtypes):
         # B = 0 is meaningful for PyTorch (it returns empty outputs), so empty batches are drawn too.
         report = verify(candidate, max_examples=examples, seed=seed, max_T=max_T, min_B=0)
         ok &= report.passed
         rows.append(_row(candidate, report))
+        reports.append((f"{candidate.name.replace('torch.', '')} {candidate.dtype.name}", report))
         if not report.passed:
             failures.append(report)
     _table(HEADER, rows)
+    _coverage(reports)
     for report in failures:
         print()
         print(report)
@@ -87,7 +114,7 @@ def verify_sru(examples: int, seed: int, max_T: int, dtypes) -> bool:
         warnings.simplefilter("ignore")  # without CUDA the package warns that it uses a dummy extension
         import sru
     print(f"refrnn vs sru {getattr(sru, '__version__', '?')}: {examples} Hypothesis examples per row (seed {seed}), T <= {max_T}")
-    rows, ok, failures = [], True, []
+    rows, ok, failures, reports = [], True, [], []
     for dt in dtypes:
         candidate = SRUCellModule(dtype=dt)
         # B >= 1: sru 2.6.0 raises on an empty batch (a reshape with -1 over 0 elements), which
@@ -95,9 +122,11 @@ def verify_sru(examples: int, seed: int, max_T: int, dtypes) -> bool:
         report = verify(candidate, max_examples=examples, seed=seed, max_T=max_T, min_B=1)
         ok &= report.passed
         rows.append(_row(candidate, report))
+        reports.append((f"{candidate.name} {candidate.dtype.name}", report))
         if not report.passed:
             failures.append(report)
     _table(HEADER, rows)
+    _coverage(reports)
     for report in failures:
         print()
         print(report)
@@ -132,10 +161,14 @@ def main(argv=None) -> int:
     """``refrnn verify torch|sru [--examples N] [--seed S] [--max-steps T] [--dtype float64|float32|both]``."""
     parser = argparse.ArgumentParser(prog="refrnn verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("target", choices=["torch", "sru"], help="the implementation to verify (sru: the sru package's SRUCell)")
-    parser.add_argument("--examples", type=int, default=50, help="Hypothesis examples per module and dtype (default 50)")
+    parser.add_argument("--examples", type=int, default=EXAMPLES, help=f"Hypothesis examples per module and dtype (default {EXAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0; runs are deterministic)")
-    parser.add_argument("--max-steps", type=int, default=12, help="longest sequence drawn (default 12)")
-    parser.add_argument("--dtype", choices=["float64", "float32", "both"], default="both")
+    steps = VERIFY_SIZES["max_T"]
+    parser.add_argument("--max-steps", type=int, default=steps, help=f"longest sequence drawn (default {steps})")
+    parser.add_argument(
+        "--dtype", choices=["float64", "float32", "both"], default="both",
+        help="the modules' dtype: float64 (tolerance 1e-10), float32 (rounding-aware, grows with T) or both (default)",
+    )
     args = parser.parse_args(argv)
     try:
         import hypothesis  # noqa: F401

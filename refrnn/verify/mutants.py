@@ -25,6 +25,8 @@ are added here once :mod:`refrnn.cells.ccgru` and :mod:`refrnn.cells.sru` exist 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .. import stack
@@ -280,6 +282,342 @@ class SRUNoHighway:
         y, c_T, _ = sru.forward(p, np.asarray(x, np.float64), np.asarray(state0, np.float64))
         return y, c_T
 
+
+# ------------------------------------------------------------------------------------ boundary mutants
+def _sigmoid(a):
+    return 0.5 * (1.0 + np.tanh(0.5 * a))  # no overflow warnings for saturated gates
+
+
+class TorchNumpy:
+    """A second, independent implementation of ``torch.nn.GRU`` / ``nn.LSTM`` in plain NumPy, in the
+    ``torch`` layout, forward only, with every convention: layers, bidirectional (PyTorch's state order),
+    ``lengths`` (packed-sequence semantics by masking), ``batch_first``, unbatched input, ``state0=None``,
+    and the LSTM projection. It is written the way a kernel is: the input product of all steps at once,
+    then a loop over time per layer and direction. Correct as it stands (the tests verify that it passes
+    at :func:`refrnn.verify.verify`'s defaults); the boundary mutants below each change one hook to plant
+    a bug of the kind real kernels have at tile, chunk, vector-tail and batch-tile seams, in precision
+    that degrades with size, and in direction and length handling.
+
+    Hooks: :meth:`initial` (the initial states), :meth:`product` (every matrix product),
+    :meth:`gru_gates` / :meth:`lstm_gates` (one step's gates), :meth:`after_step` (the state between
+    steps), :meth:`output_step` (where a step's output is written), :meth:`valid` (which samples a step
+    updates), :meth:`final` (the final state of a direction), :meth:`order_states` (``h_n``'s order).
+    """
+
+    name, bug = "torch-numpy", "none: a correct second implementation of torch.nn.GRU/LSTM"
+    cell, kind, layout, grads = "gru", "GRU", "torch", False
+    conventions = ("bidirectional", "lengths", "batch_first", "unbatched", "no_initial_state")
+    options: dict = {}
+    max_layers = None
+    expect: tuple[str, ...] = ("y", "h_n", "c_n")  # outputs whose divergence identifies the bug
+    only = False
+
+    def __init__(self, dtype="float64"):
+        self.dtype = np.dtype(dtype)
+
+    def __repr__(self) -> str:
+        return f"<mutant {self.name}: {self.bug}>"
+
+    # hooks -----------------------------------------------------------------------------------------
+    def initial(self, h0, c0, given: bool):
+        return h0, c0
+
+    def product(self, a, W, what: str):
+        """``a @ W.T``; ``what`` is "input", "recurrent" or "projection"."""
+        return a @ W.T
+
+    def gru_gates(self, r, z, gx_n, gh_n, memo):
+        return r, z, np.tanh(gx_n + r * gh_n)
+
+    def lstm_gates(self, i, f, g, o, memo):
+        return i, f, g, o
+
+    def after_step(self, k: int, h, c):
+        """The state after the k-th step a direction has taken (k = 0, 1, ...)."""
+        return h, c
+
+    def valid(self, t: int, lengths, reverse: bool):
+        """Which samples step t updates: those whose sequence reaches it."""
+        return (t < lengths)[:, None]
+
+    def output_step(self, t: int, k: int, T: int, reverse: bool) -> int:
+        """The output row step t (the k-th step taken) is written to."""
+        return t
+
+    def output_value(self, h, valid):
+        return np.where(valid, h, 0.0)
+
+    def final(self, states: list, reverse: bool):
+        """A direction's final (h, c) from the states after each step it took (states[-1] is the last)."""
+        return states[-1]
+
+    def order_states(self, per_layer: list, dirs: int) -> list:
+        """PyTorch's h_n order: layer 0 forward, layer 0 reverse, layer 1 forward, ..."""
+        return [s for layer in per_layer for s in layer]
+
+    # the implementation ---------------------------------------------------------------------------
+    def __call__(self, weights, x, state0, lengths=None, batch_first=False):
+        lstm = self.cell == "lstm"
+        x = np.asarray(x, dtype=self.dtype)
+        unbatched = x.ndim == 2
+        x = x[:, None] if unbatched else (np.swapaxes(x, 0, 1) if batch_first else x)
+        T, B, _ = x.shape
+        dirs = 2 if "weight_ih_l0_reverse" in weights else 1
+        L = sum(1 for k in weights if re.fullmatch(r"weight_ih_l\d+", k))
+        H = weights["weight_hh_l0"].shape[0] // (4 if lstm else 3)
+        P = weights["weight_hr_l0"].shape[0] if "weight_hr_l0" in weights else 0
+        lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
+        if state0 is None:
+            h0, c0 = np.zeros((L * dirs, B, P or H), self.dtype), np.zeros((L * dirs, B, H), self.dtype)
+        else:
+            h0, c0 = state0 if lstm else (state0, None)
+            h0 = np.array(h0, dtype=self.dtype)
+            c0 = None if c0 is None else np.array(c0, dtype=self.dtype)
+            if unbatched:
+                h0, c0 = h0[:, None], (None if c0 is None else c0[:, None])
+        h0, c0 = self.initial(h0, c0, state0 is not None)
+        inp, per_layer = x, []
+        for layer in range(L):
+            outs, finals = [], []
+            for d in range(dirs):
+                suffix = f"_l{layer}" + ("_reverse" if d else "")
+                W = {k: np.asarray(weights[k + suffix], self.dtype) for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+                W["weight_hr"] = np.asarray(weights["weight_hr" + suffix], self.dtype) if P else None
+                j = layer * dirs + d
+                y_d, fin = self._direction(W, inp, h0[j], None if c0 is None else c0[j], lengths, bool(d), lstm)
+                outs.append(y_d)
+                finals.append(fin)
+            inp = np.concatenate(outs, axis=-1)
+            per_layer.append(finals)
+        ordered = self.order_states(per_layer, dirs)
+        h_n = np.stack([s[0] for s in ordered])
+        c_n = np.stack([s[1] for s in ordered]) if lstm else None
+        y = inp
+        if unbatched:
+            y, h_n, c_n = y[:, 0], h_n[:, 0], (None if c_n is None else c_n[:, 0])
+        elif batch_first:
+            y = np.swapaxes(y, 0, 1)
+        return y, ((h_n, c_n) if lstm else h_n)
+
+    def _direction(self, W, x, h, c, lengths, reverse: bool, lstm: bool):
+        T, B, _ = x.shape
+        gx = self.product(x, W["weight_ih"], "input") + W["bias_ih"]  # every step's input product at once
+        y = np.zeros((T, B, h.shape[-1]), self.dtype)
+        H = W["weight_hh"].shape[0] // (4 if lstm else 3)
+        memo: dict = {}
+        states = [(h, c)]
+        for k, t in enumerate(range(T - 1, -1, -1) if reverse else range(T)):
+            gh = self.product(h, W["weight_hh"], "recurrent") + W["bias_hh"]
+            a = gx[t] + gh
+            if lstm:
+                i, f, g, o = self.lstm_gates(
+                    _sigmoid(a[:, :H]), _sigmoid(a[:, H : 2 * H]), np.tanh(a[:, 2 * H : 3 * H]), _sigmoid(a[:, 3 * H :]), memo
+                )
+                c_new = f * c + i * g
+                h_new = o * np.tanh(c_new)
+                if W["weight_hr"] is not None:
+                    h_new = self.product(h_new, W["weight_hr"], "projection")
+            else:
+                r, z, n = self.gru_gates(_sigmoid(a[:, :H]), _sigmoid(a[:, H : 2 * H]), gx[t][:, 2 * H :], gh[:, 2 * H :], memo)
+                h_new, c_new = (1.0 - z) * n + z * h, None
+            valid = self.valid(t, lengths, reverse)
+            h = np.where(valid, h_new, h)
+            c = None if c is None else np.where(valid, c_new, c)
+            y[self.output_step(t, k, T, reverse)] = self.output_value(h, (t < lengths)[:, None])
+            h, c = self.after_step(k, h, c)
+            states.append((h, c))
+        return y, self.final(states, reverse)
+
+
+class TorchNumpyLSTM(TorchNumpy):
+    name, bug = "torch-numpy-lstm", "none: a correct second implementation of torch.nn.LSTM"
+    cell, kind = "lstm", "LSTM"
+
+
+class _GRUTileStaleReset(TorchNumpy):
+    name, bug = "gru-tile32-stale-reset", "units from 32 on read the previous step's reset gate (a second tile racing the first)"
+
+    def gru_gates(self, r, z, gx_n, gh_n, memo):
+        stale = memo.get("r", r)
+        memo["r"] = r
+        r = np.concatenate([r[:, :32], stale[:, 32:]], axis=1)
+        return super().gru_gates(r, z, gx_n, gh_n, memo)
+
+
+class _GRUChunkStateReset(TorchNumpy):
+    name, bug = "gru-chunk32-zero-state", "the state is zeroed every 32 steps (a chunked time loop that forgets its carry)"
+
+    def after_step(self, k, h, c):
+        return (np.zeros_like(h), c) if (k + 1) % 32 == 0 else (h, c)
+
+
+class _GRUBatchTileH0(TorchNumpy):
+    name, bug = "gru-batch-tile8-h0", "batch rows from 8 on start from zeros instead of h0 (a second batch tile)"
+
+    def initial(self, h0, c0, given):
+        h0 = h0.copy()
+        h0[:, 8:] = 0.0
+        return h0, c0
+
+
+class _GRUInputD16(TorchNumpy):
+    name, bug = "gru-input-d16", "only the first 16 input features are read (a kernel compiled for D <= 16)"
+
+    def product(self, a, W, what):
+        if what == "input":
+            return a[..., :16] @ W[:, :16].T
+        return a @ W.T
+
+
+class _GRUFloat32H64(TorchNumpy):
+    name, bug = "gru-fp32-recurrent-h64", "the recurrent product is accumulated in float32 once H >= 64 (a float64 candidate)"
+
+    def product(self, a, W, what):
+        if what == "recurrent" and W.shape[1] >= 64:
+            return (a.astype(np.float32) @ W.astype(np.float32).T).astype(a.dtype)
+        return a @ W.T
+
+
+class _GRULateFinalState(TorchNumpy):
+    name, bug = "gru-late-h_n-t20", "h_n is one step late (the state before the last step) when T > 20"
+
+    def final(self, states, reverse):
+        return states[-2] if len(states) > 21 else states[-1]
+
+
+class _GRUSimd8Tail(TorchNumpy):
+    name, bug = "gru-simd8-tail-gate", "the scalar tail of an 8-wide loop (the last H % 8 units, H > 8) reads z for r"
+
+    def gru_gates(self, r, z, gx_n, gh_n, memo):
+        H = r.shape[1]
+        if H > 8 and H % 8:
+            r = r.copy()
+            r[:, H - H % 8 :] = z[:, H - H % 8 :]
+        return super().gru_gates(r, z, gx_n, gh_n, memo)
+
+
+class _GRUReverseNotFlipped(TorchNumpy):
+    name, bug = "gru-reverse-not-flipped", "the reverse direction's outputs are left in processing order (not flipped back)"
+
+    def output_step(self, t, k, T, reverse):
+        return k if reverse else t
+
+
+class _GRUReverseFinalState(TorchNumpy):
+    name, bug = "gru-reverse-h_n-first-step", "the reverse direction's h_n is its state after its first step (t = T-1), not after t = 0"
+
+    def final(self, states, reverse):
+        return states[1] if reverse and len(states) > 1 else states[-1]
+
+
+class _GRUStateOrder(TorchNumpy):
+    name, bug = "gru-bidirectional-h_n-order", "h_n ordered direction-major (all forward layers, then all reverse) instead of PyTorch's layer-major"
+
+    def order_states(self, per_layer, dirs):
+        return [layer[d] for d in range(dirs) for layer in per_layer]
+
+
+class _GRUReverseReadsPadding(TorchNumpy):
+    name, bug = "gru-reverse-reads-padding", "the reverse direction starts at step T-1 for every sample, reading the padding past its length"
+
+    def valid(self, t, lengths, reverse):
+        return np.ones((len(lengths), 1), dtype=bool) if reverse else super().valid(t, lengths, reverse)
+
+
+class _GRUFinalStateAtT(TorchNumpy):
+    name, bug = "gru-h_n-at-T-not-length", "the state keeps updating past a sample's length, so h_n is the state at T, not at the length"
+
+    def valid(self, t, lengths, reverse):
+        return np.ones((len(lengths), 1), dtype=bool) if not reverse else super().valid(t, lengths, reverse)
+
+
+class _GRUPaddingNotZeroed(TorchNumpy):
+    name, bug = "gru-padding-not-zeroed", "outputs past a sample's length are left holding its last state instead of zeros"
+
+    def output_value(self, h, valid):
+        return h
+
+
+class _GRUNoStateBatch3(TorchNumpy):
+    name, bug = "gru-no-h0-batch3", "without an initial state, batch rows from 2 on start from a stale buffer (0.5) instead of zeros"
+
+    def initial(self, h0, c0, given):
+        if not given:
+            h0 = h0.copy()
+            h0[:, 2:] = 0.5
+        return h0, c0
+
+
+class _GRUBatchFirstState(TorchNumpy):
+    name, bug = "gru-batch-first-h_n", "with batch_first, h_n is returned batch-first too (PyTorch keeps (L, B, H))"
+
+    def __call__(self, weights, x, state0, lengths=None, batch_first=False):
+        y, h_n = super().__call__(weights, x, state0, lengths, batch_first)
+        return y, (np.swapaxes(h_n, 0, 1) if batch_first and h_n.ndim == 3 else h_n)
+
+
+class _LSTM(TorchNumpy):
+    cell, kind = "lstm", "LSTM"
+
+
+class _LSTMChunkCellLost(_LSTM):
+    name, bug = "lstm-chunk32-cell-lost", "the cell state is lost every 32 steps (a chunked time loop carries h but not c)"
+
+    def after_step(self, k, h, c):
+        return (h, np.zeros_like(c)) if (k + 1) % 32 == 0 else (h, c)
+
+
+class _LSTMSimd4Tail(_LSTM):
+    name, bug = "lstm-simd4-tail-i-for-f", "the tail of a 4-wide loop (the last H % 4 units, H > 4) reads i for f"
+
+    def lstm_gates(self, i, f, g, o, memo):
+        H = f.shape[1]
+        if H > 4 and H % 4:
+            f = f.copy()
+            f[:, H - H % 4 :] = i[:, H - H % 4 :]
+        return i, f, g, o
+
+
+class _LSTMFloat32H64(_LSTM):
+    name, bug = "lstm-fp32-recurrent-h64", "the recurrent product is accumulated in float32 once its width is >= 64 (a float64 candidate)"
+
+    def product(self, a, W, what):
+        if what == "recurrent" and W.shape[1] >= 64:
+            return (a.astype(np.float32) @ W.astype(np.float32).T).astype(a.dtype)
+        return a @ W.T
+
+
+class _LSTMCellFromH0(_LSTM):
+    name, bug = "lstm-c0-from-h0", "the initial cell state is read from h0's buffer (c0 ignored)"
+
+    def initial(self, h0, c0, given):
+        if h0.shape == c0.shape:
+            c0 = h0.copy()
+        return h0, c0
+
+
+class _LSTMProjectionTail(_LSTM):
+    name, bug = "lstm-projection-d16", "the projection reads only the first 16 cell units (W_hr assumed H <= 16)"
+
+    def product(self, a, W, what):
+        if what == "projection":
+            return a[..., :16] @ W[:, :16].T
+        return a @ W.T
+
+
+BOUNDARY_MUTANTS = {
+    m.name: m
+    for m in (
+        _GRUTileStaleReset, _GRUChunkStateReset, _GRUBatchTileH0, _GRUInputD16, _GRUFloat32H64, _GRULateFinalState,
+        _GRUSimd8Tail, _GRUReverseNotFlipped, _GRUReverseFinalState, _GRUStateOrder, _GRUReverseReadsPadding,
+        _GRUFinalStateAtT, _GRUPaddingNotZeroed, _GRUNoStateBatch3, _GRUBatchFirstState, _LSTMChunkCellLost,
+        _LSTMSimd4Tail, _LSTMFloat32H64, _LSTMCellFromH0, _LSTMProjectionTail,
+    )
+}
+"""Bugs at seams (tiles, chunks, vector tails, batch tiles, precision at size) and in direction, length
+and state handling, each planted in :class:`TorchNumpy`; forward only (``grads = False``)."""
+CONTROLS = {m.name: m for m in (TorchNumpy, TorchNumpyLSTM)}
+"""The correct implementations the boundary mutants are built on."""
 
 MUTANTS = {m.name: m for m in (SwappedGates, ResetBefore, MissingBhn, TransposedWh, OffByOne, WrongBiasHHGrad, LSTMSwappedGates, LSTMOffByOne)}
 # Forward-only mutants (verify them with grads=False): the bug is in the outputs.

@@ -149,6 +149,102 @@ class Failure:
         return "\n".join(f"    {k:<{width}}  {_show_array(v)}" for k, v in flat.items())
 
 
+# A size past these was beyond what a tile, a batch tile or a time chunk of that width covers: the
+# coverage counts the examples that went past them, so a PASS says how often seams were crossed.
+SEAMS = {"H": 32, "D": 16, "B": 8, "T": 32}
+
+
+@dataclasses.dataclass(frozen=True)
+class Coverage:
+    """What a :func:`refrnn.verify.verify` run actually drew (every candidate call, shrinking included).
+
+    ``sizes`` maps H, D, B, T to ``(largest drawn, examples past SEAMS[name])``, H the largest hidden
+    size of any layer; ``conventions`` counts the examples that used each convention of
+    :data:`refrnn.verify.strategies.CONVENTIONS`; ``features`` counts cell options and stack depths
+    (``projection``, ``peepholes``, ``reset=before``, ``2+ layers``, ...); ``saturated`` the examples
+    with gates pinned to saturation; ``not_drawn`` each convention that was not drawn and why.
+    """
+
+    examples: int
+    sizes: dict
+    conventions: dict
+    features: dict
+    saturated: int
+    not_drawn: dict
+
+    @staticmethod
+    def tally(varied=None) -> "_Tally":
+        """A running count; ``varied`` names the cell choices that were drawn (more than one value),
+        the only string-valued options worth counting."""
+        return _Tally(varied)
+
+    def lines(self) -> list[str]:
+        """The coverage as the report prints it: sizes, conventions and features, what was not drawn."""
+        if self.examples == 0:
+            return ["coverage: no examples ran"]
+        sizes = ", ".join(f"{n} up to {top} (> {SEAMS[n]} in {past})" for n, (top, past) in self.sizes.items())
+        drawn = {**self.conventions, **self.features, "saturated gates": self.saturated}
+        out = [f"coverage of {self.examples} examples: {sizes}", "  drawn: " + ", ".join(f"{k} {v}" for k, v in drawn.items())]
+        if self.not_drawn:
+            out.append("  not drawn: " + "; ".join(f"{k} ({why})" for k, why in self.not_drawn.items()))
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+class _Tally:
+    """The running counts behind a :class:`Coverage`."""
+
+    def __init__(self, varied=None):
+        self.varied = varied
+        self.n = 0
+        self.top = dict.fromkeys(SEAMS, 0)
+        self.past = dict.fromkeys(SEAMS, 0)
+        self.conventions: dict[str, int] = {}
+        self.features: dict[str, int] = {}
+        self.saturated = 0
+
+    def add(self, case) -> None:
+        from .strategies import CONVENTIONS
+
+        cfg = case.config
+        self.n += 1
+        for name, value in (("H", max(s.H for s in cfg.layers)), ("D", cfg.D), ("B", cfg.B), ("T", cfg.T)):
+            self.top[name] = max(self.top[name], value)
+            self.past[name] += value > SEAMS[name]
+        used = set(cfg.conventions)
+        for c in CONVENTIONS:
+            self.conventions[c] = self.conventions.get(c, 0) + (c in used)
+        for feature in _features(cfg, self.varied):
+            self.features[feature] = self.features.get(feature, 0) + 1
+        self.saturated += bool(case.adversarial)
+
+    def result(self, not_drawn: dict) -> Coverage:
+        sizes = {n: (self.top[n], self.past[n]) for n in SEAMS}
+        conventions = {c: k for c, k in self.conventions.items() if c not in not_drawn}
+        return Coverage(self.n, sizes, conventions, dict(sorted(self.features.items())), self.saturated, dict(not_drawn))
+
+
+def _features(cfg, varied=None) -> set[str]:
+    """Cell options and depth of one config, as coverage names (string options only when ``varied``
+    names them, or always when ``varied`` is None)."""
+    out = set()
+    if len(cfg.layers) > 1:
+        out.add("2+ layers")
+    for spec in cfg.layers:
+        for key, value in spec.options:
+            if key == "proj_size":
+                if value:
+                    out.add("projection")
+            elif isinstance(value, (bool, np.bool_)):
+                if value:
+                    out.add(key)
+            elif isinstance(value, str) and (varied is None or key in varied):
+                out.add(f"{key}={value}")
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Report:
     """The outcome of :func:`refrnn.verify.verify`."""
@@ -166,6 +262,7 @@ class Report:
     failure: Failure | None = None  # the leading failure: outputs first, then crashes, then gradients
     others: tuple = ()  # further kinds of failure, each shrunk on its own
     seconds: float = 0.0
+    coverage: Coverage | None = None  # what was drawn
 
     @property
     def passed(self) -> bool:
@@ -190,10 +287,12 @@ class Report:
         head = (
             f"verify {self.candidate} ({self.cell}, layout {self.layout!r}, {self.dtype}, "
             f"{'outputs and gradients' if self.grads else 'outputs only'}): "
-            f"{'PASS' if self.passed else 'FAIL'} after {self.examples} examples, seed {self.seed}, "
-            f"tolerance {self.tolerance} (x max(1, max|reference|))"
+            f"{'PASS' if self.passed else 'FAIL'} after {self.examples} examples{'' if self.passed else ' (shrinking included)'}, "
+            f"seed {self.seed}, tolerance {self.tolerance} (x max(1, max|reference|))"
         )
         lines = [head]
+        if self.coverage is not None:
+            lines.extend("  " + line for line in self.coverage.lines())
         if self.worst:
             width = max(len(n) for n in self.worst)
             lines.append(f"  {'output':<{width}}  {'worst abs':>10}  {'worst rel':>10}  {'allowed':>10}  {'of tol':>8}")
@@ -201,7 +300,7 @@ class Report:
                 lines.append(f"  {name:<{width}}  {e.abs:10.2e}  {e.rel:10.2e}  {e.allowed:10.2e}  {e.ratio:8.2g}")
         if self.failure is not None:
             f = self.failure
-            lines.append(f"  first failure after {self.examples_before_failure} examples; shrunk minimal example:")
+            lines.append(f"  first failure at example {self.examples_before_failure}; shrunk minimal example:")
             lines.append(f"    shapes: {f.config}")
             lines.append(f"    reason: {f.reason}")
             if f.failing_outputs:

@@ -20,6 +20,44 @@ chosen gate's input bias becomes ``+-SATURATE`` (``sigmoid(+1000) == 1.0`` and `
 (``sigmoid(+-40)`` is 1 - 4e-18 resp. 4e-18: saturated, not exact). Batches of size 0 are drawn where
 asked for (``min_B=0``).
 
+Sizes: where kernel bugs live, and how a run spends its examples
+----------------------------------------------------------------
+Real RNN kernels are tiled: units in blocks of 4, 8, 16 or 32 (SIMD lanes, thread blocks), batch rows
+in tiles, time in chunks, input features up to a compiled width. Their bugs sit at the seams: the
+second tile, the scalar tail of a vector loop (``H % 8`` units), the first step of the second chunk,
+a width one past what the kernel assumed. A problem of H <= 4 and T <= 12 never reaches a seam, so
+every size (H, D, B, T) is drawn from one of three *bands*, chosen per size and per example:
+
+* ``tiny`` (an eighth of the draws): ``1..4`` for H and D, ``1..3`` for B, ``1..8`` for T. Cheap,
+  readable, and where shrinking ends when the bug needs no size at all.
+* ``wide`` (three eighths): uniform over the whole range (``1..max``). Uniform integers are what
+  Hypothesis shrinks best: a bug from H = 41 on is shrunk to exactly H = 41.
+* ``boundary`` (half): one of :func:`boundary_sizes` -- ``2^k - 1, 2^k, 2^k + 1`` and ``3 * 2^(k-1)``
+  up to the maximum, and the maximum itself. These are the values that leave remainders modulo 4, 8
+  and 16 (7, 15, 17, 33, 65, 129 ...) or sit exactly on a tile (16, 32, 64, 128) or half way
+  between (12, 24, 48, 96): a bug that shows only at a seam is hit with probability about 1/20 by a
+  uniform draw but 1/2 * 1/|boundaries| per seam value here.
+
+The bands are draws like any other, and ``tiny`` is the first, so Hypothesis shrinks a failing size
+band first: a bug that needs only a large H keeps a large H and shrinks B, T and D to the tiny band.
+The order tiny < wide < boundary means a failure that also appears in the wide band is reported at
+the smallest failing size (the wide band's exact edge), not at the nearest boundary above it.
+
+:func:`refrnn.verify.verify` draws H and D up to 130, B up to 17 and T up to 70 by default
+(:data:`VERIFY_SIZES`): past the 128-unit tile, past a 16-row batch tile, past two 32-step chunks.
+At those sizes the reference costs a few milliseconds per example, so 100 examples of a NumPy-speed
+candidate fit in a few seconds and the time goes to shrinking, which only failures pay for.
+
+Conventions
+-----------
+Beyond sizes, :func:`configs` draws the input conventions a candidate declares (``conventions``):
+``bidirectional`` layers (:class:`refrnn.bidirectional.BiLayer`), variable ``lengths`` (one per
+sample in 1..T, unsorted, with 1 and T drawn often), ``batch_first`` input, ``unbatched`` input
+(x of shape (T, D): one sample, so B = 1; an eighth of the examples, since it hides every batch bug)
+and ``no_initial_state`` (the candidate gets ``None`` and the reference starts from zeros; a quarter of
+the examples, since a missing state hides every bug in how the state is read). Each is drawn before
+the layers and shrinks to "not used" unless the failure needs it.
+
 Shapes: x (T, B, D); per-layer states (B, H_l); dy (T, B, H_top).
 """
 
@@ -33,6 +71,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from .. import stack
+from ..bidirectional import BiLayer
 from ..cells import gru, lstm, module_for
 
 SATURATE = 1000.0  # sigmoid(+-1000) is exactly 1.0 / 0.0 in float32 and float64 (exp overflows to inf)
@@ -183,6 +222,7 @@ class LayerSpec(NamedTuple):
     H: int
     options: tuple = ()  # sorted (name, value) pairs, hashable
     D: int = 0  # the layer's input width
+    bidirectional: bool = False  # a BiLayer of two cells of this spec
 
     @property
     def opts(self) -> dict:
@@ -190,48 +230,117 @@ class LayerSpec(NamedTuple):
 
     @property
     def out(self) -> int:
-        """The width of the layer's output (an LSTM with a projection outputs proj_size)."""
-        return self.opts.get("proj_size") or self.H
+        """The width of the layer's output (an LSTM with a projection outputs proj_size; both
+        directions of a bidirectional layer are concatenated)."""
+        return (self.opts.get("proj_size") or self.H) * (2 if self.bidirectional else 1)
 
     def __str__(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in self.options)
-        return f"{self.cell}(H={self.H}{opts})"
+        return f"{self.cell}(H={self.H}{opts}{', bidirectional' if self.bidirectional else ''})"
+
+
+CONVENTIONS = ("bidirectional", "lengths", "batch_first", "unbatched", "no_initial_state")
+"""Input conventions :func:`configs` can draw (see the module docstring)."""
 
 
 class CellConfig(NamedTuple):
-    """A whole problem's shape: input size, batch, steps and the layers (bottom first)."""
+    """A whole problem's shape: input size, batch, steps, the layers (bottom first) and the input
+    conventions drawn for it."""
 
     D: int
     B: int
     T: int
     layers: tuple[LayerSpec, ...]
+    batch_first: bool = False  # x (B, T, D), y (B, T, H)
+    unbatched: bool = False  # x (T, D), y (T, H), states without the batch axis (B == 1)
+    packed: bool = False  # per-sample lengths (Case.lengths)
+    initial_state: bool = True  # False: the candidate gets state0=None, the reference zeros
 
     @property
     def H(self) -> int:
         """The width of the top layer's output (y is (T, B, H))."""
         return self.layers[-1].out
 
+    @property
+    def bidirectional(self) -> bool:
+        return any(s.bidirectional for s in self.layers)
+
+    @property
+    def conventions(self) -> tuple[str, ...]:
+        """The conventions this problem uses, by their :data:`CONVENTIONS` names."""
+        used = {
+            "bidirectional": self.bidirectional,
+            "lengths": self.packed,
+            "batch_first": self.batch_first,
+            "unbatched": self.unbatched,
+            "no_initial_state": not self.initial_state,
+        }
+        return tuple(name for name in CONVENTIONS if used[name])
+
     def __str__(self) -> str:
-        return f"T={self.T}, B={self.B}, D={self.D}, layers=[{', '.join(map(str, self.layers))}]"
+        flags = "".join(f", {c}" for c in self.conventions if c != "bidirectional")
+        return f"T={self.T}, B={self.B}, D={self.D}, layers=[{', '.join(map(str, self.layers))}]{flags}"
 
 
-def _draw_layer(draw, space, D_in, B, label):
+def _draw_layer(draw, space, D_in, B, label, bidirectional=False):
     cell = draw(st.sampled_from(tuple(space.cells)), label=f"{label}: cell")
-    size = space.H if space.H is not None else draw(st.integers(space.min_H, space.max_H), label=f"{label}: H")
+    size = space.H if space.H is not None else draw_size(draw, "H", space.min_H, space.max_H, label=f"{label}: H")
     kind = CELLS[cell]
     chosen = {}
     for name, values in kind.choices.items():
         allowed = tuple((space.options or {}).get(name, values))
         chosen[name] = allowed[0] if len(allowed) == 1 else draw(st.sampled_from(allowed), label=f"{label}: {name}")
-    return _spec(cell, size, chosen, D_in, B), chosen
+    return _spec(cell, size, chosen, D_in, B, bidirectional), chosen
 
 
-def _spec(cell, H, chosen, D_in, B) -> LayerSpec:
+def _spec(cell, H, chosen, D_in, B, bidirectional=False) -> LayerSpec:
     kind = CELLS[cell]
     opts = kind.resolve(D_in, H, chosen)
     if kind.fit is not None:
         opts = kind.fit(opts, B)
-    return LayerSpec(cell, H, tuple(sorted(opts.items())), D_in)
+    return LayerSpec(cell, H, tuple(sorted(opts.items())), D_in, bidirectional)
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+TINY = {"H": 4, "D": 4, "B": 3, "T": 8}
+"""The tiny band's upper ends (see the module docstring)."""
+
+VERIFY_SIZES = {"max_H": 130, "max_D": 130, "max_B": 17, "max_T": 70}
+""":func:`refrnn.verify.verify`'s default maxima: past the 128-unit tile, a 16-row batch tile and two
+32-step chunks (see the module docstring)."""
+
+BANDS = ("tiny", "wide", "boundary", "wide", "boundary", "wide", "boundary", "boundary")  # 1/8, 3/8, 1/2
+_BAND = st.sampled_from(BANDS)
+
+
+@functools.lru_cache(maxsize=None)
+def boundary_sizes(lo: int, hi: int) -> tuple[int, ...]:
+    """The sizes in ``lo..hi`` where tiled and vectorised kernels have their seams.
+
+    ``2^k - 1, 2^k, 2^k + 1`` (one short of a tile, exactly a tile, one unit into the next: the
+    remainders 7, 15, 31 and 1 of the vector and tile widths 4, 8, 16, 32), ``3 * 2^(k-1)`` (a multiple
+    of a small tile but not of the next: 12, 24, 48, 96), and ``hi`` itself.
+    """
+    values = {hi}
+    k = 1
+    while 2**k - 1 <= hi:
+        values.update((2**k - 1, 2**k, 2**k + 1, 3 * 2 ** (k - 1)))
+        k += 1
+    return tuple(sorted(v for v in values if lo <= v <= hi))
+
+
+def draw_size(draw, name: str, lo: int, hi: int, *, label: str | None = None) -> int:
+    """A size in ``lo..hi`` from one of the bands ``tiny``, ``wide``, ``boundary`` (module docstring);
+    ``name`` ("H", "D", "B" or "T") picks the tiny band's end."""
+    label = label or name
+    if lo >= hi:
+        return lo
+    band = draw(_BAND, label=f"{label}: band")
+    if band == "tiny":
+        return draw(st.integers(lo, max(lo, min(hi, TINY[name]))), label=label)
+    if band == "wide":
+        return draw(st.integers(lo, hi), label=label)
+    return draw(st.sampled_from(boundary_sizes(lo, hi)), label=label)
 
 
 class _Space(NamedTuple):
@@ -250,33 +359,52 @@ class _Space(NamedTuple):
     max_layers: int
     same_layers: bool
     options: dict | None
+    conventions: frozenset = frozenset()
 
 
 _MORE = st.booleans()
+_FLAG = st.booleans()
 
 
 def _draw_config(draw, space: _Space, on_start=None, on_layer=None) -> CellConfig:
-    """Draw a config; ``on_start(B, T, D)`` and ``on_layer(k, spec)`` let :func:`cases` draw each layer's
-    arrays right after its shape, so that deleting a layer deletes one contiguous run of choices and
-    Hypothesis can shrink a 3-layer failure to the 1-layer one it usually is."""
-    B = draw(st.integers(space.min_B, space.max_B), label="B")
-    T = draw(st.integers(space.min_T, space.max_T), label="T")
-    D = space.D if space.D is not None else draw(st.integers(space.min_D, space.max_D), label="D")
+    """Draw a config; ``on_start(config)`` (the config without its layers) and ``on_layer(k, spec)``
+    let :func:`cases` draw each layer's arrays right after its shape, so that deleting a layer deletes
+    one contiguous run of choices and Hypothesis can shrink a 3-layer failure to the 1-layer one it
+    usually is."""
+    conv = space.conventions
+
+    def flag(name, when=True):
+        return bool(when and name in conv and draw(_FLAG, label=name))
+
+    def seldom(name, one_in, when=True):  # drawn as the last value, so it shrinks to "not used"
+        return bool(when and name in conv and draw(st.integers(0, one_in - 1), label=name) == one_in - 1)
+
+    # Rarer than the others, since each hides bugs: unbatched input is a batch of one (no batch-tile
+    # bug can show), and without an initial state every bug in how h0 and c0 are read is invisible.
+    unbatched = seldom("unbatched", 8, space.min_B <= 1 <= space.max_B)
+    B = 1 if unbatched else draw_size(draw, "B", space.min_B, space.max_B)
+    T = draw_size(draw, "T", space.min_T, space.max_T)
+    D = space.D if space.D is not None else draw_size(draw, "D", space.min_D, space.max_D)
+    bidirectional = flag("bidirectional")
+    batch_first = flag("batch_first", not unbatched)
+    packed = flag("lengths", B >= 1 and not unbatched)
+    initial_state = not seldom("no_initial_state", 4)
+    cfg = CellConfig(D, B, T, (), batch_first, unbatched, packed, initial_state)
     if on_start is not None:
-        on_start(B, T, D)
+        on_start(cfg)
     layers, chosen, width = [], None, D
     for k in range(space.max_layers):
         if k >= space.min_layers and not draw(_MORE, label=f"layer {k}?"):
             break
         if k == 0 or not space.same_layers:
-            spec, chosen = _draw_layer(draw, space, width, B, f"layer {k}")
+            spec, chosen = _draw_layer(draw, space, width, B, f"layer {k}", bidirectional)
         else:
-            spec = _spec(layers[0].cell, layers[0].H, chosen, width, B)
+            spec = _spec(layers[0].cell, layers[0].H, chosen, width, B, bidirectional)
         layers.append(spec)
         if on_layer is not None:
             on_layer(k, spec)
         width = spec.out
-    return CellConfig(D=D, B=B, T=T, layers=tuple(layers))
+    return cfg._replace(layers=tuple(layers))
 
 
 def configs(
@@ -296,6 +424,7 @@ def configs(
     max_layers=1,
     same_layers=True,
     options: dict | None = None,
+    conventions=(),
 ):
     """A strategy for :class:`CellConfig`.
 
@@ -303,13 +432,20 @@ def configs(
     ("after",)}``, ``{"peepholes": (False,)}``). ``same_layers=True`` gives every layer the first
     one's cell, size and options (what ``torch.nn.GRU(num_layers=L)`` computes); ``False`` draws
     mixed stacks of varying widths. ``D``/``H`` pin sizes (for a candidate built for one shape);
-    ``min_B=0`` allows empty batches. Passed to :func:`cases`, each layer's arrays are drawn right
-    after its shape (better shrinking).
+    ``min_B=0`` allows empty batches. Sizes come from the bands of the module docstring.
+    ``conventions`` are names in :data:`CONVENTIONS` to draw. Passed to :func:`cases`, each layer's
+    arrays are drawn right after its shape (better shrinking).
     """
     unknown = [c for c in cells if c not in CELLS]
     if unknown:
         raise ValueError(f"cells: unknown cell {unknown[0]!r}; expected some of {', '.join(map(repr, CELLS))}")
-    space = _Space(tuple(cells), D, H, min_D, max_D, min_H, max_H, min_B, max_B, min_T, max_T, min_layers, max_layers, same_layers, options)
+    bad = [c for c in conventions if c not in CONVENTIONS]
+    if bad:
+        raise ValueError(f"conventions: unknown convention {bad[0]!r}; expected some of {', '.join(map(repr, CONVENTIONS))}")
+    space = _Space(
+        tuple(cells), D, H, min_D, max_D, min_H, max_H, min_B, max_B, min_T, max_T, min_layers, max_layers, same_layers,
+        options, frozenset(conventions),
+    )
     strategy = st.composite(lambda draw: _draw_config(draw, space))()
     strategy.space = space  # read by cases()
     return strategy
@@ -373,6 +509,12 @@ def bounded(draw, shape, bound: float = 1.0, *, label: str = "array"):
 
 
 def draw_layer_params(draw, spec: LayerSpec, D: int, adversarial: bool = False, label: str = "layer"):
+    if spec.bidirectional:  # two independent cells of the same spec, forward then reverse
+        one = spec._replace(bidirectional=False)
+        return BiLayer(
+            draw_layer_params(draw, one, D, adversarial, f"{label}.fwd"),
+            draw_layer_params(draw, one, D, adversarial, f"{label}.rev"),
+        )
     kind = CELLS[spec.cell]
     skeleton = _skeleton(spec._replace(D=D))
     arrays = {}
@@ -432,10 +574,12 @@ def saturate(draw, params, gates: tuple[str, ...], *, gate=None, level=None, bia
 
 
 def draw_state(draw, params, B: int, bound: float = 1.0, label: str = "state"):
-    template = module_for(params).zero_state(params, B)
-    if isinstance(template, tuple):
-        return tuple(draw_bounded(draw, a.shape, bound, f"{label}[{i}]") for i, a in enumerate(template))
-    return draw_bounded(draw, template.shape, bound, label)
+    def fill(template, where):  # arrays, or (nested) tuples of them: (h, c), (state_f, state_r)
+        if isinstance(template, tuple):
+            return tuple(fill(a, f"{where}[{i}]") for i, a in enumerate(template))
+        return draw_bounded(draw, template.shape, bound, where)
+
+    return fill(module_for(params).zero_state(params, B), label)
 
 
 @st.composite
@@ -445,21 +589,41 @@ def state_for(draw, params, B: int, *, bound: float = 1.0, label: str = "state")
 
 
 class Case(NamedTuple):
-    """One drawn problem: layers (float64 parameter containers, bottom first), input, initial states,
-    and upstream gradients ``dy`` (T, B, H_top) and ``dstate_T`` (one per layer) for backward."""
+    """One drawn problem: layers (float64 parameter containers, bottom first), input, initial states
+    (None when ``config.initial_state`` is False), upstream gradients ``dy`` (T, B, H_top) and
+    ``dstate_T`` (one per layer) for backward, per-sample ``lengths`` (B,) when ``config.packed``, and
+    whether gates were pinned to saturation. Arrays are time-major and batched whatever the config's
+    conventions: a layout moves axes for its candidate."""
 
     config: CellConfig
     layers: tuple
     x: np.ndarray
-    state0: tuple
+    state0: tuple | None
     dy: np.ndarray | None
     dstate_T: tuple | None
+    lengths: np.ndarray | None = None
+    adversarial: bool = False
 
     @property
     def params(self):
         """The single layer's parameters (for one-layer cases)."""
         (p,) = self.layers
         return p
+
+
+def draw_lengths(draw, B: int, T: int) -> np.ndarray:
+    """Per-sample lengths in 1..T, in no particular order (PyTorch's ``enforce_sorted=False``).
+
+    Drawn entry by entry, then, unless the draw says otherwise, one sample of length 1 and one of
+    length T are placed at drawn rows: the two ends are where masking bugs show (a reverse direction
+    that starts at the padding, a final state read at step T - 1), and they shrink away when not needed.
+    """
+    lengths = np.array([draw(st.integers(1, T), label=f"lengths[{b}]") for b in range(B)], dtype=np.int64)
+    if B >= 2 and T >= 2 and draw(_FLAG, label="lengths: ends"):
+        short, full = draw(st.integers(0, B - 1), label="lengths: row of 1"), draw(st.integers(0, B - 1), label="lengths: row of T")
+        lengths[full] = T
+        lengths[short] = 1
+    return lengths
 
 
 @st.composite
@@ -473,35 +637,95 @@ def cases(draw, config=None, *, adversarial=False, grads: bool = True) -> Case:
         adversarial = draw(_QUARTER, label="adversarial") == 0
     got = {}
 
-    def start(B, T, D):
-        got["x"] = draw_bounded(draw, (T, B, D), 1.0, "x")
-        got["B"] = B
+    def start(cfg):
+        got["x"] = draw_bounded(draw, (cfg.T, cfg.B, cfg.D), 1.0, "x")
+        got["lengths"] = draw_lengths(draw, cfg.B, cfg.T) if cfg.packed else None
+        got["cfg"] = cfg
         got["layers"], got["state0"], got["dstate_T"] = [], [], []
 
     def layer(k, spec):
         p = draw_layer_params(draw, spec, spec.D, adversarial, label=f"layers[{k}]")
         got["layers"].append(p)
-        got["state0"].append(draw_state(draw, p, got["B"], label=f"state0[{k}]"))
+        B = got["cfg"].B
+        if got["cfg"].initial_state:
+            got["state0"].append(draw_state(draw, p, B, label=f"state0[{k}]"))
         if grads:
-            got["dstate_T"].append(draw_state(draw, p, got["B"], label=f"dstate_T[{k}]"))
+            got["dstate_T"].append(draw_state(draw, p, B, label=f"dstate_T[{k}]"))
 
     space = getattr(config, "space", None)
     if space is not None:
         cfg = _draw_config(draw, space, start, layer)
     else:
         cfg = config if isinstance(config, CellConfig) else draw(config, label="config")
-        start(cfg.B, cfg.T, cfg.D)
+        start(cfg._replace(layers=()))
         for k, spec in enumerate(cfg.layers):
             layer(k, spec)
     dy = draw_bounded(draw, (cfg.T, cfg.B, cfg.H), 1.0, "dy") if grads else None
-    return Case(cfg, tuple(got["layers"]), got["x"], tuple(got["state0"]), dy, tuple(got["dstate_T"]) if grads else None)
+    state0 = tuple(got["state0"]) if cfg.initial_state else None
+    return Case(cfg, tuple(got["layers"]), got["x"], state0, dy, tuple(got["dstate_T"]) if grads else None, got["lengths"], bool(adversarial))
 
 
 def reference(case: Case):
     """The float64 reference on ``case``: ``(y, states_T, grads, dx, dstates0)`` (the last three None
-    without upstream gradients)."""
-    y, states_T, cache = stack.forward(case.layers, case.x, case.state0)
+    without upstream gradients). Time-major and batched, with the case's lengths; a missing initial
+    state is zeros."""
+    y, states_T, cache = stack.forward(case.layers, case.x, case.state0, lengths=case.lengths)
     if case.dy is None:
         return y, states_T, None, None, None
     grads, dx, dstates0 = stack.backward(case.layers, cache, case.dy, case.dstate_T)
     return y, states_T, grads, dx, dstates0
+
+
+def _spec_of(params, D: int) -> LayerSpec:
+    """The :class:`LayerSpec` of a built layer (a cell's container or a BiLayer)."""
+    bidirectional = isinstance(params, BiLayer)
+    p = params.fwd if bidirectional else params
+    mod = module_for(p)
+    name = next((n for n, kind in CELLS.items() if kind.module is mod), None)
+    if name is None:
+        raise TypeError(f"layers: {type(p).__name__} is not a cell verify can draw (known: {', '.join(CELLS)})")
+    if name == "gru":
+        opts = {"reset": p.reset}
+    elif name == "lstm":
+        opts = {"peepholes": p.has_peepholes, "proj_size": p.proj_size}
+    else:
+        opts = {}
+    return LayerSpec(name, p.hidden_size, tuple(sorted(opts.items())), D, bidirectional)
+
+
+def case_from(layers, x, state0=None, *, lengths=None, batch_first: bool = False, unbatched: bool = False, grads: bool = True, seed: int = 0) -> Case:
+    """A :class:`Case` built from given float64 layers and arrays instead of drawn, for
+    :func:`refrnn.verify.compare` on a problem of one's choosing (a regression, a size Hypothesis is
+    unlikely to pick). ``x`` is time-major (T, B, D) and ``state0`` refrnn's per-layer states (None:
+    no initial state, the candidate gets None); ``batch_first`` and ``unbatched`` (B must be 1) only
+    say how the candidate is handed the arrays. With ``grads`` the upstream gradients are drawn from
+    ``numpy.random.default_rng(seed)``.
+    """
+    layers = tuple(layers)
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 3:
+        raise ValueError(f"x: expected a time-major array of shape (T, B, D), got shape {x.shape}")
+    T, B, D = x.shape
+    if unbatched and B != 1:
+        raise ValueError(f"unbatched: needs a batch of one sample, got B={B}")
+    specs, width = [], D
+    for p in layers:
+        specs.append(_spec_of(p, width))
+        width = p.output_size
+    if lengths is not None:
+        lengths = np.asarray(lengths, dtype=np.int64)
+    cfg = CellConfig(D, B, T, tuple(specs), bool(batch_first), bool(unbatched), lengths is not None, state0 is not None)
+    dy = dstate_T = None
+    if grads:
+        rng = np.random.default_rng(seed)
+        y, states_T, _ = stack.forward(layers, x, state0, lengths=lengths)
+        dy = rng.standard_normal(y.shape)
+        dstate_T = tuple(_map_arrays(lambda a: rng.standard_normal(a.shape), s) for s in states_T)
+    state0 = None if state0 is None else tuple(state0)
+    return Case(cfg, layers, x, state0, dy, dstate_T, lengths, False)
+
+
+def _map_arrays(fn, state):
+    if isinstance(state, (tuple, list)):
+        return tuple(_map_arrays(fn, s) for s in state)
+    return fn(np.asarray(state))
