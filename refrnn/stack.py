@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import lengths as _lengths
-from ._checks import as_array, float_array, instance
+from ._checks import as_array, float_array, instance, positive_int
 from .cells import module_for
 
 
@@ -100,7 +100,7 @@ def init(
 
     rng = np.random.default_rng(rng)
     layers, d = [], input_size
-    for _ in range(num_layers):
+    for _ in range(positive_int("num_layers", num_layers)):
         if bidirectional:
             layer = bi.init(cell, d, hidden_size, rng=rng, dtype=dtype, **options)
         else:

@@ -223,7 +223,7 @@ def test_huge_finite_x_is_refused_not_zeroed():
 
 def test_gradient_overflow_names_dy():
     y, _, cache = gru.forward(P, np.random.default_rng(0).standard_normal((5, 2, 3)))
-    with pytest.raises(ValueError, match="dy: the gradient W_x overflowed"):
+    with pytest.raises(ValueError, match="dy: the gradient W_x overflowed"), np.errstate(all="ignore"):
         gru.backward(P, cache, np.full(y.shape, 1e308))
 
 
@@ -287,3 +287,8 @@ def test_reproduce_resume_names_an_unreadable_or_foreign_checkpoint(tmp_path, ca
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "another configuration" in err
+
+
+def test_stack_init_needs_a_layer():
+    with pytest.raises(ValueError, match="num_layers: expected a positive integer, got 0"):
+        stack.init(gru, 3, 4, num_layers=0)
