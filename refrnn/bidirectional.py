@@ -33,7 +33,7 @@ import numpy as np
 from . import lengths as _lengths
 from ._checks import float_array, instance
 from .cells import module_for, register
-from .cells._common import Params
+from .cells._common import Params, frozen, owned
 
 SUFFIX = "_reverse"
 ACCEPTS_LENGTHS = True  # :mod:`refrnn.lengths` hands ``lengths`` to forward() instead of grouping samples
@@ -154,12 +154,15 @@ def _pair(name: str, value):
 def forward(params: BiLayer, x, state0=None, lengths=None):
     """Run both directions; returns ``(y, (state_f, state_r), cache)``. ``state0=None`` means zeros."""
     instance("params", params, BiLayer)
-    x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
+    # owned once here, so the two directions' caches share one read-only x instead of copying it twice
+    x = owned(float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype))
     if lengths is not None:
         lengths = _lengths.check_lengths(lengths, x.shape[0], x.shape[1])
     s0_f, s0_r = _pair("state0", state0)
+    x_r = reverse_valid(x, lengths)
+    frozen(x_r)  # a view of x, or (with lengths) a fresh array: either way nobody else can write it
     y_f, s_f, cache_f = _lengths.forward(params.fwd, x, s0_f, lengths)
-    y_r, s_r, cache_r = _lengths.forward(params.rev, reverse_valid(x, lengths), s0_r, lengths)
+    y_r, s_r, cache_r = _lengths.forward(params.rev, x_r, s0_r, lengths)
     y = np.concatenate([y_f, reverse_valid(y_r, lengths)], axis=-1)
     return y, (s_f, s_r), BiCache(cache_f, cache_r, lengths, y_f.shape[-1], x.shape)
 

@@ -292,3 +292,12 @@ def test_reproduce_resume_names_an_unreadable_or_foreign_checkpoint(tmp_path, ca
 def test_stack_init_needs_a_layer():
     with pytest.raises(ValueError, match="num_layers: expected a positive integer, got 0"):
         stack.init(gru, 3, 4, num_layers=0)
+
+
+def test_pickled_and_copied_parameters_stay_read_only():
+    import copy
+    import pickle
+
+    for q in (pickle.loads(pickle.dumps(P)), copy.deepcopy(P)):
+        assert not any(a.flags.writeable for a in q.arrays().values())
+        np.testing.assert_array_equal(q.W_x, P.W_x)

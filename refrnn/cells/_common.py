@@ -104,6 +104,11 @@ class Params:
             if not np.all(np.isfinite(getattr(self, name))):
                 raise ValueError(f"{type(self).__name__}.{name}: contains NaN or infinity; parameters must be finite")
 
+    def __setstate__(self, state: dict) -> None:
+        # pickle and copy.deepcopy restore the fields without __post_init__: keep the ownership rule there too
+        for name, value in state.items():
+            object.__setattr__(self, name, owned(value) if isinstance(value, np.ndarray) else value)
+
     def _check_shapes(self) -> None:  # pragma: no cover - every cell overrides this
         raise NotImplementedError
 
