@@ -301,3 +301,11 @@ def test_pickled_and_copied_parameters_stay_read_only():
     for q in (pickle.loads(pickle.dumps(P)), copy.deepcopy(P)):
         assert not any(a.flags.writeable for a in q.arrays().values())
         np.testing.assert_array_equal(q.W_x, P.W_x)
+
+
+def test_a_recurrence_that_overflows_names_the_state():
+    W_h = np.concatenate([-np.ones((4, 4)), np.zeros((4, 4)), np.ones((4, 4))])  # rows r, z, n
+    p = P.replace(W_h=W_h)
+    h0 = np.full((2, 4), 1.7e308)  # finite, but W_hr h0 = -inf and W_hn h0 = +inf: r * (W_hn h0) = 0 * inf
+    with pytest.raises(ValueError, match=r"h0: the recurrence \(x, h0 -> h_T\) overflowed"), np.errstate(all="ignore"):
+        gru.forward(p, X, h0)

@@ -449,6 +449,7 @@ def forward(params, x, h0=None):
         z[t] = z_k if variant != "block" else np.repeat(z_k, params.block_size, axis=-1)
         h[t + 1] = (1.0 - z[t]) * h[t] + z[t] * h_hat[t]
 
+    finite_result("h0", h[T], "the recurrence (x, h0 -> h_T)")
     arrays = [h, r, h_hat, Uh, z, n_hat, inv_std, running_mean, running_var] + ([] if z_lr is None else [z_lr])
     frozen(*arrays)
     cache = CCGRUCache(x, h, r, h_hat, Uh, z, z_lr, n_hat, inv_std, running_mean, running_var)

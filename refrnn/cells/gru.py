@@ -142,6 +142,7 @@ def forward(params: GRUParams, x, h0=None) -> tuple[np.ndarray, np.ndarray, GRUC
             g[t] = (r[t] * h[t]) @ W_hn.T + b_hn
             n[t] = np.tanh(ax_n + g[t])
         h[t + 1] = (1.0 - z[t]) * n[t] + z[t] * h[t]
+    finite_result("h0", h[T], "the recurrence (x, h0 -> h_T)")  # a huge finite h0 overflows W_h h
     frozen(h, r, z, n, g)
     return h[1:], h[T].copy(), GRUCache(x, h, r, z, n, g)
 

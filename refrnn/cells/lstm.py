@@ -214,6 +214,8 @@ def forward(params: LSTMParams, x, state0=None):
         else:
             m[t] = o[t] * tc[t]
             h[t + 1] = m[t] @ W_hr.T
+    finite_result("state0", h[T], "the recurrence (x, state0 -> h_T)")
+    finite_result("state0", c[T], "the recurrence (x, state0 -> c_T)")
     frozen(h, c, i, f, g, o, tc, *(() if m is None else (m,)))
     return h[1:], (h[T].copy(), c[T].copy()), LSTMCache(x, h, c, i, f, g, o, tc, m)
 

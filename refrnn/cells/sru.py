@@ -280,6 +280,7 @@ def forward(params: SRUParams, x, c0=None, mask_pad=None) -> tuple[np.ndarray, n
             padded = pad[t][:, None]
             c[t + 1] = np.where(padded, c_prev, c[t + 1])
             h[t] = np.where(padded, 0.0, h[t])
+    finite_result("c0", c[T], "the recurrence (x, c0 -> c_T)")
     U_c = np.ascontiguousarray(U_c)
     if s is not None:
         s = np.ascontiguousarray(s)
