@@ -233,7 +233,7 @@ class CCGRUBlockParams(_CCGRUBase):
         if W_z_lr.ndim != 2:
             raise ValueError(f"{name}.W_z_lr: expected a 2-d array of shape (g, D), got shape {W_z_lr.shape}")
         g = W_z_lr.shape[0]
-        _check_blocks(g, H)
+        _check_blocks(g, H, f"{name}.W_z_lr (g, D)")
         check_weight(name, "W_z_lr", W_z_lr, ("g", "D"), {"D": D})
         check_weight(name, "U_z_lr", self.U_z_lr, ("g", "H"), {"g": g, "H": H})
         check_weight(name, "b_z_lr", self.b_z_lr, ("g",), {"g": g})
@@ -252,9 +252,9 @@ PARAM_CLASSES = (CCGRUParams, CCGRULowRankParams, CCGRUBlockParams)
 _CLASS_OF = {cls.variant: cls for cls in PARAM_CLASSES}
 
 
-def _check_blocks(g: int, H: int) -> None:
+def _check_blocks(g: int, H: int, name: str = "g") -> None:
     if g < 1 or H % g != 0:
-        raise ValueError(f"g: the block variant needs g dividing H into equal blocks; g={g} does not divide H={H}")
+        raise ValueError(f"{name}: the block variant needs g dividing H into equal blocks; g={g} does not divide H={H}")
 
 
 _TBH = ("T", "B", "H")
