@@ -20,6 +20,16 @@ def _describe(letters: tuple[str, ...], sizes: Mapping[str, int]) -> str:
     return shape + (" with " + ", ".join(parts) if parts else "")
 
 
+def as_array(name: str, value) -> np.ndarray:
+    """``np.asarray(value)``, with a ragged or otherwise unconvertible value refused by ``name``."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{name}: cannot be read as an array ({err}); got {type(value).__name__}") from None
+
+
 def float_array(
     name: str,
     value,
@@ -35,7 +45,7 @@ def float_array(
     different float dtype is a ``TypeError`` (we never up- or down-cast behind the user's back).
     """
     sizes = dict(sizes or {})
-    arr = np.asarray(value)
+    arr = as_array(name, value)
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}")
     if dtype is not None and arr.dtype != dtype:
@@ -67,3 +77,26 @@ def positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
     return int(value)
+
+
+def count(name: str, value) -> int:
+    """A non-negative integer (a batch size may be 0), or raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def instance(name: str, value, cls):
+    """``value`` if it is a ``cls`` (a class or a tuple of classes), else a TypeError naming ``name``."""
+    if not isinstance(value, cls):
+        names = ", ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+        raise TypeError(f"{name}: expected {names}, got {type(value).__name__}")
+    return value
+
+
+def finite_result(name: str, value: np.ndarray, what: str) -> np.ndarray:
+    """``value``, an intermediate computed from argument ``name``, if finite; else refuse by that name
+    (a finite but huge input whose products overflow must not turn into saturated or zeroed gates)."""
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{name}: {what} overflowed to inf/NaN; the input is too large for {value.dtype}")
+    return value

@@ -31,9 +31,9 @@ from typing import NamedTuple
 import numpy as np
 
 from . import lengths as _lengths
-from ._checks import float_array
+from ._checks import float_array, instance
 from .cells import module_for, register
-from .cells._common import Params
+from .cells._common import Params, frozen, owned
 
 SUFFIX = "_reverse"
 ACCEPTS_LENGTHS = True  # :mod:`refrnn.lengths` hands ``lengths`` to forward() instead of grouping samples
@@ -113,6 +113,7 @@ class BiCache(NamedTuple):
     rev: object  # the reverse cell's cache, over the reversed sequence
     lengths: np.ndarray | None
     split: int  # O_f: y[..., :split] is the forward direction's
+    x_shape: tuple = ()  # (T, B, D) of the forward pass
 
 
 def init(cell, input_size: int, hidden_size: int, *, rng=None, dtype=np.float64, **options) -> BiLayer:
@@ -122,6 +123,7 @@ def init(cell, input_size: int, hidden_size: int, *, rng=None, dtype=np.float64,
 
 
 def zero_state(params: BiLayer, batch: int):
+    instance("params", params, BiLayer)
     return (module_for(params.fwd).zero_state(params.fwd, batch), module_for(params.rev).zero_state(params.rev, batch))
 
 
@@ -151,21 +153,32 @@ def _pair(name: str, value):
 
 def forward(params: BiLayer, x, state0=None, lengths=None):
     """Run both directions; returns ``(y, (state_f, state_r), cache)``. ``state0=None`` means zeros."""
-    x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
+    instance("params", params, BiLayer)
+    # owned once here, so the two directions' caches share one read-only x instead of copying it twice
+    x = owned(float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype))
     if lengths is not None:
         lengths = _lengths.check_lengths(lengths, x.shape[0], x.shape[1])
     s0_f, s0_r = _pair("state0", state0)
+    x_r = reverse_valid(x, lengths)
+    frozen(x_r)  # a view of x, or (with lengths) a fresh array: either way nobody else can write it
     y_f, s_f, cache_f = _lengths.forward(params.fwd, x, s0_f, lengths)
-    y_r, s_r, cache_r = _lengths.forward(params.rev, reverse_valid(x, lengths), s0_r, lengths)
+    y_r, s_r, cache_r = _lengths.forward(params.rev, x_r, s0_r, lengths)
     y = np.concatenate([y_f, reverse_valid(y_r, lengths)], axis=-1)
-    return y, (s_f, s_r), BiCache(cache_f, cache_r, lengths, y_f.shape[-1])
+    return y, (s_f, s_r), BiCache(cache_f, cache_r, lengths, y_f.shape[-1], x.shape)
 
 
 def backward(params: BiLayer, cache: BiCache, dy, dstate_T=None):
     """Backprop through both directions; returns ``(grads, dx, (dstate0_f, dstate0_r))`` with ``grads`` a BiLayer."""
-    dy = np.asarray(dy)
-    if dy.ndim != 3:
-        raise ValueError(f"dy: expected a 3-d array of shape (T, B, O), got shape {dy.shape}")
+    instance("params", params, BiLayer)
+    instance("cache", cache, BiCache)
+    if cache.split != params.fwd.output_size or len(cache.x_shape) != 3 or cache.x_shape[2] != params.input_size:
+        raise ValueError(
+            f"cache: expected the BiCache that forward returned for this BiLayer (input size {params.input_size}, "
+            f"forward output size {params.fwd.output_size}), got one for x of shape {cache.x_shape} split at {cache.split}"
+        )
+    T, B, _ = cache.x_shape
+    # dy is the whole layer's (O = O_f + O_r, 2H for two cells of size H): checked before it is split
+    dy = float_array("dy", dy, ("T", "B", "O"), {"T": T, "B": B, "O": params.output_size}, dtype=params.dtype)
     ds_f, ds_r = _pair("dstate_T", dstate_T)
     g_f, dx_f, ds0_f = _lengths.backward(params.fwd, cache.fwd, dy[..., : cache.split], ds_f)
     g_r, dx_r, ds0_r = _lengths.backward(params.rev, cache.rev, reverse_valid(dy[..., cache.split :], cache.lengths), ds_r)

@@ -129,7 +129,8 @@ def init(
 
     Mixed stacks: build the layers yourself and call ``DeepRNN(layers, head)``.
     """
-    for name, n in [("num_layers", num_layers), ("head_layers", head_layers)]:
+    for name, n in [("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size),
+                    ("num_layers", num_layers), ("head_layers", head_layers)] + ([] if head_hidden is None else [("head_hidden", head_hidden)]):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"{name}: expected a positive integer, got {n!r}")
     rng = np.random.default_rng(rng)
@@ -170,6 +171,8 @@ def backward(model: DeepRNN, cache: DeepCache, dout, dstates_T=None) -> tuple[De
     ``grads`` is a :class:`DeepRNN`.
     """
     model = _model(model)
+    if not isinstance(cache, DeepCache):
+        raise TypeError(f"cache: expected the DeepCache that forward returned for this model, got {type(cache).__name__}")
     head_grads, dy = mlp.backward(model.head, cache.head, dout)
     layer_grads, dx, dstates0 = stack.backward(model.layers, cache.stack, dy, dstates_T)
     return DeepRNN(layer_grads, head_grads), dx, dstates0

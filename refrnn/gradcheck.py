@@ -56,6 +56,16 @@ def _zero_state(params, batch: int):
     return tuple(module_for(p).zero_state(p, batch) for p in params)
 
 
+def _check_setting(name: str, value, positive: bool = False, finite: bool = False) -> None:
+    """A real number >= 0 (> 0 and finite for the step ``eps``; an infinite tolerance is allowed, if useless)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and not np.isnan(value)
+    if ok:
+        ok = (value > 0 if positive else value >= 0) and (np.isfinite(value) or not finite)
+    if not ok:
+        want = "a finite positive number (the finite-difference step)" if positive else "a non-negative number"
+        raise ValueError(f"{name}: expected {want}, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class GradcheckReport:
     """Worst errors per array; an array passes when its relative error is within ``tol`` or its
@@ -107,6 +117,9 @@ def gradcheck(
     ``atol`` (default 1e-8, a hundred times the noise of ``eps = 1e-6`` on an O(1) loss) lets an
     exactly-zero gradient pass against that noise; ``atol=0`` judges on relative error alone.
     """
+    _check_setting("eps", eps, positive=True, finite=True)
+    _check_setting("tol", tol)
+    _check_setting("atol", atol)
     single = isinstance(params, Params)
     if forward is None or backward is None:
         mod = module_for(params) if single else stack

@@ -37,16 +37,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import float_array
+from ._checks import float_array, instance
 from .cells import module_for
+from .cells._common import frozen
 
 
 class LengthsCache(NamedTuple):
-    """One entry per distinct non-zero length: the sample indices, the length, the cell's cache."""
+    """One entry per distinct non-zero length: the sample indices, the length, the cell's cache; and
+    ``empty``, the cell's cache of a zero-step run over the whole batch, which backward uses to check
+    every sample's ``dstate_T`` (a length-0 sample's included) with the cell's own rules."""
 
     lengths: np.ndarray  # (B,)
     groups: tuple  # ((idx, L, cell_cache), ...)
     x_shape: tuple  # (T, B, D)
+    empty: object = None  # the cell's cache of forward(params, x[:0], state0)
 
 
 def check_lengths(lengths, T: int, B: int) -> np.ndarray:
@@ -75,15 +79,6 @@ def _put(dst, idx, src) -> None:
     tree_map(lambda d, s: d.__setitem__(idx, s), dst, src)
 
 
-def _check_batch(name: str, state, B: int) -> None:
-    def check(a):
-        a = np.asarray(a)
-        if a.ndim == 0 or a.shape[0] != B:
-            raise ValueError(f"{name}: every array of the state needs the batch first (B={B}), got shape {a.shape}")
-
-    tree_map(check, state)
-
-
 def _add(a, b):
     """The sum of two gradient containers of the same class."""
     other = b.arrays()
@@ -110,23 +105,38 @@ def forward(params, x, state0=None, lengths=None):
     x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
     T, B, _ = x.shape
     lengths = check_lengths(lengths, T, B)
+    # A zero-step run over the whole batch checks every sample's state0 with the cell's own rules (a
+    # length-0 sample's state is never read by a real step) and returns it as a fresh array: the
+    # final state of the length-0 samples. It also gives the output width.
+    y_e, state_T, empty = mod.forward(params, x[:0], state0)
+    state_T = tree_map(np.array, state_T)  # writable: the groups' final states go into it
     if state0 is None:
         state0 = mod.zero_state(params, B)
-    _check_batch("state0", state0, B)
-    state_T = tree_map(lambda a: np.array(a, dtype=params.dtype, copy=True), state0)  # L = 0: unchanged
-    y, groups = None, []
+    y = np.zeros((T, B, y_e.shape[-1]), dtype=params.dtype)
+    groups = []
     for L in np.unique(lengths[lengths > 0]):
         idx = np.flatnonzero(lengths == L)
-        y_g, s_g, cache_g = mod.forward(params, x[:L, idx], tree_map(lambda a: np.asarray(a)[idx], state0))
-        if y is None:
-            y = np.zeros((T, B, y_g.shape[-1]), dtype=params.dtype)
+        x_g = x[:L, idx]  # a fresh copy: frozen here, so the cell's cache keeps it without another copy
+        frozen(x_g)
+        y_g, s_g, cache_g = mod.forward(params, x_g, tree_map(lambda a: np.asarray(a)[idx], state0))
         y[:L, idx] = y_g
         _put(state_T, idx, s_g)
         groups.append((idx, int(L), cache_g))
-    if y is None:  # every sample has length 0: learn the output width from an empty run
-        y_e, _, _ = mod.forward(params, x[:0], state0)
-        y = np.zeros((T, B, y_e.shape[-1]), dtype=params.dtype)
-    return y, state_T, LengthsCache(lengths, tuple(groups), x.shape)
+    return y, state_T, LengthsCache(lengths, tuple(groups), x.shape, empty)
+
+
+def _check_cache(params, cache) -> tuple:
+    instance("cache", cache, LengthsCache)
+    shape = cache.x_shape
+    if not (isinstance(shape, tuple) and len(shape) == 3 and shape[2] == params.input_size) or cache.empty is None:
+        raise ValueError(
+            f"cache: expected the LengthsCache that forward returned for these {type(params).__name__} "
+            f"(input size D={params.input_size}), got one for x of shape {shape}"
+        )
+    lengths = cache.lengths
+    if not isinstance(lengths, np.ndarray) or lengths.shape != (shape[1],):
+        raise ValueError(f"cache.lengths: expected shape (B,) with B={shape[1]}, got {np.shape(lengths)}")
+    return shape
 
 
 def backward(params, cache, dy, dstate_T=None):
@@ -134,14 +144,12 @@ def backward(params, cache, dy, dstate_T=None):
     if not isinstance(cache, LengthsCache):  # forward ran without lengths (or the module handled them)
         return module_for(params).backward(params, cache, dy, dstate_T)
     mod = module_for(params)
-    T, B, D = cache.x_shape
+    T, B, D = _check_cache(params, cache)
     dy = float_array("dy", dy, ("T", "B", "O"), {"T": T, "B": B}, dtype=params.dtype)
-    template = mod.zero_state(params, B)
-    if dstate_T is None:
-        dstate0 = template
-    else:
-        _check_batch("dstate_T", dstate_T, B)
-        dstate0 = tree_map(lambda a: np.array(a, dtype=params.dtype, copy=True), dstate_T)
+    # The zero-step run's backward checks every sample's dstate_T (as forward did state0) and returns
+    # it as dstate0 for the length-0 samples; it also checks that the cache fits these parameters.
+    _, _, dstate0 = mod.backward(params, cache.empty, dy[:0], dstate_T)
+    dstate0 = tree_map(np.array, dstate0)
     dx = np.zeros((T, B, D), dtype=params.dtype)
     grads = None
     for idx, L, cache_g in cache.groups:

@@ -29,8 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import float_array, one_of
-from .cells._common import Params, check_weight, frozen, option
+from ._checks import float_array, instance, one_of
+from .cells._common import Params, check_weight, frozen, gradients, option, owned
 
 ACTIVATIONS = ("tanh", "relu", "identity")
 
@@ -111,6 +111,8 @@ def init(
     Hidden layers use ``activation``, the last ``out_activation``. Entries are uniform in
     ``(-1/sqrt(I), 1/sqrt(I))`` for a layer of input size I (``torch.nn.Linear``'s default).
     """
+    if not isinstance(sizes, Sequence) or isinstance(sizes, (str, bytes)):
+        raise TypeError(f"sizes: expected a sequence of layer widths (input, ..., output), got {type(sizes).__name__}")
     sizes = tuple(sizes)
     if len(sizes) < 2 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in sizes):
         raise ValueError(f"sizes: expected at least two positive integers (input, ..., output), got {sizes!r}")
@@ -132,7 +134,7 @@ def forward(layers, y) -> tuple[np.ndarray, MLPCache]:
     first = layers[0]
     y = float_array("y", y, ("T", "B", "H"), {"H": first.input_size}, dtype=first.dtype)
     T, B, H = y.shape
-    a = [y.reshape(T * B, H)]
+    a = [owned(y.reshape(T * B, H))]  # the cache never holds a live reference to the caller's y
     for p in layers:
         phi, _ = _PHI[p.activation]
         a.append(phi(a[-1] @ p.W.T + p.b))  # one product over all T*B rows
@@ -140,10 +142,24 @@ def forward(layers, y) -> tuple[np.ndarray, MLPCache]:
     return a[-1].reshape(T, B, layers[-1].output_size), MLPCache(tuple(a), T, B)
 
 
+def _check_cache(layers, cache) -> MLPCache:
+    hint = "expected the MLPCache that forward returned for these layers"
+    instance("cache", cache, MLPCache)
+    a, T, B = cache
+    sizes = [layers[0].input_size] + [p.output_size for p in layers]
+    if not isinstance(a, tuple) or len(a) != len(sizes):
+        raise ValueError(f"cache.a: {hint} ({len(sizes)} row blocks a_0..a_M), got {len(a) if isinstance(a, tuple) else type(a).__name__}")
+    for k, (arr, n) in enumerate(zip(a, sizes)):
+        if not isinstance(arr, np.ndarray) or arr.shape != (T * B, n) or arr.dtype != layers[0].dtype:
+            got = f"{arr.shape} {arr.dtype}" if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise ValueError(f"cache.a[{k}]: expected shape (T*B, {n}) = {(T * B, n)} {layers[0].dtype}, got {got}; {hint}")
+    return cache
+
+
 def backward(layers, cache: MLPCache, dout) -> tuple[tuple[DenseParams, ...], np.ndarray]:
     """Backprop through the head. ``dout`` (T, B, O) is dL/dout; returns ``(grads, dy)``, grads a tuple of DenseParams."""
     layers = check_layers(layers)
-    a, T, B = cache
+    a, T, B = _check_cache(layers, cache)
     O = layers[-1].output_size
     dout = float_array("dout", dout, ("T", "B", "O"), {"T": T, "B": B, "O": O}, dtype=layers[-1].dtype)
     d = dout.reshape(T * B, O)  # dL/da_k, walking k = M..0
@@ -152,6 +168,6 @@ def backward(layers, cache: MLPCache, dout) -> tuple[tuple[DenseParams, ...], np
         p = layers[k]
         dphi = _PHI[p.activation][1]
         d_pre = d if dphi is None else d * dphi(a[k + 1])  # gradient at a_{k-1} W_k^T + b_k
-        grads[k] = DenseParams(W=d_pre.T @ a[k], b=d_pre.sum(axis=0), activation=p.activation)
+        grads[k] = gradients(p, dict(W=d_pre.T @ a[k], b=d_pre.sum(axis=0)), None, None, upstream="dout")[0]
         d = d_pre @ p.W
     return tuple(grads), d.reshape(T, B, layers[0].input_size)

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import lengths as _lengths
+from ._checks import as_array, float_array, instance, positive_int
 from .cells import module_for
 
 
@@ -41,8 +42,11 @@ def _layers(layers) -> tuple:
     if not isinstance(layers, Sequence) or isinstance(layers, (str, bytes)) or len(layers) == 0:
         raise TypeError(f"layers: expected a non-empty sequence of cell parameters, got {type(layers).__name__}")
     layers = tuple(layers)
-    for p in layers:  # an unknown container is named before its sizes are looked at
-        module_for(p)
+    for k, p in enumerate(layers):  # an unknown container is named before its sizes are looked at
+        try:
+            module_for(p)
+        except TypeError as err:
+            raise TypeError(f"layers[{k}]: {err}") from None
     for k, (below, above) in enumerate(zip(layers, layers[1:])):
         if above.input_size != below.output_size:
             what = "hidden size" if below.output_size == below.hidden_size else "output size"
@@ -96,7 +100,7 @@ def init(
 
     rng = np.random.default_rng(rng)
     layers, d = [], input_size
-    for _ in range(num_layers):
+    for _ in range(positive_int("num_layers", num_layers)):
         if bidirectional:
             layer = bi.init(cell, d, hidden_size, rng=rng, dtype=dtype, **options)
         else:
@@ -113,16 +117,20 @@ def forward(layers, x, state0=None, *, lengths=None, batch_first: bool = False):
     """
     layers = _layers(layers)
     state0 = _per_layer("state0", state0, len(layers))
-    xa = np.asarray(x)
+    if not isinstance(batch_first, (bool, np.bool_)):
+        raise TypeError(f"batch_first: expected True or False, got {batch_first!r}")
+    first = layers[0]
+    x = as_array("x", x)
+    xa = float_array("x", x, ("T", "D") if x.ndim == 2 else ("B", "T", "D") if batch_first else ("T", "B", "D"),
+                     {"D": first.input_size}, dtype=first.dtype)  # in the caller's layout, before any transpose
     unbatched = xa.ndim == 2
+    x = xa
     if unbatched:
         if lengths is not None:
             raise ValueError("lengths: unbatched input (x of shape (T, D)) is a single sequence; pass x as (T, 1, D) to give it a length")
         x = xa[:, None]
         state0 = tuple(_add_batch_axis(f"state0[{k}]", s) for k, s in enumerate(state0))
     elif batch_first:
-        if xa.ndim != 3:
-            raise ValueError(f"x: with batch_first=True expected a 3-d array of shape (B, T, D), got shape {xa.shape}")
         x = xa.transpose(1, 0, 2)
     states, caches = [], []
     for params, s0 in zip(layers, state0):
@@ -138,6 +146,17 @@ def forward(layers, x, state0=None, *, lengths=None, batch_first: bool = False):
     return y, states, StackCache(tuple(caches), bool(batch_first) and not unbatched, unbatched)
 
 
+def _time_and_batch(layer_cache) -> tuple[int, int]:
+    """(T, B) of the forward pass that made one layer's cache (a cell's, a LengthsCache or a BiCache)."""
+    shape = getattr(layer_cache, "x_shape", None)
+    if shape is None:
+        x = getattr(layer_cache, "x", None)
+        shape = getattr(x, "shape", None)
+    if not isinstance(shape, tuple) or len(shape) != 3:
+        raise TypeError(f"cache.layers: expected the per-layer caches of forward, got {type(layer_cache).__name__}")
+    return shape[0], shape[1]
+
+
 def backward(layers, cache: StackCache, dy, dstates_T=None):
     """Backprop through every layer, top first; returns ``(grads, dx, dstates0)`` (tuples per layer).
 
@@ -145,16 +164,20 @@ def backward(layers, cache: StackCache, dy, dstates_T=None):
     """
     layers = _layers(layers)
     dstates_T = _per_layer("dstates_T", dstates_T, len(layers))
-    dy = np.asarray(dy)
+    instance("cache", cache, StackCache)
+    if not isinstance(cache.layers, tuple) or len(cache.layers) != len(layers):
+        got = len(cache.layers) if isinstance(cache.layers, tuple) else type(cache.layers).__name__
+        raise ValueError(f"cache: expected the StackCache that forward returned for these {len(layers)} layers, got one for {got}")
+    T, B = _time_and_batch(cache.layers[-1])
+    top = layers[-1]
+    # dy in the caller's layout, checked before any transpose so the error quotes the caller's shape
     if cache.unbatched:
-        if dy.ndim != 2:
-            raise ValueError(f"dy: the forward pass was unbatched, expected a 2-d array of shape (T, O), got shape {dy.shape}")
-        dy = dy[:, None]
+        dy = float_array("dy", dy, ("T", "O"), {"T": T, "O": top.output_size}, dtype=top.dtype)[:, None]
         dstates_T = tuple(_add_batch_axis(f"dstates_T[{k}]", s) for k, s in enumerate(dstates_T))
     elif cache.batch_first:
-        if dy.ndim != 3:
-            raise ValueError(f"dy: the forward pass was batch_first, expected a 3-d array of shape (B, T, O), got shape {dy.shape}")
-        dy = dy.transpose(1, 0, 2)
+        dy = float_array("dy", dy, ("B", "T", "O"), {"T": T, "B": B, "O": top.output_size}, dtype=top.dtype).transpose(1, 0, 2)
+    else:
+        dy = float_array("dy", dy, ("T", "B", "O"), {"T": T, "B": B, "O": top.output_size}, dtype=top.dtype)
     grads, dstates0 = [None] * len(layers), [None] * len(layers)
     for k in reversed(range(len(layers))):
         grads[k], dy, dstates0[k] = _lengths.backward(layers[k], cache.layers[k], dy, dstates_T[k])

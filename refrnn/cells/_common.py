@@ -1,4 +1,20 @@
-"""Pieces every reference cell shares: the parameter-container base, activations, gate splitting."""
+"""Pieces every reference cell shares: the parameter-container base, activations, gate splitting, and the
+two ownership rules.
+
+Ownership. Nothing refrnn keeps (a parameter container's arrays, a cache's arrays) may change after it
+was made, so nothing can slip past a check or make backward disagree with forward:
+
+* :func:`owned` is the one rule: an array nobody can write (read-only along its whole chain of bases)
+  is kept as it is; any other array is copied once and the copy made read-only. Parameter containers
+  apply it to every array on construction (so also on ``replace``/``map``/``astype``), and so does every
+  cache made with :func:`cache_fields` (so ``forward`` never holds a live reference to the caller's ``x``).
+  Arrays a cell computes itself are frozen in place (:func:`frozen`) and then kept without a copy.
+* :func:`check_cache` is what every ``backward`` calls first: the cache must be the cell's own cache
+  class with arrays of the shapes and dtype these parameters produce, else ``TypeError``/``ValueError``
+  naming ``cache`` and what was expected.
+* :func:`gradients` is how every ``backward`` returns: it refuses gradients that overflowed, by the
+  upstream gradient's name, instead of letting the container report "parameters must be finite".
+"""
 
 from __future__ import annotations
 
@@ -7,7 +23,29 @@ import functools
 
 import numpy as np
 
-from .._checks import FLOAT_DTYPES, float_array
+from .._checks import FLOAT_DTYPES, _describe, as_array, float_array
+
+
+def _writable_somewhere(a) -> bool:
+    """Whether anything may still write the memory of ``a``: it, or an array it is a view of, is writable,
+    or its memory belongs to another object (a mutable buffer, a framework tensor)."""
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return True
+        a = a.base
+    return a is not None and not isinstance(a, bytes)
+
+
+def owned(a: np.ndarray) -> np.ndarray:
+    """``a`` if nothing can write its memory, else a read-only copy (one copy, same memory order).
+
+    The copy is handed out as a view of a read-only base, so ``setflags(write=True)`` on it raises.
+    """
+    if not _writable_somewhere(a):
+        return a
+    copy = np.array(a, copy=True, order="K")
+    copy.setflags(write=False)
+    return copy.view()
 
 
 def sigmoid(a: np.ndarray) -> np.ndarray:
@@ -42,7 +80,8 @@ class _class_or_instance:
 class Params:
     """Base of every parameter container: a frozen dataclass of named float arrays.
 
-    Subclasses list their array fields first; non-array fields (conventions, flags) are declared with
+    Every array is the container's own and read-only (:func:`owned`): editing the array it was built
+    from, or trying to edit ``params.W_x`` in place, cannot change it. Subclasses list their array fields first; non-array fields (conventions, flags) are declared with
     ``metadata={"array": False}``. Gradients are returned in the same class, so ``grads.W_h`` is the
     gradient of ``params.W_h``. An optional array field (an LSTM's peepholes or projection) defaults
     to ``None``; an instance's :meth:`array_names`, :meth:`arrays` and :meth:`map` skip it while it is
@@ -52,10 +91,10 @@ class Params:
     def __post_init__(self):
         dtypes = set()
         for name in self.array_names():
-            arr = np.asarray(getattr(self, name))
+            arr = as_array(f"{type(self).__name__}.{name}", getattr(self, name))
             if arr.dtype not in FLOAT_DTYPES:
                 raise TypeError(f"{type(self).__name__}.{name}: expected float32 or float64, got dtype {arr.dtype}")
-            object.__setattr__(self, name, arr)
+            object.__setattr__(self, name, owned(arr))  # see the module docstring: read-only, never shared
             dtypes.add(arr.dtype)
         if len(dtypes) > 1:
             found = ", ".join(f"{n}={getattr(self, n).dtype}" for n in self.array_names())
@@ -64,6 +103,11 @@ class Params:
         for name in self.array_names():
             if not np.all(np.isfinite(getattr(self, name))):
                 raise ValueError(f"{type(self).__name__}.{name}: contains NaN or infinity; parameters must be finite")
+
+    def __setstate__(self, state: dict) -> None:
+        # pickle and copy.deepcopy restore the fields without __post_init__: keep the ownership rule there too
+        for name, value in state.items():
+            object.__setattr__(self, name, owned(value) if isinstance(value, np.ndarray) else value)
 
     def _check_shapes(self) -> None:  # pragma: no cover - every cell overrides this
         raise NotImplementedError
@@ -112,3 +156,96 @@ def frozen(*arrays: np.ndarray) -> None:
     and silently corrupt a later backward pass."""
     for a in arrays:
         a.setflags(write=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Caches
+
+
+def cache_fields(**shapes):
+    """Class decorator for a cell's cache (a NamedTuple): ``shapes`` maps each array field to its shape
+    letters (``"T+1"`` for the T+1 states; a trailing ``bool`` for a boolean field).
+
+    Constructing the cache applies :func:`owned` to every array field, wherever the cache is built (the
+    reference cell or a fast twin): an array the caller can still write (``x``) is copied, the cell's
+    own frozen arrays are kept. :func:`check_cache` reads ``shapes`` back.
+    """
+
+    def decorate(cls):
+        base_new = cls.__new__
+
+        def __new__(klass, *args, **kwargs):
+            self = base_new(klass, *args, **kwargs)
+            fixed = {}
+            for name in shapes:
+                value = getattr(self, name)
+                if isinstance(value, np.ndarray):
+                    kept = owned(value)
+                    if kept is not value:
+                        fixed[name] = kept
+            return self._replace(**fixed) if fixed else self
+
+        cls.__new__ = __new__
+        cls.SHAPES = shapes
+        return cls
+
+    return decorate
+
+
+def check_cache(cache, cls, params, sizes: dict, present: dict | None = None):
+    """``cache`` if it is a ``cls`` whose arrays have the shapes and dtype ``params`` produce, else raise.
+
+    ``sizes`` gives the letters the parameters fix (D, H, ...); T and B are read from ``cache.x``.
+    ``present`` maps optional fields to whether these parameters need them (``None``: either).
+    """
+    hint = f"expected the {cls.__name__} that forward returned for these {type(params).__name__}"
+    if not isinstance(cache, cls):
+        raise TypeError(f"cache: {hint}, got {type(cache).__name__}")
+    x = cache.x
+    if not isinstance(x, np.ndarray) or x.ndim != 3:
+        raise TypeError(f"cache.x: {hint}, whose x is a (T, B, D) array; got {type(x).__name__} {np.shape(x)}")
+    T, B = x.shape[:2]
+    sizes = {"T": T, "T+1": T + 1, "B": B, **sizes}
+    present = present or {}
+    for name, letters in cls.SHAPES.items():
+        arr = getattr(cache, name)
+        need = present.get(name, True)
+        if arr is None or need is False:
+            if (arr is None) != (need is False) and need is not None:
+                state = "has no" if arr is None else "has a"
+                raise ValueError(f"cache.{name}: this cache {state} {name}, but these parameters {'do not use' if arr is not None else 'need'} one; {hint}")
+            continue
+        dtype = np.dtype(bool) if letters[-1] is bool else params.dtype
+        letters = tuple(l for l in letters if l is not bool)
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"cache.{name}: expected an array, got {type(arr).__name__}; {hint}")
+        if arr.dtype != dtype:
+            raise TypeError(f"cache.{name}: dtype {arr.dtype} does not match {dtype}; {hint}")
+        want = tuple(sizes[l] for l in letters)
+        if arr.shape != want:
+            raise ValueError(f"cache.{name}: expected shape {_describe(letters, sizes)}, got shape {arr.shape}; {hint}")
+    return cache
+
+
+# ----------------------------------------------------------------------------------------------------
+# Gradients
+
+
+def _finite(a) -> bool:
+    return all(np.all(np.isfinite(leaf)) for leaf in (a if isinstance(a, tuple) else (a,)) if leaf is not None)
+
+
+def gradients(params, arrays: dict, dx: np.ndarray, dstate0, upstream: str = "dy"):
+    """``(grads, dx, dstate0)`` with ``grads`` ``params`` with ``arrays`` put in (frozen in place: no copy).
+
+    A gradient that overflowed to inf/NaN (finite but huge ``dy``, ``dstate_T`` or cached values) is
+    refused by the upstream gradient's name rather than reported as non-finite parameters.
+    """
+    for name, arr in [*arrays.items(), ("dx", dx), ("dstate0", dstate0)]:
+        if arr is not None and not _finite(arr):
+            raise ValueError(
+                f"{upstream}: the gradient {name} overflowed to inf/NaN in {params.dtype}; the upstream gradients "
+                f"({upstream}, the final-state gradient) or the cached forward values are too large"
+            )
+    frozen(*(a for a in arrays.values() if a is not None))
+    return params.replace(**arrays), dx, dstate0

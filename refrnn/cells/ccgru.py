@@ -87,8 +87,8 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from .._checks import float_array, one_of, positive_int
-from ._common import Params, check_weight, frozen, sigmoid, split_gates
+from .._checks import count, finite_result, float_array, one_of, positive_int
+from ._common import Params, cache_fields, check_cache, check_weight, frozen, gradients, sigmoid, split_gates
 
 GATES = ("r", "h")  # the stacked rows of W_rh, U_rh, b_rh: reset gate, then proposal ĥ
 VARIANTS = ("full", "lowrank", "block")
@@ -233,7 +233,7 @@ class CCGRUBlockParams(_CCGRUBase):
         if W_z_lr.ndim != 2:
             raise ValueError(f"{name}.W_z_lr: expected a 2-d array of shape (g, D), got shape {W_z_lr.shape}")
         g = W_z_lr.shape[0]
-        _check_blocks(g, H)
+        _check_blocks(g, H, f"{name}.W_z_lr (g, D)")
         check_weight(name, "W_z_lr", W_z_lr, ("g", "D"), {"D": D})
         check_weight(name, "U_z_lr", self.U_z_lr, ("g", "H"), {"g": g, "H": H})
         check_weight(name, "b_z_lr", self.b_z_lr, ("g",), {"g": g})
@@ -252,11 +252,16 @@ PARAM_CLASSES = (CCGRUParams, CCGRULowRankParams, CCGRUBlockParams)
 _CLASS_OF = {cls.variant: cls for cls in PARAM_CLASSES}
 
 
-def _check_blocks(g: int, H: int) -> None:
+def _check_blocks(g: int, H: int, name: str = "g") -> None:
     if g < 1 or H % g != 0:
-        raise ValueError(f"g: the block variant needs g dividing H into equal blocks; g={g} does not divide H={H}")
+        raise ValueError(f"{name}: the block variant needs g dividing H into equal blocks; g={g} does not divide H={H}")
 
 
+_TBH = ("T", "B", "H")
+
+
+@cache_fields(x=("T", "B", "D"), h=("T+1", "B", "H"), r=_TBH, h_hat=_TBH, Uh=_TBH, z=_TBH, z_lr=("T", "B", "g"),
+              n_hat=("T", "B", "K"), inv_std=("T", "K"), running_mean=("K",), running_var=("K",))
 class CCGRUCache(NamedTuple):
     """What backward needs, named after the equations. ``h`` holds h_0..h_T (T+1 steps).
 
@@ -338,7 +343,8 @@ def init(
 
 
 def zero_state(params, batch: int) -> np.ndarray:
-    return np.zeros((batch, params.hidden_size), dtype=params.dtype)
+    _check_params(params)
+    return np.zeros((count("batch", batch), params.hidden_size), dtype=params.dtype)
 
 
 def check_inputs(params, x, h0) -> tuple[np.ndarray, np.ndarray]:
@@ -395,8 +401,8 @@ def forward(params, x, h0=None):
     variant, batch_stats = params.variant, _batch_statistics(params)
     W_zx, b_zx = _z_input_side(params)
     U_zh = params.U_z if variant == "full" else params.U_z_lr
-    p = x @ params.W_rh.T + params.b_rh  # (T, B, 2H): [W_r x + b_r, W_h x + b_h] for every step at once
-    px_z = x @ W_zx.T + b_zx  # (T, B, H or g)
+    p = finite_result("x", x @ params.W_rh.T + params.b_rh, "the input projection W_rh x + b_rh")  # (T, B, 2H), all steps
+    px_z = finite_result("x", x @ W_zx.T + b_zx, "the update gate's input projection")  # (T, B, H or g)
 
     h = np.empty((T + 1, B, H), dtype=dt)
     h[0] = h0
@@ -429,6 +435,9 @@ def forward(params, x, h0=None):
             mu = a.mean(axis=0)
             centred = a - mu
             var = (centred * centred).mean(axis=0)
+            if not np.all(np.isfinite(var)):  # finite but huge inputs: BN would zero the gate silently
+                raise ValueError(f"x: the batch variance of the update gate's pre-activation overflowed at step {t}; "
+                                 f"the input (or h0) is too large for {dt}")
             inv_std[t] = 1.0 / np.sqrt(var + params.eps)
             n_hat[t] = centred * inv_std[t]
             b_z = params.b_z if variant != "block" else 0.0  # left out of a above, but part of the true mean
@@ -440,6 +449,7 @@ def forward(params, x, h0=None):
         z[t] = z_k if variant != "block" else np.repeat(z_k, params.block_size, axis=-1)
         h[t + 1] = (1.0 - z[t]) * h[t] + z[t] * h_hat[t]
 
+    finite_result("h0", h[T], "the recurrence (x, h0 -> h_T)")
     arrays = [h, r, h_hat, Uh, z, n_hat, inv_std, running_mean, running_var] + ([] if z_lr is None else [z_lr])
     frozen(*arrays)
     cache = CCGRUCache(x, h, r, h_hat, Uh, z, z_lr, n_hat, inv_std, running_mean, running_var)
@@ -452,6 +462,10 @@ def backward(params, cache: CCGRUCache, dy, dh_T=None):
     Returns ``(grads, dx, dh0)`` with ``grads`` in the class of ``params``. In training mode with
     ``norm="batch"`` the gradient flows through each step's batch mean and variance.
     """
+    _check_params(params)
+    sizes = {"D": params.input_size, "H": params.hidden_size, "K": params.gate_width,
+             "g": getattr(params, "g", 0)}
+    check_cache(cache, CCGRUCache, params, sizes, present={"z_lr": params.variant != "full"})
     x, h, r, h_hat, Uh, z, z_lr, n_hat, inv_std = cache[:9]
     T, B, H = r.shape
     K, dt, variant = params.gate_width, params.dtype, params.variant
@@ -528,8 +542,7 @@ def backward(params, cache: CCGRUCache, dy, dh_T=None):
         if variant == "lowrank":
             grads.update(W_z=flat_da.T @ z_lr.reshape(T * B, z_lr.shape[-1]), b_z=d_bz)
     grads.update(running_mean=d_rm, running_var=d_rv)
-    dx = dp @ params.W_rh + du @ W_zx
-    return params.replace(**grads), dx, dh
+    return gradients(params, grads, dp @ params.W_rh + du @ W_zx, dh)
 
 
 def z_sparsity(cache: CCGRUCache, axis=None):
@@ -542,7 +555,12 @@ def z_sparsity(cache: CCGRUCache, axis=None):
 
 def update_running_stats(params, cache: CCGRUCache):
     """``params`` with the running statistics ``forward`` computed (a no-op outside training mode)."""
-    return params.replace(running_mean=np.array(cache.running_mean), running_var=np.array(cache.running_var))
+    _check_params(params)
+    check_cache(cache, CCGRUCache, params, {"D": params.input_size, "H": params.hidden_size, "K": params.gate_width,
+                                            "g": getattr(params, "g", 0)}, present={"z_lr": params.variant != "full"})
+    mean, var = cache.running_mean.copy(), cache.running_var.copy()  # the new params' own: frozen, then kept
+    frozen(mean, var)
+    return params.replace(running_mean=mean, running_var=var)
 
 
 def fold_normalization(params):

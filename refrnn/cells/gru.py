@@ -35,8 +35,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import float_array, one_of
-from ._common import Params, check_weight, frozen, option, sigmoid, split_gates
+from .._checks import count, finite_result, float_array, instance, one_of, positive_int
+from ._common import Params, cache_fields, check_cache, check_weight, frozen, gradients, option, sigmoid, split_gates
 
 GATES = ("r", "z", "n")
 RESETS = ("after", "before")
@@ -72,6 +72,7 @@ class GRUParams(Params):
         return self.W_h.shape[1]
 
 
+@cache_fields(x=("T", "B", "D"), h=("T+1", "B", "H"), r=("T", "B", "H"), z=("T", "B", "H"), n=("T", "B", "H"), g=("T", "B", "H"))
 class GRUCache(NamedTuple):
     """What backward needs, named after the equations. ``h`` holds h_0..h_T (T+1 steps)."""
 
@@ -85,6 +86,9 @@ class GRUCache(NamedTuple):
 
 def init(input_size: int, hidden_size: int, *, reset: str = "after", rng=None, dtype=np.float64) -> GRUParams:
     """PyTorch's default initialisation: every entry uniform in (-1/sqrt(H), 1/sqrt(H))."""
+    input_size = positive_int("input_size", input_size)
+    hidden_size = positive_int("hidden_size", hidden_size)
+    one_of("reset", reset, RESETS)
     rng = np.random.default_rng(rng)
     k = 1.0 / np.sqrt(hidden_size)
     H3 = 3 * hidden_size
@@ -96,10 +100,12 @@ def init(input_size: int, hidden_size: int, *, reset: str = "after", rng=None, d
 
 
 def zero_state(params: GRUParams, batch: int) -> np.ndarray:
-    return np.zeros((batch, params.hidden_size), dtype=params.dtype)
+    instance("params", params, GRUParams)
+    return np.zeros((count("batch", batch), params.hidden_size), dtype=params.dtype)
 
 
 def check_inputs(params: GRUParams, x, h0) -> tuple[np.ndarray, np.ndarray]:
+    instance("params", params, GRUParams)
     dims = {"D": params.input_size, "H": params.hidden_size}
     x = float_array("x", x, ("T", "B", "D"), dims, dtype=params.dtype)
     if h0 is None:
@@ -119,7 +125,7 @@ def forward(params: GRUParams, x, h0=None) -> tuple[np.ndarray, np.ndarray, GRUC
     H = params.hidden_size
     W_hr, W_hz, W_hn = split_gates(params.W_h, GATES, axis=0)
     b_hr, b_hz, b_hn = split_gates(params.b_h, GATES)
-    ax = x @ params.W_x.T + params.b_x  # (T, B, 3H): every step's input projection at once
+    ax = finite_result("x", x @ params.W_x.T + params.b_x, "the input projection W_x x + b_x")  # (T, B, 3H): all steps at once
     h = np.empty((T + 1, B, H), dtype=params.dtype)
     h[0] = h0
     r, z, n, g = (np.empty((T, B, H), dtype=params.dtype) for _ in range(4))
@@ -136,6 +142,7 @@ def forward(params: GRUParams, x, h0=None) -> tuple[np.ndarray, np.ndarray, GRUC
             g[t] = (r[t] * h[t]) @ W_hn.T + b_hn
             n[t] = np.tanh(ax_n + g[t])
         h[t + 1] = (1.0 - z[t]) * n[t] + z[t] * h[t]
+    finite_result("h0", h[T], "the recurrence (x, h0 -> h_T)")  # a huge finite h0 overflows W_h h
     frozen(h, r, z, n, g)
     return h[1:], h[T].copy(), GRUCache(x, h, r, z, n, g)
 
@@ -145,7 +152,8 @@ def backward(params: GRUParams, cache: GRUCache, dy, dh_T=None) -> tuple[GRUPara
 
     Returns ``(grads, dx, dh0)`` with ``grads`` a :class:`GRUParams`.
     """
-    x, h, r, z, n, g = cache
+    sizes = {"D": params.input_size, "H": params.hidden_size}
+    x, h, r, z, n, g = check_cache(cache, GRUCache, instance("params", params, GRUParams), sizes)
     T, B, H = r.shape
     dims = {"T": T, "B": B, "H": H}
     dy = float_array("dy", dy, ("T", "B", "H"), dims, dtype=params.dtype)
@@ -184,12 +192,5 @@ def backward(params: GRUParams, cache: GRUCache, dy, dh_T=None) -> tuple[GRUPara
         dW_h = np.concatenate(
             [flat_ah[:, : 2 * H].T @ h_prev_all, flat_ah[:, 2 * H :].T @ (r.reshape(T * B, H) * h_prev_all)], axis=0
         )
-    grads = GRUParams(
-        W_x=flat_ax.T @ x.reshape(T * B, D),
-        W_h=dW_h,
-        b_x=flat_ax.sum(axis=0),
-        b_h=flat_ah.sum(axis=0),
-        reset=params.reset,
-    )
-    dx = da_x @ params.W_x
-    return grads, dx, dh
+    grads = dict(W_x=flat_ax.T @ x.reshape(T * B, D), W_h=dW_h, b_x=flat_ax.sum(axis=0), b_h=flat_ah.sum(axis=0))
+    return gradients(params, grads, da_x @ params.W_x, dh)

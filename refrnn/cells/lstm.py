@@ -41,8 +41,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import float_array
-from ._common import Params, check_weight, frozen, sigmoid, split_gates
+from .._checks import count, finite_result, float_array, instance, positive_int
+from ._common import Params, cache_fields, check_cache, check_weight, frozen, gradients, sigmoid, split_gates
 
 GATES = ("i", "f", "g", "o")
 PEEPHOLES = ("w_ic", "w_fc", "w_oc")
@@ -106,6 +106,10 @@ class LSTMParams(Params):
         return any(getattr(self, p) is not None for p in PEEPHOLES)
 
 
+_TBH = ("T", "B", "H")
+
+
+@cache_fields(x=("T", "B", "D"), h=("T+1", "B", "P"), c=("T+1", "B", "H"), i=_TBH, f=_TBH, g=_TBH, o=_TBH, tc=_TBH, m=_TBH)
 class LSTMCache(NamedTuple):
     """What backward needs. ``h`` and ``c`` hold steps 0..T; ``tc`` is tanh(c_t) for t = 1..T;
     ``m`` is o_t * tanh(c_t) for t = 1..T when there is a projection (else ``h[1:]`` is m, and ``m`` is None)."""
@@ -132,6 +136,10 @@ def init(
 ) -> LSTMParams:
     """PyTorch's default initialisation: every entry (projection and peepholes included) uniform in
     (-1/sqrt(H), 1/sqrt(H)). ``proj_size=0`` means no projection, as in ``torch.nn.LSTM``."""
+    input_size = positive_int("input_size", input_size)
+    hidden_size = positive_int("hidden_size", hidden_size)
+    if proj_size != 0:
+        proj_size = positive_int("proj_size", proj_size)
     rng = np.random.default_rng(rng)
     k = 1.0 / np.sqrt(hidden_size)
     H4 = 4 * hidden_size
@@ -147,6 +155,8 @@ def init(
 
 
 def zero_state(params: LSTMParams, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    instance("params", params, LSTMParams)
+    batch = count("batch", batch)
     return (
         np.zeros((batch, params.output_size), dtype=params.dtype),
         np.zeros((batch, params.hidden_size), dtype=params.dtype),
@@ -166,6 +176,7 @@ def _state(name: str, state, dims: dict, dtype) -> tuple[np.ndarray, np.ndarray]
 
 
 def check_inputs(params: LSTMParams, x, state0):
+    instance("params", params, LSTMParams)
     dims = {"D": params.input_size, "H": params.hidden_size, "P": params.output_size}
     x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
     if state0 is None:
@@ -180,7 +191,7 @@ def forward(params: LSTMParams, x, state0=None):
     H, P = params.hidden_size, params.output_size
     w_ic, w_fc, w_oc, W_hr = params.w_ic, params.w_fc, params.w_oc, params.W_hr
     dt = params.dtype
-    ax = x @ params.W_x.T + params.b_x  # (T, B, 4H): every step's input projection at once
+    ax = finite_result("x", x @ params.W_x.T + params.b_x, "the input projection W_x x + b_x")  # (T, B, 4H): all steps
     h = np.empty((T + 1, B, P), dt)
     c = np.empty((T + 1, B, H), dt)
     h[0], c[0] = h0, c0
@@ -203,6 +214,8 @@ def forward(params: LSTMParams, x, state0=None):
         else:
             m[t] = o[t] * tc[t]
             h[t + 1] = m[t] @ W_hr.T
+    finite_result("state0", h[T], "the recurrence (x, state0 -> h_T)")
+    finite_result("state0", c[T], "the recurrence (x, state0 -> c_T)")
     frozen(h, c, i, f, g, o, tc, *(() if m is None else (m,)))
     return h[1:], (h[T].copy(), c[T].copy()), LSTMCache(x, h, c, i, f, g, o, tc, m)
 
@@ -213,6 +226,9 @@ def backward(params: LSTMParams, cache: LSTMCache, dy, dstate_T=None):
     Returns ``(grads, dx, (dh0, dc0))`` with ``grads`` an :class:`LSTMParams` that has the same optional
     arrays as ``params``.
     """
+    instance("params", params, LSTMParams)
+    sizes = {"D": params.input_size, "H": params.hidden_size, "P": params.output_size}
+    check_cache(cache, LSTMCache, params, sizes, present={"m": params.W_hr is not None})
     x, h, c, i, f, g, o, tc = cache[:8]
     m = cache.m
     T, B, H = i.shape
@@ -260,11 +276,5 @@ def backward(params: LSTMParams, cache: LSTMCache, dy, dstate_T=None):
         optional["w_oc"] = np.sum(da_o * c[1:], axis=(0, 1))
     if W_hr is not None:
         optional["W_hr"] = dh_all.reshape(T * B, P).T @ m.reshape(T * B, H)
-    grads = LSTMParams(
-        W_x=flat.T @ x.reshape(T * B, x.shape[2]),
-        W_h=flat.T @ h[:-1].reshape(T * B, P),
-        b_x=db,
-        b_h=db.copy(),
-        **optional,
-    )
-    return grads, da @ params.W_x, (dh, dc)
+    grads = dict(W_x=flat.T @ x.reshape(T * B, x.shape[2]), W_h=flat.T @ h[:-1].reshape(T * B, P), b_x=db, b_h=db.copy())
+    return gradients(params, {**grads, **optional}, da @ params.W_x, (dh, dc))

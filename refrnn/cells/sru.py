@@ -63,8 +63,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import float_array, one_of
-from ._common import Params, check_weight, frozen, option, sigmoid, split_gates
+from .._checks import count, finite_result, float_array, instance, one_of, positive_int
+from ._common import Params, cache_fields, check_cache, check_weight, frozen, gradients, option, sigmoid, split_gates
 
 BLOCKS = ("c", "f", "r", "s")  # candidate, forget, reset, skip projection (the last only with skip="projection")
 SKIPS = ("identity", "projection", "none")
@@ -136,6 +136,10 @@ class SRUParams(Params):
         return self.b.shape[0] // 2
 
 
+_TBH = ("T", "B", "H")
+
+
+@cache_fields(x=("T", "B", "D"), c=("T+1", "B", "H"), f=_TBH, r=_TBH, g=_TBH, U_c=_TBH, s=_TBH, pad=("T", "B", bool))
 class SRUCache(NamedTuple):
     """What backward needs, named after the equations. ``c`` holds c_0..c_T (T+1 steps).
 
@@ -172,8 +176,9 @@ def init(
     as ``alpha`` for the identity skip, multiplied into the initial ``W_s`` for the projection skip
     (then ``alpha`` is 1), exactly as the sru package does.
     """
+    D = positive_int("input_size", input_size)
+    H = positive_int("hidden_size", hidden_size)
     rng = np.random.default_rng(rng)
-    D, H = input_size, hidden_size
     if skip is None:
         skip = "identity" if D == H else "projection"
     one_of("skip", skip, SKIPS)
@@ -200,7 +205,8 @@ def init(
 
 
 def zero_state(params: SRUParams, batch: int) -> np.ndarray:
-    return np.zeros((batch, params.hidden_size), dtype=params.dtype)
+    instance("params", params, SRUParams)
+    return np.zeros((count("batch", batch), params.hidden_size), dtype=params.dtype)
 
 
 def check_mask(mask_pad, T: int, B: int) -> np.ndarray | None:
@@ -220,6 +226,7 @@ def check_mask(mask_pad, T: int, B: int) -> np.ndarray | None:
 
 
 def check_inputs(params: SRUParams, x, c0, mask_pad=None):
+    instance("params", params, SRUParams)
     dims = {"D": params.input_size, "H": params.hidden_size}
     x = float_array("x", x, ("T", "B", "D"), dims, dtype=params.dtype)
     pad = check_mask(mask_pad, x.shape[0], x.shape[1])
@@ -245,7 +252,7 @@ def forward(params: SRUParams, x, c0=None, mask_pad=None) -> tuple[np.ndarray, n
     T, B, _ = x.shape
     H = params.hidden_size
     dt = params.dtype
-    U = x @ params.W.T  # (T, B, kH): the only product, for every step at once
+    U = finite_result("x", x @ params.W.T, "the input projection W x")  # (T, B, kH): the only product, for every step at once
     U_c, U_f, U_r = U[..., :H], U[..., H : 2 * H], U[..., 2 * H : 3 * H]
     if params.skip == "identity":
         s = params.alpha * x[..., params.skip_offset : params.skip_offset + H]
@@ -273,6 +280,7 @@ def forward(params: SRUParams, x, c0=None, mask_pad=None) -> tuple[np.ndarray, n
             padded = pad[t][:, None]
             c[t + 1] = np.where(padded, c_prev, c[t + 1])
             h[t] = np.where(padded, 0.0, h[t])
+    finite_result("c0", c[T], "the recurrence (x, c0 -> c_T)")
     U_c = np.ascontiguousarray(U_c)
     if s is not None:
         s = np.ascontiguousarray(s)
@@ -289,7 +297,10 @@ def backward(params: SRUParams, cache: SRUCache, dy, dc_T=None) -> tuple[SRUPara
     Returns ``(grads, dx, dc0)`` with ``grads`` an :class:`SRUParams` (``grads.v`` is None when
     ``params.v`` is). Padded steps (the cache's mask) pass ``dc`` through and contribute nothing else.
     """
-    x, c, f, r, g, U_c, s, pad = cache
+    instance("params", params, SRUParams)
+    sizes = {"D": params.input_size, "H": params.hidden_size}
+    present = {"s": params.skip != "none", "pad": None}
+    x, c, f, r, g, U_c, s, pad = check_cache(cache, SRUCache, params, sizes, present)
     T, B, H = f.shape
     dims = {"T": T, "B": B, "H": H}
     dt = params.dtype
@@ -332,15 +343,11 @@ def backward(params: SRUParams, cache: SRUCache, dy, dc_T=None) -> tuple[SRUPara
         dU[..., 3 * H :] = alpha * ds
     D = x.shape[2]
     flat = dU.reshape(T * B, params.k * H)
-    grads = params.replace(
-        W=flat.T @ x.reshape(T * B, D),
-        v=None if v_f is None else dv,
-        b=flat[:, H : 3 * H].sum(axis=0),
-    )
+    grads = dict(W=flat.T @ x.reshape(T * B, D), v=None if v_f is None else dv, b=flat[:, H : 3 * H].sum(axis=0))
     dx = dU @ params.W
     if params.skip == "identity":
         dx[..., params.skip_offset : params.skip_offset + H] += alpha * ds
-    return grads, dx, dc
+    return gradients(params, grads, dx, dc)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -395,6 +402,7 @@ def bidirectional_forward(directions, x, state0=None, mask_pad=None):
 def bidirectional_backward(directions, cache: BidirectionalCache, dy, dstate_T=None):
     """Backward of :func:`bidirectional_forward`; returns ``((grads_fwd, grads_rev), dx, (dc0_fwd, dc0_rev))``."""
     fwd, rev = _pair("directions", directions)
+    instance("cache", cache, BidirectionalCache)
     dc_f, dc_r = (None, None) if dstate_T is None else _pair("dstate_T", dstate_T)
     H_f = fwd.hidden_size
     dy = float_array("dy", dy, ("T", "B", "H"), {"H": H_f + rev.hidden_size}, dtype=fwd.dtype)

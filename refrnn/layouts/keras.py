@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..cells import GRUParams, LSTMParams
-from . import to_numpy
+from . import same_dtype, to_numpy
 
 KINDS = ("GRU", "LSTM")
 KERAS_GATES = {"GRU": ("z", "r", "n"), "LSTM": ("i", "f", "g", "o")}  # refrnn names of Keras's blocks
@@ -60,10 +60,15 @@ def _kind(kind: str) -> int:
 
 
 def _as_list(weights) -> list:
+    """The one strict parser of a layer's weights: ``get_weights()``'s list, or a mapping by name with
+    ``kernel`` and ``recurrent_kernel`` required and ``bias`` optional (``use_bias=False``)."""
     if isinstance(weights, Mapping):
         unknown = set(weights) - set(_NAMES)
         if unknown:
-            raise ValueError(f"weights: unexpected names {sorted(unknown)}; expected {', '.join(_NAMES)}")
+            raise ValueError(f"weights: unexpected names {sorted(map(str, unknown))}; expected {', '.join(_NAMES)}")
+        missing = [n for n in _NAMES[:2] if n not in weights]
+        if missing:
+            raise ValueError(f"weights: missing {', '.join(missing)}; a Keras RNN layer always has kernel and recurrent_kernel")
         return [weights[n] for n in _NAMES if n in weights]
     if isinstance(weights, Sequence) and not isinstance(weights, (str, bytes)):
         return list(weights)
@@ -72,8 +77,9 @@ def _as_list(weights) -> list:
 
 def _one_from_keras(arrays: list, kind: str, reset_after: bool, where: str):
     n = _kind(kind)
-    kernel = to_numpy(f"{where}kernel", arrays[0])
-    rec = to_numpy(f"{where}recurrent_kernel", arrays[1])
+    kernel = to_numpy(f"{where}kernel", arrays[0], weights=True)
+    rec = to_numpy(f"{where}recurrent_kernel", arrays[1], weights=True)
+    same_dtype({f"{where}recurrent_kernel": rec, f"{where}kernel": kernel})
     if rec.ndim != 2 or rec.shape[1] != n * rec.shape[0]:
         raise ValueError(f"{where}recurrent_kernel: expected shape (U, {n}U), got {rec.shape}")
     U = rec.shape[0]
@@ -86,7 +92,8 @@ def _one_from_keras(arrays: list, kind: str, reset_after: bool, where: str):
     if len(arrays) == 2:
         b_x, b_h = zeros, zeros.copy()
     else:
-        bias = to_numpy(f"{where}bias", arrays[2])
+        bias = to_numpy(f"{where}bias", arrays[2], weights=True)
+        same_dtype({f"{where}recurrent_kernel": rec, f"{where}bias": bias})
         if kind == "GRU" and reset_after:
             if bias.shape != (2, n * U):
                 hint = " (that is a reset_after=False layer's bias: pass reset_after=False)" if bias.shape == (n * U,) else ""
@@ -112,6 +119,8 @@ def from_keras(weights, kind: str, *, reset_after: bool = True, bidirectional: b
     ``keras.layers.Bidirectional`` layer's list (forward weights, then backward) into a BiLayer.
     """
     _kind(kind)
+    if isinstance(weights, Mapping) and bidirectional:
+        raise TypeError("weights: a Bidirectional layer's weights are get_weights()'s list (forward, then backward), not a mapping")
     arrays = _as_list(weights)
     per = len(arrays) // 2 if bidirectional else len(arrays)
     if per not in (2, 3) or per * (2 if bidirectional else 1) != len(arrays):

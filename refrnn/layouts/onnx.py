@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cells import GRUParams, LSTMParams
-from . import to_numpy
+from . import same_dtype, to_numpy
 
 KINDS = ("GRU", "LSTM")
 ONNX_GATES = {"GRU": ("z", "r", "n"), "LSTM": ("i", "o", "f", "g")}  # refrnn names of ONNX's blocks
@@ -66,21 +66,22 @@ def from_onnx(kind: str, W, R, B=None, P=None, *, linear_before_reset: int = 0, 
     if kind == "LSTM" and linear_before_reset:
         raise ValueError("linear_before_reset: an attribute of the ONNX GRU only")
     n = 3 if kind == "GRU" else 4
-    W, R = to_numpy("W", W), to_numpy("R", R)
+    W, R = to_numpy("W", W, weights=True), to_numpy("R", R, weights=True)
     if R.ndim != 3 or R.shape[0] not in (1, 2) or R.shape[1] != n * R.shape[2]:
         raise ValueError(f"R: expected shape (num_directions, {n}H, H) with num_directions 1 or 2, got {R.shape}")
     ndir, H = R.shape[0], R.shape[2]
     if W.ndim != 3 or W.shape[:2] != (ndir, n * H):
         raise ValueError(f"W: expected shape (num_directions, {n}H, D) with num_directions={ndir}, H={H}, got {W.shape}")
-    B = np.zeros((ndir, 2 * n * H), dtype=R.dtype) if B is None else to_numpy("B", B)
+    B = np.zeros((ndir, 2 * n * H), dtype=R.dtype) if B is None else to_numpy("B", B, weights=True)
     if B.shape != (ndir, 2 * n * H):
         raise ValueError(f"B: expected shape (num_directions, {2 * n}H) = {(ndir, 2 * n * H)}, got {B.shape}")
     if P is not None:
         if kind != "LSTM":
             raise ValueError("P: peepholes are an input of the ONNX LSTM only")
-        P = to_numpy("P", P)
+        P = to_numpy("P", P, weights=True)
         if P.shape != (ndir, 3 * H):
             raise ValueError(f"P: expected shape (num_directions, 3H) = {(ndir, 3 * H)}, got {P.shape}")
+    same_dtype({"R": R, "W": W, "B": B, "P": P})
     if direction is None:
         direction = "bidirectional" if ndir == 2 else "forward"
     if direction not in DIRECTIONS:

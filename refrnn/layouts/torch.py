@@ -6,7 +6,10 @@ uses the update rule ``h' = (1 - z) * n + z * h`` and applies the reset gate aft
 product. Those are refrnn's own conventions (see :mod:`refrnn.cells.gru`), so the conversion is a
 renaming: ``W_x = weight_ih``, ``W_h = weight_hh``, ``b_x = bias_ih``, ``b_h = bias_hh``, bit-exact
 both ways. Cells (``nn.GRUCell``/``nn.LSTMCell``) use the same names without the ``_l{k}`` suffix.
-A module built with ``bias=False`` has no bias entries: they read as zeros.
+A module built with ``bias=False`` has no bias entries: they read as zeros. The keys are parsed
+strictly (:func:`_parse_keys`): a layer number is written as PyTorch writes it (``_l1``, never
+``_l01``), every layer and direction has both weights, and its biases are both present or both
+absent (a lone ``bias_ih`` is a truncated dict, not a ``bias=False`` module).
 
 ``bidirectional=True`` adds the reverse direction's entries, suffixed ``_reverse``, which become a
 :class:`refrnn.bidirectional.BiLayer` per layer. ``nn.LSTM(proj_size=P)`` adds ``weight_hr_l{k}`` (P, H),
@@ -26,10 +29,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..cells import GRUParams, LSTMParams
-from . import to_numpy
+from . import same_dtype, to_numpy
 
 KINDS = ("GRU", "LSTM", "GRUCell", "LSTMCell")
-_KEY = re.compile(r"^(weight|bias)_(ih|hh|hr)(?:_l(\d+))?(_reverse)?$")
+_KEY = re.compile(r"^(weight|bias)_(ih|hh|hr)(?:_l(0|[1-9][0-9]*))?(_reverse)?$")  # _l01 is no PyTorch key
 _FIELDS = {("weight", "ih"): "W_x", ("weight", "hh"): "W_h", ("bias", "ih"): "b_x", ("bias", "hh"): "b_h"}
 
 
@@ -47,51 +50,87 @@ def _field(kind: str, what: str, side: str) -> str | None:
     return None
 
 
+def _parse_keys(state_dict, kind: str, bidirectional: bool) -> dict:
+    """The one strict parser of a PyTorch state dict: ``{(layer, reverse): {field: array}}``, or raise.
+
+    Every key must be one PyTorch writes for ``kind`` (exactly; see :data:`_KEY`), every value a finite
+    float array; layers must be numbered 0..L-1.
+    """
+    cls, is_cell = _kind(kind)
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict: expected a mapping of names to arrays (module.state_dict()), got {type(state_dict).__name__}")
+    if len(state_dict) == 0:
+        raise ValueError(f"state_dict: empty; expected the weights of a torch.nn.{kind}")
+    expect = "weight_ih, weight_hh, bias_ih, bias_hh" if is_cell else "weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}"
+    if kind == "LSTM":
+        expect += ", weight_hr_l{k}"
+    layers: dict[tuple[int, bool], dict[str, np.ndarray]] = {}
+    for key, value in state_dict.items():
+        m = _KEY.match(key) if isinstance(key, str) else None
+        field = None if m is None else _field(kind, m.group(1), m.group(2))
+        if field is None or (m.group(3) is None) != is_cell or (m.group(4) is not None and not bidirectional):
+            hint = "; a bidirectional module's state dict needs from_torch(..., bidirectional=True)" if m and m.group(4) else ""
+            raise ValueError(f"state_dict: unexpected key {key!r} for torch.nn.{kind}; expected only {expect}{hint}")
+        layer = 0 if is_cell else int(m.group(3))
+        arr = to_numpy(f"state_dict[{key!r}]", value, weights=True)
+        ndim = 2 if m.group(1) == "weight" else 1
+        if arr.ndim != ndim or arr.size == 0:
+            raise ValueError(f"state_dict[{key!r}]: expected a non-empty {ndim}-d array, got shape {arr.shape}")
+        layers.setdefault((layer, m.group(4) is not None), {})[field] = arr
+    numbers = sorted({k for k, _ in layers})
+    if numbers != list(range(len(numbers))):
+        raise ValueError(f"state_dict: expected layers 0..L-1 for torch.nn.{kind}, found layers {numbers}")
+    return layers
+
+
 def from_torch(state_dict: Mapping, kind: str, *, bidirectional: bool = False):
     """Parameters from a PyTorch state dict: a tuple of layers for ``GRU``/``LSTM``, one container for cells.
 
     ``bidirectional=True`` (as the module was built) reads the ``_reverse`` entries: every layer is
     then a :class:`~refrnn.bidirectional.BiLayer`. Keys PyTorch would not write for ``kind`` (a
-    ``_reverse`` entry without ``bidirectional=True``, ``weight_hr`` outside ``LSTM``, a stray suffix)
-    raise ``ValueError`` rather than being dropped.
+    ``_reverse`` entry without ``bidirectional=True``, ``weight_hr`` outside ``LSTM``, a stray suffix,
+    a layer number with a leading zero), a missing weight, or one bias of a pair raise ``ValueError``
+    rather than being dropped or zero-filled.
     """
     cls, is_cell = _kind(kind)
     if bidirectional and is_cell:
         raise ValueError(f"bidirectional: torch.nn.{kind} has no reverse direction")
+    layers = _parse_keys(state_dict, kind, bidirectional)
     directions = (False, True) if bidirectional else (False,)
-    layers: dict[tuple[int, bool], dict[str, np.ndarray]] = {}
-    for key, value in state_dict.items():
-        m = _KEY.match(key)
-        field = None if m is None else _field(kind, m.group(1), m.group(2))
-        if field is None or (m.group(3) is None) != is_cell or (m.group(4) is not None and not bidirectional):
-            expect = "weight_ih, weight_hh, bias_ih, bias_hh" if is_cell else "weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}"
-            if kind == "LSTM":
-                expect += ", weight_hr_l{k}"
-            hint = "; a bidirectional module's state dict needs from_torch(..., bidirectional=True)" if m and m.group(4) else ""
-            raise ValueError(f"state_dict: unexpected key {key!r} for torch.nn.{kind}; expected only {expect}{hint}")
-        layer = 0 if is_cell else int(m.group(3))
-        layers.setdefault((layer, m.group(4) is not None), {})[field] = to_numpy(key, value)
-    numbers = sorted({k for k, _ in layers})
-    if numbers != list(range(len(numbers))) or not layers:
-        raise ValueError(f"state_dict: expected layers 0..L-1 for torch.nn.{kind}, found layers {numbers}")
+    names = {"W_x": "weight_ih", "W_h": "weight_hh", "b_x": "bias_ih", "b_h": "bias_hh", "W_hr": "weight_hr"}
     out = []
-    for k in numbers:
+    for k in sorted({k for k, _ in layers}):
         per_direction = []
         for reverse in directions:
-            suffix = "_reverse" if reverse else ""
-            arrays = layers.get((k, reverse), {})
+            suffix = ("" if is_cell else f"_l{k}") + ("_reverse" if reverse else "")
+            arrays = dict(layers.get((k, reverse), {}))
             for w in ("W_x", "W_h"):
                 if w not in arrays:
-                    name = "weight_ih" if w == "W_x" else "weight_hh"
-                    key = f"{name}{'' if is_cell else f'_l{k}'}{suffix}"
-                    raise ValueError(f"state_dict: layer {k} of torch.nn.{kind} lacks its {key} entry")
-            for b in ("b_x", "b_h"):  # bias=False modules have no bias entries
-                arrays.setdefault(b, np.zeros(arrays["W_h"].shape[0], dtype=arrays["W_h"].dtype))
-            per_direction.append(cls(**arrays))
+                    raise ValueError(f"state_dict: layer {k} of torch.nn.{kind} lacks its {names[w]}{suffix} entry")
+            biases = [b for b in ("b_x", "b_h") if b in arrays]
+            if len(biases) == 1:  # bias=False modules have no bias entries at all: both or none
+                missing = "b_h" if biases == ["b_x"] else "b_x"
+                raise ValueError(
+                    f"state_dict: {names[biases[0]]}{suffix} is present but {names[missing]}{suffix} is missing; a "
+                    f"torch.nn.{kind} has both biases of a layer (bias=True) or neither (bias=False)"
+                )
+            if not biases:
+                zeros = np.zeros(arrays["W_h"].shape[0], dtype=arrays["W_h"].dtype)
+                zeros.setflags(write=False)
+                arrays.update(b_x=zeros, b_h=zeros)
+            same_dtype({f"state_dict[{names[f] + suffix!r}]": a for f, a in arrays.items()})
+            try:
+                per_direction.append(cls(**arrays))
+            except (ValueError, TypeError) as err:
+                keys = ", ".join(names[f] + suffix for f in arrays if f in names)
+                raise type(err)(f"state_dict: the entries {keys} do not form a torch.nn.{kind} layer: {err}") from None
         if bidirectional:
             from ..bidirectional import BiLayer
 
-            out.append(BiLayer(*per_direction))
+            try:
+                out.append(BiLayer(*per_direction))
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"state_dict: layer {k}'s two directions do not fit together: {err}") from None
         else:
             out.append(per_direction[0])
     return out[0] if is_cell else tuple(out)
@@ -153,35 +192,91 @@ def to_torch(params, kind: str, *, bias: bool = True) -> dict[str, np.ndarray]:
     return out
 
 
+def _state_layers(layers) -> tuple:
+    """``layers`` as a non-empty tuple of GRU or LSTM layers (BiLayers of them allowed), or raise."""
+    from ..bidirectional import BiLayer
+
+    if isinstance(layers, (GRUParams, LSTMParams, BiLayer)):
+        layers = (layers,)
+    if not isinstance(layers, (tuple, list)) or len(layers) == 0:
+        raise TypeError(f"layers: expected a non-empty sequence of GRU or LSTM layers, got {type(layers).__name__}")
+    layers = tuple(layers)
+    for k, p in enumerate(layers):
+        if not isinstance(p, (GRUParams, LSTMParams, BiLayer)) or not all(isinstance(d, (GRUParams, LSTMParams)) for d in _directions(p)):
+            raise TypeError(f"layers[{k}]: expected GRUParams, LSTMParams or a BiLayer of them, got {type(p).__name__}")
+        if any(type(d) is not type(_directions(layers[0])[0]) for d in _directions(p)):
+            raise TypeError(f"layers[{k}]: a torch.nn.GRU/LSTM has one cell type in every layer and direction")
+    return layers
+
+
+def _state_array(name: str, value, size: int, batch_shape: list) -> np.ndarray:
+    """One direction's state array: shape batch_shape + (size,), the batch shape shared by all entries."""
+    if not isinstance(value, np.ndarray) and not hasattr(value, "__array__"):
+        raise TypeError(f"{name}: expected an array of shape (B, {size}) or ({size},), got {type(value).__name__}")
+    a = to_numpy(name, value)
+    if a.ndim not in (1, 2) or a.shape[-1] != size or (batch_shape and a.shape[:-1] != batch_shape[0]):
+        want = f"{batch_shape[0] + (size,)}" if batch_shape else f"(B, {size}) or ({size},)"
+        raise ValueError(f"{name}: expected shape {want}, got shape {a.shape}")
+    batch_shape.append(a.shape[:-1])
+    return a
+
+
 def state_to_torch(layers, states):
     """PyTorch's ``h_n`` (GRU) or ``(h_n, c_n)`` (LSTM) from refrnn's per-layer states.
 
     ``h_n`` is (L * num_directions, B, H_out), ordered layer 0 forward, layer 0 reverse, layer 1 ...;
-    unbatched states (arrays of shape (H,)) give (L * num_directions, H_out).
+    unbatched states (arrays of shape (H,)) give (L * num_directions, H_out). A bidirectional layer's
+    state must be the pair (forward, reverse); an LSTM direction's the pair (h, c).
     """
-    layers, states = tuple(layers), tuple(states)
+    layers = _state_layers(layers)
+    if not isinstance(states, (tuple, list)):
+        raise TypeError(f"states: expected a sequence of {len(layers)} per-layer states, got {type(states).__name__}")
+    states = tuple(states)
     if len(states) != len(layers):
         raise ValueError(f"states: expected {len(layers)} per-layer states, got {len(states)}")
-    flat = []
-    for p, s in zip(layers, states):
-        flat.extend(s if len(_directions(p)) == 2 else (s,))
-    if isinstance(_directions(layers[0])[0], LSTMParams):
-        return np.stack([s[0] for s in flat]), np.stack([s[1] for s in flat])
-    return np.stack(flat)
+    is_lstm = isinstance(_directions(layers[0])[0], LSTMParams)
+    hs, cs, batch = [], [], []
+    for k, (p, s) in enumerate(zip(layers, states)):
+        dirs = _directions(p)
+        if len(dirs) == 2:
+            if not isinstance(s, (tuple, list)) or len(s) != 2:
+                raise TypeError(f"states[{k}]: a bidirectional layer's state is the pair (forward, reverse), got {type(s).__name__}")
+            parts = [(f"states[{k}][{j}]", part) for j, part in enumerate(s)]
+        else:
+            parts = [(f"states[{k}]", s)]
+        for d, (where, part) in zip(dirs, parts):
+            if is_lstm:
+                if not isinstance(part, (tuple, list)) or len(part) != 2:
+                    raise TypeError(f"{where}: an LSTM direction's state is the pair (h, c), got {type(part).__name__}")
+                hs.append(_state_array(f"{where}[0] (h)", part[0], d.output_size, batch))
+                cs.append(_state_array(f"{where}[1] (c)", part[1], d.hidden_size, batch))
+            else:
+                hs.append(_state_array(where, part, d.hidden_size, batch))
+    if is_lstm:
+        return np.stack(hs), np.stack(cs)
+    return np.stack(hs)
 
 
 def state_from_torch(layers, h_n, c_n=None) -> tuple:
     """refrnn's per-layer states from PyTorch's ``h_n`` (and ``c_n`` for an LSTM); see :func:`state_to_torch`."""
-    layers = tuple(layers)
+    layers = _state_layers(layers)
     h_n = to_numpy("h_n", h_n)
     is_lstm = isinstance(_directions(layers[0])[0], LSTMParams)
     if is_lstm != (c_n is not None):
         raise ValueError("c_n: an LSTM's state needs both h_n and c_n; other cells take h_n only")
     c_n = None if c_n is None else to_numpy("c_n", c_n)
-    n = sum(len(_directions(p)) for p in layers)
-    for name, a in (("h_n", h_n), ("c_n", c_n)):
-        if a is not None and a.shape[0] != n:
-            raise ValueError(f"{name}: expected {n} = layers * directions entries on the first axis, got shape {a.shape}")
+    dirs = [d for p in layers for d in _directions(p)]
+    n = len(dirs)
+    for name, a, size in (("h_n", h_n, dirs[0].output_size), ("c_n", c_n, dirs[0].hidden_size)):
+        if a is None:
+            continue
+        if a.ndim not in (2, 3) or a.shape[0] != n or a.shape[-1] != size:
+            raise ValueError(
+                f"{name}: expected shape (layers * directions, B, {size}) or (layers * directions, {size}) with "
+                f"layers * directions = {n}, got shape {a.shape}"
+            )
+    if c_n is not None and c_n.shape[:-1] != h_n.shape[:-1]:
+        raise ValueError(f"c_n: shape {c_n.shape} does not match h_n's shape {h_n.shape} in its leading axes")
     out, j = [], 0
     for p in layers:
         per = []

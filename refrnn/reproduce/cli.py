@@ -289,6 +289,31 @@ def replot(out: str, stream=None) -> list[str]:
     return report.plots(payload["results"], payload["curves"], out, hidden)
 
 
+def check_resume(settings: dict, out: str) -> None:
+    """Every checkpoint a ``--resume`` run would continue from, read once before anything runs: a
+    truncated or corrupt file, or one written by another configuration, raises ``ValueError`` naming
+    the file (instead of a raw traceback from inside a worker process)."""
+    import zipfile
+
+    from . import train
+
+    for config in grid(settings):
+        path = _checkpoint(out, config.name)
+        if not os.path.exists(path):
+            continue
+        try:
+            train.load_checkpoint(path, config)
+        except ValueError as exc:
+            if str(exc).startswith("resume:"):  # another configuration: the message names the file
+                raise
+            raise ValueError(f"resume: checkpoint {path!r} is unreadable ({exc}); delete it to train {config.name} afresh") from None
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+            raise ValueError(
+                f"resume: checkpoint {path!r} is truncated or corrupt ({type(exc).__name__}: {exc}); delete it to "
+                f"train {config.name} afresh"
+            ) from None
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.replot:
@@ -297,6 +322,8 @@ def main(argv=None) -> int:
     settings = _settings(args)
     try:
         grid(settings)  # bad sizes fail before anything runs
+        if args.resume:
+            check_resume(settings, args.out)  # so do unreadable or mismatched checkpoints
     except ValueError as exc:
         print(f"refrnn reproduce: {exc}", file=sys.stderr)
         return 2

@@ -217,12 +217,13 @@ class Progress:
 
 
 def _clip(grads: dict, clip: float) -> float:
-    """Scale ``grads`` in place to global norm <= ``clip``; returns the norm before clipping."""
+    """Scale the arrays of ``grads`` (replaced in the dict: a cell's gradients are read-only) to global norm
+    <= ``clip``; returns the norm before clipping."""
     norm = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
     if norm > clip:
         scale = clip / norm
-        for g in grads.values():
-            g *= scale
+        for name, g in grads.items():
+            grads[name] = g * scale
     return norm
 
 
