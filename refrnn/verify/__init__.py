@@ -164,7 +164,7 @@ def compare(
         result = candidate(*layout.arguments(given), **keywords)
         got = layout.candidate_outputs(given, result, grads)
     except Exception as err:  # a crash is a finding like any other, and shrinks like one
-        return Outcome({}, f"candidate raised {type(err).__name__}: {err}{_where(err)}", None, (), arguments)
+        return Outcome({}, f"candidate raised {type(err).__name__}: {err}{_where(err)}{_hint(err, given, keywords)}", None, (), arguments)
 
     allowed_at = tol.at(case.config.T)
     errors, failing, problems, first = {}, [], [], None
@@ -176,7 +176,7 @@ def compare(
             continue
         c = np.asarray(got[name])
         if c.shape != r.shape:
-            problems.append(f"{name} has shape {c.shape}, expected {r.shape}")
+            problems.append(f"{name} has shape {c.shape}, expected {r.shape}{_shape_hint(case, name, c.shape, r.shape)}")
             failing.append(name)
             continue
         c = c.astype(np.float64)
@@ -197,6 +197,23 @@ def compare(
     elif first is not None:
         reason = str(first)
     return Outcome(errors, reason, first, tuple(failing), arguments)
+
+
+def _hint(err: BaseException, case: Case, keywords: dict) -> str:
+    """What a user most likely has to change when a candidate cannot even be called."""
+    text = str(err)
+    if isinstance(err, TypeError) and "positional argument" in text and case.dy is not None:
+        return " -- verify passes dy and dstate_T for gradients: verify(..., grads=False) for a forward-only candidate"
+    if isinstance(err, TypeError) and "unexpected keyword argument" in text and keywords:
+        return f" -- the candidate declares the conventions {sorted(keywords)} and so gets them as keyword arguments"
+    return ""
+
+
+def _shape_hint(case: Case, name: str, got: tuple, expected: tuple) -> str:
+    layers = len(case.config.layers)
+    if layers > 1 and got[:1] != expected[:1] and not name.startswith(("y", "dy", "x", "dx")):
+        return f" -- {layers} layers were drawn; verify(..., layers=1) (or candidate.max_layers = 1) for a one-layer candidate"
+    return ""
 
 
 def _where(err: BaseException) -> str:

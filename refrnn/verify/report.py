@@ -140,7 +140,7 @@ class Failure:
     config: object  # the CellConfig (shapes, layers)
     failing_outputs: tuple[str, ...]
     divergence: Divergence | None
-    arguments: dict  # what the candidate was called with: {"weights": ..., "x": ..., ...}
+    arguments: dict  # what the candidate was called with: {"weights": ..., "x": ..., ...}, to rerun it by hand
 
     def describe_arguments(self) -> str:
         flat: dict = {}
@@ -187,6 +187,9 @@ class Coverage:
         out = [f"coverage of {self.examples} examples: {sizes}", "  drawn: " + ", ".join(f"{k} {v}" for k, v in drawn.items())]
         if self.not_drawn:
             out.append("  not drawn: " + "; ".join(f"{k} ({why})" for k, why in self.not_drawn.items()))
+        if self.saturated:
+            # a candidate's own sigmoid may warn about overflow on these: they are drawn on purpose
+            out.append(f"  {self.saturated} examples pin gates to saturation (biases of +-40 and +-1000); verify(..., adversarial=False) draws none")
         return out
 
     def __str__(self) -> str:
