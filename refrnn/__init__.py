@@ -13,9 +13,18 @@ Quick start::
     grads, dx, dh0 = gru.backward(p, cache, dy=np.ones_like(y))
 """
 
-from . import bidirectional, deep, layouts, lengths, mlp, stack, wavefront
+import sys as _sys
+
+from . import bidirectional, cells, deep, layouts, lengths, mlp, stack, wavefront
 from .cells import GRUParams, LSTMParams, SRUParams, ccgru, gru, lstm, module_for, sru
+from .cells._common import map_params
 from .gradcheck import GradcheckReport, gradcheck
+
+# The cells are documented as refrnn.gru, refrnn.lstm, ...: make those real import paths too
+# (``import refrnn.gru``, ``from refrnn.lstm import LSTMParams``), the same module objects as refrnn.cells.*.
+for _cell in ("gru", "lstm", "sru", "ccgru"):
+    _sys.modules[f"{__name__}.{_cell}"] = getattr(cells, _cell)
+del _cell
 
 __version__ = "0.1.0"
 
@@ -32,6 +41,7 @@ __all__ = [
     "layouts",
     "lengths",
     "lstm",
+    "map_params",
     "mlp",
     "module_for",
     "stack",

@@ -134,9 +134,22 @@ class Params:
     def replace(self, **changes) -> "Params":
         return dataclasses.replace(self, **changes)
 
-    def map(self, fn) -> "Params":
-        """The same container with ``fn`` applied to every array (options are kept)."""
-        return self.replace(**{name: fn(arr) for name, arr in self.arrays().items()})
+    def map(self, fn, *others) -> "Params":
+        """The same container with ``fn(a, *b)`` applied to every array ``a`` and the arrays ``b`` of the
+        same name in ``others`` (containers of the same class and shapes: gradients, optimiser moments);
+        options are kept. An Adam step is ``p = p.map(lambda w, m, v: w - lr * m / (sqrt(v) + eps), m, v)``."""
+        mine = self.arrays()
+        theirs = []
+        for k, other in enumerate(others):
+            if type(other) is not type(self):
+                raise TypeError(f"others[{k}]: expected a {type(self).__name__} like the container mapped over, got {type(other).__name__}")
+            arrays = other.arrays()
+            for name, arr in mine.items():
+                if name not in arrays or np.shape(arrays[name]) != arr.shape:
+                    got = "no array" if name not in arrays else f"shape {np.shape(arrays[name])}"
+                    raise ValueError(f"others[{k}].{name}: expected shape {arr.shape} like the container mapped over, got {got}")
+            theirs.append(arrays)
+        return self.replace(**{name: fn(arr, *(t[name] for t in theirs)) for name, arr in mine.items()})
 
     def astype(self, dtype) -> "Params":
         return self.map(lambda a: a.astype(dtype))
@@ -249,3 +262,18 @@ def gradients(params, arrays: dict, dx: np.ndarray, dstate0, upstream: str = "dy
             )
     frozen(*(a for a in arrays.values() if a is not None))
     return params.replace(**arrays), dx, dstate0
+
+
+def map_params(fn, params, *others):
+    """``fn`` over the arrays of ``params`` and of ``others`` of the same structure: one container, or a
+    (nested) sequence of them such as a stack's layers. The optimiser-loop companion of
+    :meth:`Params.map`: ``layers = map_params(lambda w, g: w - lr * g, layers, grads)``."""
+    if isinstance(params, Params):
+        return params.map(fn, *others)
+    if isinstance(params, (tuple, list)):
+        for k, other in enumerate(others):
+            if not isinstance(other, (tuple, list)) or len(other) != len(params):
+                got = f"{type(other).__name__} of length {len(other)}" if isinstance(other, (tuple, list)) else type(other).__name__
+                raise ValueError(f"others[{k}]: expected a sequence of {len(params)} like params, got {got}")
+        return tuple(map_params(fn, p, *(o[i] for o in others)) for i, p in enumerate(params))
+    raise TypeError(f"params: expected a parameter container or a sequence of them, got {type(params).__name__}")
