@@ -99,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args) -> dict:
-    preset = dict(PRESETS["smoke" if args.smoke else "paper" if args.paper else "default"])
+    name = "smoke" if args.smoke else "paper" if args.paper else "default"
+    preset = dict(PRESETS[name], preset=name)
     for key in ("hidden", "batch", "bptt", "steps", "lr", "reset_every", "checkpoint_every", "jobs",
                 "recal_segments"):
         if getattr(args, key) is not None:
@@ -257,7 +258,7 @@ def run(settings: dict, out: str, *, text8: str | None = None, resume: bool = Fa
     print("\n" + text, file=stream, flush=True)
     with open(os.path.join(out, "tables.txt"), "w") as fh:
         fh.write(text + "\n")
-    pngs = report.plots(results, curves, out, settings["hidden"])
+    pngs = report.plots(results, curves, out, settings["hidden"], report.describe_run(settings, corpus.name))
     wall = time.perf_counter() - t_start
     payload = dict(
         settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
@@ -286,7 +287,8 @@ def replot(out: str, stream=None) -> list[str]:
     print(text, file=stream or sys.stdout, flush=True)
     with open(os.path.join(out, "tables.txt"), "w") as fh:
         fh.write(text + "\n")
-    return report.plots(payload["results"], payload["curves"], out, hidden)
+    run = report.describe_run(payload["settings"], payload.get("corpus", {}).get("name"))
+    return report.plots(payload["results"], payload["curves"], out, hidden, run)
 
 
 def check_resume(settings: dict, out: str) -> None:

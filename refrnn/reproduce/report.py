@@ -133,8 +133,24 @@ def _smooth(v: np.ndarray, k: int) -> np.ndarray:
     return (c[k:] - c[:-k]) / k
 
 
-def plots(results: list[dict], curves: dict, out_dir: str, hidden: int) -> list[str]:
-    """Write the three PNGs into ``out_dir``; returns their paths."""
+def window(updates: int) -> int:
+    """The moving-mean window of the training curves: a tenth of the run (single updates jump by
+    0.1-0.3 BPC from batch to batch, so shorter windows still look like noise)."""
+    return max(1, updates // 10)
+
+
+def describe_run(settings: dict, corpus: str | None = None) -> str:
+    """One line naming the run a figure comes from: its preset (a smoke run says it is one), size and data."""
+    preset = settings.get("preset", "")
+    head = {"smoke": "SMOKE RUN (a pipeline check, not a result)", "paper": "paper-size run"}.get(preset, "run")
+    data = f", corpus {corpus}" if corpus else ""
+    return (f"{head}: H={settings['hidden']}, batch {settings['batch']}, {settings['steps']} updates of "
+            f"{settings['bptt']} steps{data}")
+
+
+def plots(results: list[dict], curves: dict, out_dir: str, hidden: int, run: str = "") -> list[str]:
+    """Write the three PNGs into ``out_dir``; returns their paths. ``run`` (:func:`describe_run`) is
+    printed under every title, so a figure says what it is without the README."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,18 +179,22 @@ def plots(results: list[dict], curves: dict, out_dir: str, hidden: int) -> list[
     ax.axvline(1.0, color="grey", lw=0.8)
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=color(c), marker="o", ls="", label=f"bs / rank {c}")
-               for c in sorted({col_of(r) for r in results if r["kind"] != "gru"})]
-    handles += [Line2D([], [], color="k", marker=m, ls="", mfc="none", label=f"s = {s:+.2f}") for s, m in markers.items()]
-    handles += [Line2D([], [], color="k", marker="o", ls="", mfc="none", label="block (open): bs"),
-                Line2D([], [], color="k", marker="o", ls="", label="unstructured (filled): rank")]
+    # The key names only what was run: one entry per (kind, block size or rank), one per shift s.
+    handles = []
+    for kind, c in sorted({(r["kind"], col_of(r)) for r in results if r["kind"] != "gru"}):
+        filled = kind == "lowrank"
+        label = f"unstructured z, rank {c} (filled)" if filled else f"block-sparse z, block size {c} (open)"
+        handles.append(Line2D([], [], color=color(c), marker="o", ls="", mfc=color(c) if filled else "none", label=label))
+    shifts_run = sorted({round(r["s"], 4) for r in results if r["kind"] != "gru"}, reverse=True)
+    handles += [Line2D([], [], color="k", marker=markers.get(s, "x"), ls="", mfc="none", label=f"shift s = {s:+.2f}")
+                for s in shifts_run]
     handles += [h for h in ax.get_legend_handles_labels()[0]]
     ax.legend(handles=handles, fontsize=7, ncol=2)
     ax.set_xlabel("measured inference speed-up over the dense computation (x)")
     ax.set_ylabel("validation BPC")
     recal = any(r.get("norm_stats") == "reestimated" for r in results)
     stats_note = "re-estimated BN statistics" if recal else "EMA BN statistics"
-    ax.set_title(f"Conditional GRU trade-off, H={hidden} ({stats_note})")
+    ax.set_title(f"Conditional GRU: validation BPC against inference speed-up, H={hidden} ({stats_note})\n{run}", fontsize=8)
     ax.grid(alpha=0.3)
     paths.append(os.path.join(out_dir, "bpc_vs_speedup.png"))
     fig.tight_layout()
@@ -204,7 +224,7 @@ def plots(results: list[dict], curves: dict, out_dir: str, hidden: int) -> list[
         ax.plot([], [], ls="", marker="x", color="k", alpha=0.6, label="x: same model, training EMA statistics")
     ax.set_xlabel("shift s (Eq. 7)")
     ax.set_ylabel("z-sparsity on validation data")
-    ax.set_title(f"Fraction of update-gate entries exactly 0\n({stats_note})", fontsize=10)
+    ax.set_title(f"Fraction of update-gate entries exactly 0 ({stats_note})\n{run}", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     paths.append(os.path.join(out_dir, "sparsity_vs_s.png"))
@@ -222,7 +242,7 @@ def plots(results: list[dict], curves: dict, out_dir: str, hidden: int) -> list[
             if cv is None:
                 continue
             tb = np.asarray(cv["train_bpc"])
-            k = max(1, len(tb) // 40)
+            k = window(len(tb))
             sm = _smooth(tb, k)
             if r["kind"] == "gru":
                 colr, lw, lab = "k", 1.6, "dense GRU"
@@ -238,9 +258,11 @@ def plots(results: list[dict], curves: dict, out_dir: str, hidden: int) -> list[
         ax.set_xlabel("update")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
-    axes[0].set_ylabel("BPC")
-    fig.suptitle(f"Training curves, H={hidden}: train BPC (lines, running mean) and validation BPC "
-                 f"(dots; conditional models with the EMA statistics of that moment)")
+    axes[0].set_ylabel("bits per character")
+    n = max((len(c["train_bpc"]) for c in curves.values()), default=0)
+    lines = f"mean of the last {window(n)} updates" if window(n) > 1 else "each update, unsmoothed: a short run"
+    fig.suptitle(f"Training curves, H={hidden}: training BPC (lines: {lines}) and "
+                 f"validation BPC (dots; conditional models with the EMA statistics of that moment)\n{run}", fontsize=9)
     paths.append(os.path.join(out_dir, "training_curves.png"))
     fig.tight_layout()
     fig.savefig(paths[-1], dpi=110)
