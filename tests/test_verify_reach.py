@@ -300,6 +300,27 @@ def test_bad_arguments_are_refused_by_name(kwargs, error, match):
         verify(torch_module("GRU"), **kwargs)
 
 
+def test_bad_arguments_elsewhere_in_the_api_are_refused_by_name():
+    from refrnn.verify.adapters import register_layout
+
+    with pytest.raises(TypeError, match="candidate: expected a callable"):
+        verify(42)
+    with pytest.raises(TypeError, match="dtype: expected float32 or float64, got 'foo'"):
+        verify(torch_module("GRU"), dtype="foo")
+    with pytest.raises(TypeError, match="adversarial"):
+        verify(torch_module("GRU"), adversarial="yes")
+    with pytest.raises(TypeError, match="case: expected a refrnn.verify.strategies.Case"):
+        compare(torch_module("GRU"), None)
+    with pytest.raises(ValueError, match="min_H: expected at most max_H=2, got 5"):
+        S.configs(min_H=5, max_H=2)
+    with pytest.raises(TypeError, match="cells: expected a non-empty sequence of cell names"):
+        S.configs("gru")
+    with pytest.raises(TypeError, match="layout: expected a refrnn.verify.adapters.Layout"):
+        register_layout(3)
+    with pytest.raises(ValueError, match="unbatched: needs a batch of one sample"):
+        S.case_from([gru.init(3, 4, rng=0)], np.zeros((2, 2, 3)), unbatched=True)
+
+
 def test_an_all_nan_candidate_fails_even_with_a_huge_tolerance():
     def nan(weights, x, state0, dy=None, dstate_T=None):
         y, h = torch_module("GRU")(weights, x, state0)

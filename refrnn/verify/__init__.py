@@ -148,8 +148,12 @@ def compare(
     takes keyword arguments for: ``lengths=``, ``batch_first=``) default to the candidate's attributes
     of those names, else "torch", float64 and none.
     """
+    if not callable(candidate):
+        raise TypeError(f"candidate: expected a callable, got {type(candidate).__name__}")
+    if not isinstance(case, Case):
+        raise TypeError(f"case: expected a refrnn.verify.strategies.Case (drawn by cases() or built by case_from()), got {type(case).__name__}")
     layout = get_layout(layout or getattr(candidate, "layout", "torch"))
-    dtype = np.dtype(dtype or getattr(candidate, "dtype", np.float64))
+    dtype = _dtype(dtype or getattr(candidate, "dtype", np.float64))
     tol = _tolerance(tol, dtype)
     declared = tuple(getattr(candidate, "conventions", ()) if conventions is None else conventions)
     if not grads:
@@ -223,6 +227,16 @@ def _where(err: BaseException) -> str:
         return ""
     f = frames[-1]
     return f" (raised at {f.filename}:{f.lineno}, in {f.name})"
+
+
+def _dtype(value) -> np.dtype:
+    try:
+        dtype = np.dtype(value)
+    except TypeError as err:
+        raise TypeError(f"dtype: expected float32 or float64, got {value!r} ({err})") from None
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    return dtype
 
 
 def _tolerance(tol, dtype) -> Tolerance:
@@ -306,9 +320,15 @@ def verify(
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as hseed
 
+    if not callable(candidate):
+        raise TypeError(f"candidate: expected a callable (a function or an object with __call__), got {type(candidate).__name__}")
     cell = cell or getattr(candidate, "cell", "gru")
     lay = get_layout(layout or getattr(candidate, "layout", "torch"))
-    dtype = np.dtype(dtype or getattr(candidate, "dtype", np.float64))
+    dtype = _dtype(dtype or getattr(candidate, "dtype", np.float64))
+    if adversarial not in (None, True, False):
+        raise TypeError(f"adversarial: expected None, True or False, got {adversarial!r}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name: expected a string, got {type(name).__name__}")
     grads = getattr(candidate, "grads", True) if grads is None else grads
     if not isinstance(grads, (bool, np.bool_)):
         raise TypeError(f"grads: expected True or False, got {grads!r}")

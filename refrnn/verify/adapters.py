@@ -466,6 +466,8 @@ LAYOUTS: dict[str, Layout] = {
 
 def register_layout(layout: Layout) -> None:
     """Make ``layout`` available to :func:`refrnn.verify.verify` under ``layout.name``."""
+    if not isinstance(layout, Layout):
+        raise TypeError(f"layout: expected a refrnn.verify.adapters.Layout, got {type(layout).__name__}")
     LAYOUTS[layout.name] = layout
 
 
@@ -474,7 +476,7 @@ def get_layout(name) -> Layout:
         return name
     try:
         return LAYOUTS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(f"layout: unknown layout {name!r}; expected one of {', '.join(map(repr, LAYOUTS))}") from None
 
 

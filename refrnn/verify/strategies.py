@@ -436,9 +436,22 @@ def configs(
     ``conventions`` are names in :data:`CONVENTIONS` to draw. Passed to :func:`cases`, each layer's
     arrays are drawn right after its shape (better shrinking).
     """
+    if isinstance(cells, str) or not isinstance(cells, (tuple, list)) or not cells:
+        raise TypeError(f"cells: expected a non-empty sequence of cell names, got {cells!r}")
     unknown = [c for c in cells if c not in CELLS]
     if unknown:
         raise ValueError(f"cells: unknown cell {unknown[0]!r}; expected some of {', '.join(map(repr, CELLS))}")
+    for lo_name, lo, hi_name, hi, least in (
+        ("min_D", min_D, "max_D", max_D, 1), ("min_H", min_H, "max_H", max_H, 1), ("min_B", min_B, "max_B", max_B, 0),
+        ("min_T", min_T, "max_T", max_T, 1), ("min_layers", min_layers, "max_layers", max_layers, 1),
+    ):
+        for n, v in ((lo_name, lo), (hi_name, hi)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+                raise ValueError(f"{n}: expected an integer >= {least}, got {v!r}")
+        if lo > hi:
+            raise ValueError(f"{lo_name}: expected at most {hi_name}={hi}, got {lo}")
+    if isinstance(conventions, str):
+        raise TypeError(f"conventions: expected a sequence of names, got the string {conventions!r}")
     bad = [c for c in conventions if c not in CONVENTIONS]
     if bad:
         raise ValueError(f"conventions: unknown convention {bad[0]!r}; expected some of {', '.join(map(repr, CONVENTIONS))}")
