@@ -19,8 +19,11 @@ mutant                        the bug                                           
 ``lstm-off-by-one``           returns h_0..h_{T-1} as y                                     ``y``
 ============================  ===========================================================  ======================
 
-Mutants for the clipped-tanh z of the conditional GRU (sigmoid instead) and for SRU's highway term
-are added here once :mod:`refrnn.cells.ccgru` and :mod:`refrnn.cells.sru` exist (see :data:`PENDING`).
+:data:`FORWARD_MUTANTS` adds the clipped-tanh z of the conditional GRU replaced by a sigmoid and SRU
+without its highway term. :data:`BOUNDARY_MUTANTS` are bugs at the seams real kernels have -- tiles,
+time chunks, SIMD tails, batch tiles, float32 accumulation past a width -- and in direction, length and
+state handling, each planted in :class:`TorchNumpy`, an independent NumPy implementation of
+``torch.nn.GRU``/``nn.LSTM`` with every convention (:data:`CONTROLS`: it passes as it stands).
 """
 
 from __future__ import annotations
@@ -460,22 +463,32 @@ class _GRUBatchTileH0(TorchNumpy):
         return h0, c0
 
 
-class _GRUInputD16(TorchNumpy):
-    name, bug = "gru-input-d16", "only the first 16 input features are read (a kernel compiled for D <= 16)"
+class _First16:
+    """One product (``which``) reads only its first 16 columns: a kernel compiled for a width <= 16."""
+
+    which = "input"
 
     def product(self, a, W, what):
-        if what == "input":
+        if what == self.which:
             return a[..., :16] @ W[:, :16].T
         return a @ W.T
 
 
-class _GRUFloat32H64(TorchNumpy):
-    name, bug = "gru-fp32-recurrent-h64", "the recurrent product is accumulated in float32 once H >= 64 (a float64 candidate)"
+class _GRUInputD16(_First16, TorchNumpy):
+    name, bug = "gru-input-d16", "only the first 16 input features are read (a kernel compiled for D <= 16)"
+
+
+class _Float32Past64:
+    """Precision that degrades with size: the recurrent product in float32 once it is 64 wide."""
 
     def product(self, a, W, what):
         if what == "recurrent" and W.shape[1] >= 64:
             return (a.astype(np.float32) @ W.astype(np.float32).T).astype(a.dtype)
         return a @ W.T
+
+
+class _GRUFloat32H64(_Float32Past64, TorchNumpy):
+    name, bug = "gru-fp32-recurrent-h64", "the recurrent product is accumulated in float32 once H >= 64 (a float64 candidate)"
 
 
 class _GRULateFinalState(TorchNumpy):
@@ -578,13 +591,8 @@ class _LSTMSimd4Tail(_LSTM):
         return i, f, g, o
 
 
-class _LSTMFloat32H64(_LSTM):
+class _LSTMFloat32H64(_Float32Past64, _LSTM):
     name, bug = "lstm-fp32-recurrent-h64", "the recurrent product is accumulated in float32 once its width is >= 64 (a float64 candidate)"
-
-    def product(self, a, W, what):
-        if what == "recurrent" and W.shape[1] >= 64:
-            return (a.astype(np.float32) @ W.astype(np.float32).T).astype(a.dtype)
-        return a @ W.T
 
 
 class _LSTMCellFromH0(_LSTM):
@@ -596,13 +604,9 @@ class _LSTMCellFromH0(_LSTM):
         return h0, c0
 
 
-class _LSTMProjectionTail(_LSTM):
+class _LSTMProjectionTail(_First16, _LSTM):
     name, bug = "lstm-projection-d16", "the projection reads only the first 16 cell units (W_hr assumed H <= 16)"
-
-    def product(self, a, W, what):
-        if what == "projection":
-            return a[..., :16] @ W[:, :16].T
-        return a @ W.T
+    which = "projection"
 
 
 BOUNDARY_MUTANTS = {
