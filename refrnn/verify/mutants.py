@@ -498,15 +498,22 @@ class _GRULateFinalState(TorchNumpy):
         return states[-2] if len(states) > 21 else states[-1]
 
 
+def _vector_tail(gate, wrong, width: int):
+    """``gate`` with its scalar tail -- the last H % width units after at least one full vector --
+    taken from ``wrong``: the tail loop of a SIMD kernel indexing the wrong gate."""
+    H = gate.shape[1]
+    if H <= width or H % width == 0:
+        return gate
+    out = gate.copy()
+    out[:, H - H % width :] = wrong[:, H - H % width :]
+    return out
+
+
 class _GRUSimd8Tail(TorchNumpy):
     name, bug = "gru-simd8-tail-gate", "the scalar tail of an 8-wide loop (the last H % 8 units, H > 8) reads z for r"
 
     def gru_gates(self, r, z, gx_n, gh_n, memo):
-        H = r.shape[1]
-        if H > 8 and H % 8:
-            r = r.copy()
-            r[:, H - H % 8 :] = z[:, H - H % 8 :]
-        return super().gru_gates(r, z, gx_n, gh_n, memo)
+        return super().gru_gates(_vector_tail(r, z, 8), z, gx_n, gh_n, memo)
 
 
 class _GRUReverseNotFlipped(TorchNumpy):
@@ -584,11 +591,7 @@ class _LSTMSimd4Tail(_LSTM):
     name, bug = "lstm-simd4-tail-i-for-f", "the tail of a 4-wide loop (the last H % 4 units, H > 4) reads i for f"
 
     def lstm_gates(self, i, f, g, o, memo):
-        H = f.shape[1]
-        if H > 4 and H % 4:
-            f = f.copy()
-            f[:, H - H % 4 :] = i[:, H - H % 4 :]
-        return i, f, g, o
+        return i, _vector_tail(f, i, 4), g, o
 
 
 class _LSTMFloat32H64(_Float32Past64, _LSTM):
