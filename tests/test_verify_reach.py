@@ -66,7 +66,7 @@ def test_the_default_run_crosses_every_seam_and_draws_every_convention():
     for name, seam in (("H", 32), ("D", 16), ("B", 8), ("T", 32)):
         top, past = c.sizes[name]
         assert top >= 2 * seam and past >= 10, (name, c.sizes)
-    assert set(c.conventions) == set(CONVENTIONS) and min(c.conventions.values()) >= 2, c.conventions
+    assert set(c.conventions) == set(CONVENTIONS) and min(c.conventions.values()) >= 1, c.conventions
     assert c.features["2+ layers"] >= 10 and c.saturated >= 10
     assert not c.not_drawn
     text = str(report)
@@ -86,7 +86,7 @@ def test_torch_modules_pass_at_the_defaults_with_every_convention(kind, dtype):
     report = verify(torch_module(kind, dtype=dtype), min_B=0)
     assert report.passed, str(report)
     c = report.coverage
-    assert set(c.conventions) == set(CONVENTIONS) and min(c.conventions.values()) >= 2, c.conventions
+    assert set(c.conventions) == set(CONVENTIONS) and min(c.conventions.values()) >= 1, c.conventions
     if kind == "LSTM":
         assert c.features["projection"] >= 5  # LSTMP
     names = set(report.worst)

@@ -53,10 +53,11 @@ Conventions
 Beyond sizes, :func:`configs` draws the input conventions a candidate declares (``conventions``):
 ``bidirectional`` layers (:class:`refrnn.bidirectional.BiLayer`), variable ``lengths`` (one per
 sample in 1..T, unsorted, with 1 and T drawn often), ``batch_first`` input, ``unbatched`` input
-(x of shape (T, D): one sample, so B = 1; an eighth of the examples, since it hides every batch bug)
+(x of shape (T, D): one sample, so B = 1; a quarter of the examples, since it hides every batch bug)
 and ``no_initial_state`` (the candidate gets ``None`` and the reference starts from zeros; a quarter of
 the examples, since a missing state hides every bug in how the state is read). Each is drawn before
-the layers and shrinks to "not used" unless the failure needs it.
+the layers and shrinks to "not used" unless the failure needs it. An eighth of the problems also
+make the first layer square (H = D), where kernels take special paths.
 
 Shapes: x (T, B, D); per-layer states (B, H_l); dy (T, B, H_top).
 """
@@ -381,10 +382,15 @@ def _draw_config(draw, space: _Space, on_start=None, on_layer=None) -> CellConfi
 
     # Rarer than the others, since each hides bugs: unbatched input is a batch of one (no batch-tile
     # bug can show), and without an initial state every bug in how h0 and c0 are read is invisible.
-    unbatched = seldom("unbatched", 8, space.min_B <= 1 <= space.max_B)
+    unbatched = seldom("unbatched", 4, space.min_B <= 1 <= space.max_B)
     B = 1 if unbatched else draw_size(draw, "B", space.min_B, space.max_B)
     T = draw_size(draw, "T", space.min_T, space.max_T)
     D = space.D if space.D is not None else draw_size(draw, "D", space.min_D, space.max_D)
+    # Square layers (D == H) are where kernels take special paths (one stacked weight, a shared
+    # buffer); independent draws would make them rare, so an eighth of the problems ask for one.
+    square = (
+        space.H is None and space.min_H <= D <= space.max_H and draw(st.integers(0, 7), label="D == H") == 7
+    )
     bidirectional = flag("bidirectional")
     batch_first = flag("batch_first", not unbatched)
     packed = flag("lengths", B >= 1 and not unbatched)
@@ -397,7 +403,8 @@ def _draw_config(draw, space: _Space, on_start=None, on_layer=None) -> CellConfi
         if k >= space.min_layers and not draw(_MORE, label=f"layer {k}?"):
             break
         if k == 0 or not space.same_layers:
-            spec, chosen = _draw_layer(draw, space, width, B, f"layer {k}", bidirectional)
+            pinned = space._replace(H=D) if (k == 0 and square) else space
+            spec, chosen = _draw_layer(draw, pinned, width, B, f"layer {k}", bidirectional)
         else:
             spec = _spec(layers[0].cell, layers[0].H, chosen, width, B, bidirectional)
         layers.append(spec)
