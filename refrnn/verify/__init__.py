@@ -462,17 +462,14 @@ def _refined(err: "_Mismatch", run, failure: Failure) -> tuple[Failure, int]:
     from .refine import refine
 
     kind = type(err)
-    if kind is _CandidateError:  # the same exception type, raised again
-        same = failure.reason.split(":")[0]
+    same = failure.reason.split(":")[0] if kind is _CandidateError else None  # the same exception type
 
-        def fails(case):
+    def fails(case):
+        try:
             o = run(case)
-            return not o.passed and _kind(o) is kind and o.reason.split(":")[0] == same
-    else:
-
-        def fails(case):
-            o = run(case)
-            return not o.passed and _kind(o) is kind
+        except Exception:  # the reference refuses the cut problem: it is no smaller failing one
+            return False
+        return not o.passed and _kind(o) is kind and (same is None or o.reason.split(":")[0] == same)
 
     case, spent = refine(err.outcome.case, fails)
     if case is err.outcome.case:

@@ -151,6 +151,17 @@ def _size(case: Case, what: str) -> int:
 _CUTS = {"layers": cut_layers, "T": cut_steps, "B": cut_samples, "H": cut_units, "D": cut_features}
 
 
+def _couples_samples(case: Case) -> bool:
+    from ..cells import module_for
+
+    for p in case.layers:
+        for cell in (p.fwd, p.rev) if isinstance(p, BiLayer) else (p,):
+            couples = getattr(module_for(cell), "couples_samples", None)
+            if couples is not None and couples(cell):
+                return True
+    return False
+
+
 def _multiples(below: int) -> list[int]:
     """The tile widths and their odd multiples of a half-tile under ``below``: 4, 6, 8, 12, 16, 24, ..."""
     return sorted({v for k in range(2, 12) for v in (2**k, 3 * 2 ** (k - 1)) if v < below})
@@ -169,6 +180,8 @@ def refine(case: Case, fails: Callable[[Case], bool], *, budget: int = 120) -> t
         for what in ORDER:
             if what == "H" and len({s.H for s in case.config.layers}) != 1:
                 continue  # a stack of mixed widths: no single cut
+            if what == "B" and _couples_samples(case):
+                continue  # batch statistics: fewer samples is another model, not a smaller problem
             good, lo = _size(case, what), 0  # good fails; every value <= lo is assumed to pass
             while good - lo > 1 and calls < budget:
                 mid = (lo + good) // 2
