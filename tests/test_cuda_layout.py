@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNEL_MODULES = ["_device", "matmul", "gru", "lstm", "sru", "ccgru", "peak"]
+KERNEL_MODULES = ["_device", "matmul", "gru", "lstm", "sru", "ccgru"]
 
 
 def _run(code: str, **env_changes):
@@ -92,7 +92,8 @@ if not hasattr(disp, "get_current_device"):
     print("SKIP numba-cuda internals changed (dispatcher.get_current_device)"); sys.exit(0)
 # Device functions ask the current device for its compute capability; there is no device here.
 disp.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
-from refrnn.cuda import ccgru, gru, lstm, matmul, peak, sru
+from refrnn.bench import _peak as peak
+from refrnn.cuda import ccgru, gru, lstm, matmul, sru
 dt, I, Bo = nt.float32, nt.int64, nt.boolean
 a = lambda nd, t=dt: nt.Array(t, nd, "C")
 u8, i32 = nt.Array(nt.uint8, 2, "C"), nt.Array(nt.int32, 2, "C")
@@ -144,9 +145,9 @@ def test_every_kernel_compiles_for_a_real_gpu():
 def test_gpu_benchmark_exits_cleanly_without_a_gpu():
     done = _run(
         "import sys\nfrom numba import cuda\nprint(cuda.is_available())\n"
-        "from refrnn import bench_cuda\nsys.exit(bench_cuda.main([]))"
+        "from refrnn.bench import cuda as bench_cuda\nsys.exit(bench_cuda.main([]))"
     )
     if done.stdout.startswith("True"):
         pytest.skip("a GPU is available here: the benchmark would run")
     assert done.returncode == 0, done.stderr
-    assert "refrnn.bench_cuda: nothing to benchmark: refrnn.cuda: no usable CUDA GPU" in done.stdout
+    assert "refrnn bench-cuda: nothing to benchmark: refrnn.cuda: no usable CUDA GPU" in done.stdout

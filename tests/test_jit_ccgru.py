@@ -193,12 +193,12 @@ def test_train_mode_with_folded_statistics_is_accepted():
 
 
 # ---------------------------------------------------------------------------------------------
-# The benchmark workloads (refrnn.jit.bench_ccgru): what they count and that their candidates agree
+# The benchmark workloads (refrnn.bench.workloads.ccgru): what they count and that their candidates agree
 # ---------------------------------------------------------------------------------------------
 
 
 def test_flop_counts():
-    from refrnn.jit import bench_ccgru
+    from refrnn.bench.workloads import ccgru as bench_ccgru
 
     p = ccgru.init(27, 1024, variant="lowrank", g=16, mode="inference")
     z = np.zeros((2, 1, 1024))
@@ -214,7 +214,7 @@ def test_flop_counts():
 
 
 def test_calibrated_shift_reaches_the_density():
-    from refrnn.jit import bench_ccgru
+    from refrnn.bench.workloads import ccgru as bench_ccgru
 
     p, x, _ = _case("lowrank", 4, 5, 64, 20, 2)
     for target in (0.5, 0.25, 0.1):
@@ -228,7 +228,7 @@ def test_bench_workloads_at_test_sizes():
     """Every sparse candidate returns what the dense path of the same cell returns (float32, T = 4:
     the tolerance of the float32 test above)."""
     from refrnn import bench
-    from refrnn.jit import bench_ccgru
+    from refrnn.bench.workloads import ccgru as bench_ccgru
 
     for name in bench_ccgru.NAMES:
         case = bench.WORKLOADS[name].build("tiny")

@@ -280,14 +280,6 @@ def input_products(x2, W_xT):
 
 
 @njit(**JIT)
-def products_only(h, W_T, out, steps):
-    """``steps`` recurrent products ``h @ W_T`` and nothing else, through the same BLAS call as the
-    kernels: what ``refrnn bench`` times as the GEMM bound."""
-    for _ in range(steps):
-        _recurrent_product(h, W_T, out)
-
-
-@njit(**JIT)
 def _concatenate_rows(out, x, h):
     """out[b] = [x[b], h[b]] for every row: the operand [x_t, h_{t-1}] of the fused product. (An
     explicit loop: NumPy-style 2-D slice assignment costs seconds of compilation per signature.)"""

@@ -31,7 +31,6 @@ round lasts at least ~20 ms. With ``clock="wall"`` the times carry a shared mach
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import numpy as np
@@ -88,24 +87,10 @@ def evaluate(model: lm.LM, ids: np.ndarray, *, batch: int = 32, chunk: int = 100
 
 
 def _median_times(cands: dict, repeats: int, clock=time.perf_counter) -> dict:
-    names = list(cands)
-    for fn in cands.values():  # warm-up: compilation, caches
-        fn()
-    number = {}
-    for n, fn in cands.items():
-        t0 = clock()
-        fn()
-        number[n] = max(1, int(0.02 / max(clock() - t0, 1e-6)))
-    times = {n: [] for n in names}
-    for rep in range(repeats):
-        k = rep % len(names)
-        for n in names[k:] + names[:k]:
-            fn, num = cands[n], number[n]
-            t0 = clock()
-            for _ in range(num):
-                fn()
-            times[n].append((clock() - t0) / num)
-    return {n: statistics.median(ts) for n, ts in times.items()}
+    """Medians of the interleaved timer (:mod:`refrnn.bench.timer`), rounds of at least ~20 ms."""
+    from ..bench.timer import interleaved, medians
+
+    return medians(interleaved(cands, repeats=repeats, warmup=1, clock=clock, min_round_s=0.02))
 
 
 def speedup(model: lm.LM, ids: np.ndarray, *, T: int = 50, batch: int | None = None, repeats: int = 11,
