@@ -1,4 +1,4 @@
-"""The GPU kernels' packaging: cuda/ ships as refrnn.cuda and never shadows NVIDIA's `cuda` package.
+"""The GPU kernels' packaging: refrnn/cuda/ is a real subpackage and never shadows NVIDIA's `cuda` package.
 
 Runs in the normal test process (no GPU, no simulator needed): every check is a fresh interpreter started
 in the repository root, where the root is on sys.path exactly as under ``python -m pytest``.
@@ -21,9 +21,12 @@ def _run(code: str, **env_changes):
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
 
 
-def test_cuda_folder_is_not_a_regular_package():
-    assert (ROOT / "cuda").is_dir()
-    assert not (ROOT / "cuda" / "__init__.py").exists()
+def test_cuda_kernels_are_a_real_subpackage():
+    """No top-level cuda/ (it would shadow NVIDIA's namespace), no symlink, no package-dir mapping."""
+    folder = ROOT / "refrnn" / "cuda"
+    assert folder.is_dir() and not folder.is_symlink() and (folder / "__init__.py").is_file()
+    assert not (ROOT / "cuda").exists()
+    assert "package-dir" not in (ROOT / "pyproject.toml").read_text()
 
 
 def test_numba_cuda_works_with_the_repository_root_on_sys_path():
@@ -46,7 +49,7 @@ def test_kernel_modules_import_as_refrnn_cuda():
         "    print(os.path.realpath(importlib.import_module('refrnn.cuda.' + name).__file__))"
     )
     assert done.returncode == 0, done.stderr
-    assert [Path(line) for line in done.stdout.split()] == [(ROOT / "cuda" / f"{n}.py").resolve() for n in names]
+    assert [Path(line) for line in done.stdout.split()] == [(ROOT / "refrnn" / "cuda" / f"{n}.py").resolve() for n in names]
 
 
 def test_missing_numba_cuda_is_a_clear_import_error():

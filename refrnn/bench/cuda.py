@@ -173,7 +173,7 @@ def run(args) -> dict:
     C0 = cuda.to_device(np.zeros((B, H), dt))
     U = cuda.to_device(rng.standard_normal((T, B, 3 * H)).astype(dt) * dt.type(0.1))
     h, c_T = cuda.device_array((T, B, H), dt), cuda.device_array((B, H), dt)
-    seconds = timer(lambda: sru._recurrence(p, P, U, X, C0, None, h, None, c_T))
+    seconds = timer(lambda: sru.recurrence(P, U, X, C0, h, c_T))
     moved = (5 * T * B * H + 2 * B * H) * dt.itemsize  # U (3H) and x (H) read, h written; c0 read, c_T written
     res["sru_recurrence"] = {"seconds": seconds, "bytes": moved, "bandwidth": moved / seconds,
                              "fraction_of_copy": moved / seconds / res["copy_bandwidth"]}
@@ -194,22 +194,19 @@ def run(args) -> dict:
             P = mod.upload(p)
             flops = 2 * B * Hr * gates * Hr * T
             entry = {"flop_per_forward_recurrence": flops}
-            for name, product in [("fused_tiled", None), ("cublas_pointwise", vendor)]:
+            for name, product in [("fused_tiled", "tiled"), ("cublas_pointwise", vendor)]:
                 if name == "cublas_pointwise" and vendor is None:
                     continue
-                ax = mod._project(P, Xr, product, args.tile)
-                hbuf = cuda.to_device(np.zeros((T + 1, B, Hr), dt))
-                if cell == "gru":
-                    seconds = timer(lambda: mod._recur(p, P, ax, hbuf, product, args.tile))
-                else:
-                    cbuf = cuda.to_device(np.zeros((2, B, Hr), dt))
-                    seconds = timer(lambda: mod._recur(P, ax, hbuf, cbuf, product, args.tile))
+                ax = mod.project(P, Xr, product=product, tile=args.tile)
+                states = [cuda.to_device(np.zeros((T + 1, B, Hr), dt))]  # h_0..h_T
+                if cell == "lstm":
+                    states.append(cuda.to_device(np.zeros((2, B, Hr), dt)))  # the ring of c
+                seconds = timer(lambda: mod.recurrence(P, ax, *states, product=product, tile=args.tile))
                 rate = flops / seconds
                 e = {"seconds": seconds, "flops": rate, "fraction_of_measured_peak": rate / res["fma_peak_measured"]}
                 if theo_flops:
                     e["fraction_of_theoretical_peak"] = rate / theo_flops
-                e["whole_forward_seconds"] = timer(
-                    lambda: mod.forward(P, Xr, product="tiled" if product is None else product, tile=args.tile))
+                e["whole_forward_seconds"] = timer(lambda: mod.forward(P, Xr, product=product, tile=args.tile))
                 entry[name] = e
             res[cell] = entry
 

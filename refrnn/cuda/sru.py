@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..cells.sru import SRUParams, check_mask
-from . import _device, matmul
+from . import _activations, _device, matmul
 from ._device import upload  # noqa: F401 - part of this module's API
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
@@ -67,12 +67,7 @@ def _kernels(dtype: np.dtype):
     nbt = from_dtype(dtype)
     zero, one = nbt(0), nbt(1)
 
-    @cuda.jit(device=True)
-    def sigmoid(a):
-        if a >= zero:  # two branches so exp never overflows
-            return one / (one + math.exp(-a))
-        e = math.exp(a)
-        return e / (one + e)
+    sigmoid = _activations.sigmoid(dtype)
 
     @cuda.jit(device=True)
     def skip_term(x, U, t, b, j, H, skip, off, alpha):
@@ -225,9 +220,17 @@ def _product(gemm, tile):
     return functools.partial(matmul.tiled_gemm, tile=tile)
 
 
+def recurrence(params, U, x, c0, h, c_T):
+    """The recurrence of :func:`forward` in inference, alone, in place on device arrays: ``U = x W^T``
+    (T, B, kH), ``x`` (T, B, D) (read by the identity skip), ``c0`` (B, H); writes ``h`` (T, B, H) and
+    ``c_T`` (B, H). No mask, nothing kept for backward."""
+    host = _device.host_params(params, SRUParams)
+    _recurrence(host, _device.upload(params), U, x, c0, None, h, None, c_T)
+
+
 def _recurrence(host, P, U, X, C0, d_pad, h, c, c_T):
     """Launch the forward recurrence kernel; ``c`` (T+1, B, H) receives every state, or is None
-    (inference: only ``c_T`` is written). The benchmark times this call alone."""
+    (inference: only ``c_T`` is written)."""
     B, H = c_T.shape
     if B * H == 0:
         return

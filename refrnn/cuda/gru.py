@@ -37,7 +37,7 @@ import math
 import numpy as np
 
 from ..cells.gru import GRUParams
-from . import _device, matmul
+from . import _activations, _device, matmul
 from ._device import upload  # noqa: F401 - part of this module's API (upload(params) once, call many times)
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
@@ -55,14 +55,7 @@ def _kernels(dtype: np.dtype, tile: int):
     zero, one = nbt(0), nbt(1)  # typed constants keep float32 kernels in float32 arithmetic
     pad = tile + 1  # one padding column: threads of a warp read a column of sh_w in distinct banks
 
-    @cuda.jit(device=True)
-    def sigmoid(a):
-        # Two branches so exp never overflows (the simulator raises on overflow; a GPU would return inf,
-        # which gives the same limit).
-        if a >= zero:
-            return one / (one + math.exp(-a))
-        e = math.exp(a)
-        return e / (one + e)
+    sigmoid = _activations.sigmoid(dtype)
 
     def gate_products(ngates):
         @cuda.jit(device=True)
@@ -214,26 +207,27 @@ def forward(params, x, h0=None, *, product="tiled", tile: int = TILE):
     if T == 0 or B == 0:
         return _device.output(h[1:], on_device), _device.output(h[T], on_device)
     P = _device.upload(host) if not isinstance(params, _device.DeviceParams) else params
-    ax = _project(P, X, gemm, tile)
+    ax = matmul.input_projection(P, X, gemm, tile)
     _recur(host, P, ax, h, gemm, tile)
     return _outputs(h, T, on_device)
 
 
-def _project(P, X, gemm, tile):
-    """a = x W_x^T for all T steps in one product: (T, B, 3H). The tiled kernel adds b_x here; the
-    vendor product has no bias, so the point-wise kernels add it (a pair: see :func:`_recur`)."""
-    T, B, D = X.shape
-    H3 = P.W_x.shape[0]
-    ax = _device.empty((T, B, H3), X.dtype)
-    if gemm is None:
-        matmul.gemm(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, H3), bias=P.b_x, trans_b=True, tile=tile)
-    else:
-        gemm(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, H3), trans_b=True)
-    return ax
+def project(params, x, *, product="tiled", tile: int = TILE):
+    """The first half of :func:`forward`: the input products of all T steps, ``a = x W_x^T`` (T, B, 3H),
+    on the device (``x`` a device array (T, B, D); ``params`` uploaded or not)."""
+    _device.host_params(params, GRUParams)
+    return matmul.input_projection(_device.upload(params), x, matmul.resolve_product(product), _device.check_tile(tile))
+
+
+def recurrence(params, ax, h, *, product="tiled", tile: int = TILE):
+    """The second half of :func:`forward`: the T recurrent steps, in place on device arrays, ``ax`` from
+    :func:`project` with the same ``product`` and ``h`` (T+1, B, H) whose ``h[0]`` is the initial state."""
+    host = _device.host_params(params, GRUParams)
+    _recur(host, _device.upload(params), ax, h, matmul.resolve_product(product), _device.check_tile(tile))
 
 
 def _recur(host, P, ax, h, gemm, tile):
-    """The T recurrent steps, in place on ``h`` (T+1, B, H) whose h[0] is set (the benchmark times this)."""
+    """The T recurrent steps, in place on ``h`` (T+1, B, H) whose h[0] is set."""
     T, B, H = ax.shape[0], ax.shape[1], h.shape[2]
     dt = h.dtype
     k = _kernels(np.dtype(dt), tile)

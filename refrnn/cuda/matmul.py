@@ -166,6 +166,22 @@ def tiled_gemm(A, B, C, trans_a=False, trans_b=False, *, tile: int = TILE):
     gemm(A, B, C, trans_a=trans_a, trans_b=trans_b, tile=tile)
 
 
+def input_projection(P, X, vendor, tile):
+    """``a = x W_x^T`` for all T steps in one product: (T, B, G*H) on the device, from uploaded params ``P``.
+
+    refrnn's tiled kernel (``vendor`` None) adds ``b_x`` here; a vendor product has no bias, so the
+    point-wise kernels of that strategy add it.
+    """
+    T, B, D = X.shape
+    G = P.W_x.shape[0]
+    ax = _device.empty((T, B, G), X.dtype)
+    if vendor is None:
+        gemm(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, G), bias=P.b_x, trans_b=True, tile=tile)
+    else:
+        vendor(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, G), trans_b=True)
+    return ax
+
+
 def resolve_product(product):
     """The product strategy: ``"tiled"`` (refrnn's kernels), ``"cublas"``, ``"auto"`` (cuBLAS when CuPy or
     PyTorch-CUDA can run it, else tiled), or a callable ``gemm(A, B, C, trans_a=False, trans_b=False)``

@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from ..cells.lstm import LSTMParams
-from . import _device, matmul
+from . import _activations, _device, matmul
 from ._device import upload  # noqa: F401 - part of this module's API
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
@@ -44,12 +44,7 @@ def _kernels(dtype: np.dtype, tile: int):
     zero, one = nbt(0), nbt(1)
     pad = tile + 1
 
-    @cuda.jit(device=True)
-    def sigmoid(a):
-        if a >= zero:  # two branches so exp never overflows
-            return one / (one + math.exp(-a))
-        e = math.exp(a)
-        return e / (one + e)
+    sigmoid = _activations.sigmoid(dtype)
 
     @cuda.jit(device=True)
     def update(a_i, a_f, a_g, a_o, c, t, b, j, h):
@@ -124,16 +119,19 @@ def _state0(state0):
     return state0
 
 
-def _project(P, X, gemm, tile):
-    """a = x W_x^T (+ b_x with the tiled kernel; the point-wise kernel adds it otherwise): (T, B, 4H)."""
-    T, B, D = X.shape
-    H4 = P.W_x.shape[0]
-    ax = _device.empty((T, B, H4), X.dtype)
-    if gemm is None:
-        matmul.gemm(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, H4), bias=P.b_x, trans_b=True, tile=tile)
-    else:
-        gemm(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, H4), trans_b=True)
-    return ax
+def project(params, x, *, product="tiled", tile: int = TILE):
+    """The first half of :func:`forward`: the input products of all T steps, ``a = x W_x^T`` (T, B, 4H),
+    on the device (``x`` a device array (T, B, D); ``params`` uploaded or not)."""
+    _device.host_params(params, LSTMParams)
+    return matmul.input_projection(_device.upload(params), x, matmul.resolve_product(product), _device.check_tile(tile))
+
+
+def recurrence(params, ax, h, c, *, product="tiled", tile: int = TILE):
+    """The second half of :func:`forward`: the T recurrent steps, in place on device arrays, ``ax`` from
+    :func:`project` with the same ``product``, ``h`` (T+1, B, H) and the ring ``c`` (2, B, H) whose
+    ``h[0]``, ``c[0]`` are the initial state."""
+    _device.host_params(params, LSTMParams)
+    _recur(_device.upload(params), ax, h, c, matmul.resolve_product(product), _device.check_tile(tile))
 
 
 def _recur(P, ax, h, c, gemm, tile):
@@ -179,7 +177,7 @@ def forward(params, x, state0=None, *, product="tiled", tile: int = TILE):
     c[0].copy_to_device(_device.device_state("state0[1] (c)", c0, ("B", "H"), dims, dtype=dt))
     if T > 0 and B > 0:
         P = params if isinstance(params, _device.DeviceParams) else _device.upload(host)
-        ax = _project(P, X, gemm, tile)
+        ax = matmul.input_projection(P, X, gemm, tile)
         _recur(P, ax, h, c, gemm, tile)
     c_T = c[T % 2]
     if on_device:

@@ -36,7 +36,7 @@ import math
 import numpy as np
 
 from ..cells.ccgru import CCGRUBlockParams, PARAM_CLASSES
-from . import _device, matmul
+from . import _activations, _device, matmul
 from ._device import upload  # noqa: F401 - part of this module's API
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
@@ -53,12 +53,7 @@ def _kernels(dtype: np.dtype, tile: int):
     zero, one = nbt(0), nbt(1)
     pad = tile + 1
 
-    @cuda.jit(device=True)
-    def sigmoid(a):
-        if a >= zero:  # two branches so exp never overflows
-            return one / (one + math.exp(-a))
-        e = math.exp(a)
-        return e / (one + e)
+    sigmoid = _activations.sigmoid(dtype)
 
     @cuda.jit
     def gate(px_z, U_z_lr, running_mean, inv_std, s, h, t, z, count, active):

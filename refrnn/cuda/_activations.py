@@ -1,0 +1,32 @@
+"""Device functions every GPU cell shares, compiled per dtype."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from . import _device
+
+cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
+
+
+@functools.lru_cache(maxsize=None)
+def sigmoid(dtype: np.dtype):
+    """The device function ``sigmoid(a)`` in ``dtype`` arithmetic (typed constants keep float32 in float32)."""
+    from numba import from_dtype
+
+    nbt = from_dtype(np.dtype(dtype))
+    zero, one = nbt(0), nbt(1)
+
+    @cuda.jit(device=True)
+    def sigmoid(a):
+        # Two branches so exp never overflows (the simulator raises on overflow; a GPU would return inf,
+        # which gives the same limit).
+        if a >= zero:
+            return one / (one + math.exp(-a))
+        e = math.exp(a)
+        return e / (one + e)
+
+    return sigmoid
