@@ -14,3 +14,17 @@ def moved(old: str, new: str):
     """
     warnings.warn(f"{old} moved to {new}; the old path goes away in the next release", DeprecationWarning, stacklevel=3)
     return importlib.import_module(new)
+
+
+def algorithm_keyword(algorithm, **former):
+    """The algorithm a fast path was asked for: ``algorithm=``, or a former keyword's value.
+
+    Every fast path names its choice of algorithm ``algorithm=``; ``former`` holds the keywords the
+    call also accepts for one release (``strategy=``, ``path=``, ``product=``), None when not given.
+    A given one wins, with a DeprecationWarning pointing at the caller.
+    """
+    for name, value in former.items():
+        if value is not None:
+            warnings.warn(f"{name}= is deprecated: pass algorithm={value!r}", DeprecationWarning, stacklevel=3)
+            return value
+    return algorithm

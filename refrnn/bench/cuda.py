@@ -183,7 +183,7 @@ def run(args) -> dict:
     for name, product in [("tiled", "tiled"), ("cublas", vendor)]:
         if product is None:
             continue
-        layer[name] = timer(lambda: sru.forward(P, X, C0, product=product, tile=args.tile, store_cache=False))
+        layer[name] = timer(lambda: sru.forward_inference(P, X, C0, algorithm=product, tile=args.tile))
     res["sru_layer_forward_seconds"] = layer
 
     # --- fused GRU / LSTM steps --------------------------------------------------------------------
@@ -197,16 +197,16 @@ def run(args) -> dict:
             for name, product in [("fused_tiled", "tiled"), ("cublas_pointwise", vendor)]:
                 if name == "cublas_pointwise" and vendor is None:
                     continue
-                ax = mod.project(P, Xr, product=product, tile=args.tile)
+                ax = mod.project(P, Xr, algorithm=product, tile=args.tile)
                 states = [cuda.to_device(np.zeros((T + 1, B, Hr), dt))]  # h_0..h_T
                 if cell == "lstm":
                     states.append(cuda.to_device(np.zeros((2, B, Hr), dt)))  # the ring of c
-                seconds = timer(lambda: mod.recurrence(P, ax, *states, product=product, tile=args.tile))
+                seconds = timer(lambda: mod.recurrence(P, ax, *states, algorithm=product, tile=args.tile))
                 rate = flops / seconds
                 e = {"seconds": seconds, "flops": rate, "fraction_of_measured_peak": rate / res["fma_peak_measured"]}
                 if theo_flops:
                     e["fraction_of_theoretical_peak"] = rate / theo_flops
-                e["whole_forward_seconds"] = timer(lambda: mod.forward(P, Xr, product=product, tile=args.tile))
+                e["whole_forward_seconds"] = timer(lambda: mod.forward_inference(P, Xr, algorithm=product, tile=args.tile))
                 entry[name] = e
             res[cell] = entry
 

@@ -35,6 +35,7 @@ import math
 
 import numpy as np
 
+from .._checks import one_of
 from ..cells.ccgru import CCGRUBlockParams, PARAM_CLASSES
 from . import _activations, _device, matmul
 from ._device import upload  # noqa: F401 - part of this module's API
@@ -150,11 +151,21 @@ def _check(host):
         raise ValueError(f"params.running_var: variances must be non-negative, got min {np.min(host.running_var)}")
 
 
-def forward(params, x, h0=None, *, tile: int = TILE):
-    """Block-sparse inference over ``x``; returns ``(y, h_T)``, equal to the reference's first two results.
+ALGORITHMS = ("block",)  # the one GPU algorithm: block-sparse
+
+
+def forward(params, x, h0=None, *, algorithm="block", tile: int = TILE):
+    """Block-sparse inference over ``x``; returns ``(y, h_T, None)``: the reference's first two results,
+    and no cache (inference only).
 
     Placement as everywhere in :mod:`refrnn.cuda`: NumPy in, NumPy out; device arrays in, device arrays out.
     """
+    return (*forward_inference(params, x, h0, algorithm=algorithm, tile=tile), None)
+
+
+def forward_inference(params, x, h0=None, *, algorithm="block", tile: int = TILE):
+    """Block-sparse inference over ``x``: ``(y, h_T)``."""
+    one_of("algorithm", algorithm, ALGORITHMS)
     host = params.host if isinstance(params, _device.DeviceParams) else params
     _check(host)
     tile = _device.check_tile(tile)

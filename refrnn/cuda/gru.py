@@ -12,7 +12,7 @@ Equations (the same as the reference, both reset conventions; ``*`` is the eleme
 Shapes: x (T, B, D); h0 (B, H); y (T, B, H) = h_1..h_T; h_T (B, H). Parameters: a
 :class:`refrnn.cells.gru.GRUParams`, or :func:`upload` of one.
 
-Two strategies for the per-step recurrent product (``product=``):
+Two algorithms for the per-step recurrent product (``algorithm=``; ``product=`` is its former name):
 
 ``"tiled"`` (default)
     One kernel per step (two with reset="before"). A block of ``tile x tile`` threads owns ``tile`` batch
@@ -26,7 +26,10 @@ Two strategies for the per-step recurrent product (``product=``):
     update: the usual split, for comparison.
 
 The input projection of all T steps is one product (refrnn's tiled kernel, or cuBLAS with
-``product="cublas"``). Everything stays on the device between steps: one copy in and one copy out.
+``algorithm="cublas"``). Everything stays on the device between steps: one copy in and one copy out.
+
+The contract of every fast path: :func:`forward` returns ``(y, h_T, cache)`` (``cache`` None: there is no
+GPU backward for the GRU) and :func:`forward_inference` ``(y, h_T)``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 
 from ..cells.gru import GRUParams
 from . import _activations, _device, matmul
+from .._moved import algorithm_keyword
 from ._device import upload  # noqa: F401 - part of this module's API (upload(params) once, call many times)
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
@@ -188,13 +192,25 @@ def _kernels(dtype: np.dtype, tile: int):
     }
 
 
-def forward(params, x, h0=None, *, product="tiled", tile: int = TILE):
-    """Run the GRU over ``x`` on the GPU; returns ``(y, h_T)``, equal to the reference's first two results.
+def forward(params, x, h0=None, *, algorithm="tiled", tile: int = TILE, product=None):
+    """Run the GRU over ``x`` on the GPU; returns ``(y, h_T, None)``: the reference's first two results,
+    and no cache (there is no GPU backward).
 
     ``x`` and ``h0`` may be NumPy arrays (copied in; results copied out) or device arrays (used in place;
-    results returned as device arrays). ``product`` picks the recurrent-product strategy (module
-    docstring); ``tile`` is the thread-block tile edge of refrnn's kernels (a power of two <= 32).
+    results returned as device arrays). ``algorithm`` picks the recurrent product (module docstring;
+    ``product=`` is its former name); ``tile`` is the thread-block tile edge of refrnn's kernels (a
+    power of two <= 32).
     """
+    y, h_T = _run(params, x, h0, algorithm_keyword(algorithm, product=product), tile)
+    return y, h_T, None
+
+
+def forward_inference(params, x, h0=None, *, algorithm="tiled", tile: int = TILE, product=None):
+    """:func:`forward` without the cache: ``(y, h_T)``."""
+    return _run(params, x, h0, algorithm_keyword(algorithm, product=product), tile)
+
+
+def _run(params, x, h0, product, tile):
     host = _device.host_params(params, GRUParams)
     tile = _device.check_tile(tile)
     gemm = matmul.resolve_product(product)
@@ -212,18 +228,18 @@ def forward(params, x, h0=None, *, product="tiled", tile: int = TILE):
     return _outputs(h, T, on_device)
 
 
-def project(params, x, *, product="tiled", tile: int = TILE):
+def project(params, x, *, algorithm="tiled", tile: int = TILE):
     """The first half of :func:`forward`: the input products of all T steps, ``a = x W_x^T`` (T, B, 3H),
     on the device (``x`` a device array (T, B, D); ``params`` uploaded or not)."""
     _device.host_params(params, GRUParams)
-    return matmul.input_projection(_device.upload(params), x, matmul.resolve_product(product), _device.check_tile(tile))
+    return matmul.input_projection(_device.upload(params), x, matmul.resolve_product(algorithm), _device.check_tile(tile))
 
 
-def recurrence(params, ax, h, *, product="tiled", tile: int = TILE):
+def recurrence(params, ax, h, *, algorithm="tiled", tile: int = TILE):
     """The second half of :func:`forward`: the T recurrent steps, in place on device arrays, ``ax`` from
-    :func:`project` with the same ``product`` and ``h`` (T+1, B, H) whose ``h[0]`` is the initial state."""
+    :func:`project` with the same ``algorithm`` and ``h`` (T+1, B, H) whose ``h[0]`` is the initial state."""
     host = _device.host_params(params, GRUParams)
-    _recur(host, _device.upload(params), ax, h, matmul.resolve_product(product), _device.check_tile(tile))
+    _recur(host, _device.upload(params), ax, h, matmul.resolve_product(algorithm), _device.check_tile(tile))
 
 
 def _recur(host, P, ax, h, gemm, tile):

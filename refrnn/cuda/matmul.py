@@ -183,7 +183,7 @@ def input_projection(P, X, vendor, tile):
 
 
 def resolve_product(product):
-    """The product strategy: ``"tiled"`` (refrnn's kernels), ``"cublas"``, ``"auto"`` (cuBLAS when CuPy or
+    """The product strategy (the ``algorithm=`` of the GPU paths): ``"tiled"`` (refrnn's kernels), ``"cublas"``, ``"auto"`` (cuBLAS when CuPy or
     PyTorch-CUDA can run it, else tiled), or a callable ``gemm(A, B, C, trans_a=False, trans_b=False)``
     computing ``C[...] = op(A) @ op(B)`` on device arrays (any vendor product; the tests pass a host-side
     one to run the point-wise kernels under the simulator). Returns None for "tiled", else the callable."""
@@ -199,5 +199,5 @@ def resolve_product(product):
         except RuntimeError:
             return None
     raise ValueError(
-        f"product: unknown value {product!r}; expected 'tiled', 'cublas', 'auto' or a callable gemm(A, B, C, trans_a, trans_b)"
+        f"algorithm: unknown value {product!r}; expected 'tiled', 'cublas', 'auto' or a callable gemm(A, B, C, trans_a, trans_b)"
     )

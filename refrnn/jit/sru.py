@@ -62,13 +62,12 @@ from ..cells._common import frozen
 from ..cells.sru import SRUCache, SRUParams
 from . import _kernels
 from ._kernels import sigmoid as _sigmoid
-from ._kernels import tanh as _tanh
+from ._kernels import _copy
 
 SKIP_CODES = {"none": 0, "identity": 1, "projection": 2}
-FASTMATH = {"contract"}  # fused multiply-add only; see refrnn.jit._kernels for why no more
-# error_model="numpy": no zero test (a branch to an exception) in every division, which would
-# keep sigmoid's loops scalar. The divisors here are 1 + exp(.) >= 1.
-JIT = dict(cache=True, fastmath=FASTMATH, error_model="numpy")
+# Fused multiply-add only, and no zero test in every division (which would keep sigmoid's loops
+# scalar; the divisors here are 1 + exp(.) >= 1): the options of every kernel, see refrnn.jit._kernels.
+JIT = _kernels.JIT
 LANES = 16  # stretches of units are multiples of this: one AVX-512 register of float32
 TASKS_PER_THREAD = 4  # enough tasks that threads finishing early find work
 
@@ -89,18 +88,6 @@ def _update(c_next, f, c_prev, u_c):
     """c_next = f * c_prev + (1 - f) * u_c"""
     for j in range(c_next.shape[0]):
         c_next[j] = f[j] * c_prev[j] + (1.0 - f[j]) * u_c[j]
-
-
-@njit(**JIT)
-def _tanh_row(out, a):
-    for j in range(out.shape[0]):
-        out[j] = _tanh(a[j])
-
-
-@njit(**JIT)
-def _copy(out, a):
-    for j in range(out.shape[0]):
-        out[j] = a[j]
 
 
 @njit(**JIT)
@@ -182,7 +169,7 @@ def _forward_task(i, n_stretch, stretch, U, x, skip, off, alpha, use_tanh, vb, p
         if use_tanh or keep_g:
             g_t = g[min(t, last_g), b][j0:j1]
             if use_tanh:
-                _tanh_row(g_t, c_next)
+                _kernels._tanh(g_t, c_next)
             else:
                 _copy(g_t, c_next)  # g = c, kept apart from c only where a mask will overwrite c
         h_t = h[t, b][j0:j1]

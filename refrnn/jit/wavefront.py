@@ -262,7 +262,7 @@ def _one_step(p):
         from . import ccgru as fast
 
         prepared = fast.prepare(p, "dense")
-        return lambda x_t, s: fast.forward_inference(p, x_t, s, path="dense", prepared=prepared)
+        return lambda x_t, s: fast.forward_inference(p, x_t, s, algorithm="dense", prepared=prepared)
     cell = module_for(p)  # SRU, conditional GRU with batch statistics, any other registered cell
 
     def step(x_t, s):

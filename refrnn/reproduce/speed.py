@@ -11,7 +11,7 @@ Speed-up (the paper's Tables II and IV: "acceleration factor over a fully-dense 
 trained conditional model, on validation text in inference mode, these run interleaved, round
 after round (rotated order, so all see the same machine load), and the medians are compared:
 
-* ``dense``: :func:`refrnn.jit.ccgru.forward_inference` with ``path="dense"``, every unit computed
+* ``dense``: :func:`refrnn.jit.ccgru.forward_inference` with ``algorithm="dense"``, every unit computed
   (the densely calculated baseline, same weights, same outputs);
 * ``sparse``: the sparse path the paper pairs with the variant: ``"block"`` for block-sparse z at
   batch ``B`` (paper: the training minibatch, 64), ``"unstructured"`` for low-rank z at ``B = 1``
@@ -51,7 +51,8 @@ def _forward(model: lm.LM, cell, x, h, prepared):
         return y, h_T, None
     from ..jit import ccgru as fast
 
-    return fast.forward_inference(cell, x, h, path="dense", prepared=prepared, return_z=True)
+    y, h_T, cache = fast.forward(cell, x, h, algorithm="dense", prepared=prepared)
+    return y, h_T, cache.z
 
 
 def evaluate(model: lm.LM, ids: np.ndarray, *, batch: int = 32, chunk: int = 1000) -> tuple[float, float]:
@@ -112,12 +113,12 @@ def speedup(model: lm.LM, ids: np.ndarray, *, T: int = 50, batch: int | None = N
     cell = lm.inference_cell(model)
     x_all = np.ascontiguousarray(lm.inputs(model, text))
     zeros = np.zeros((B, model.hidden_size), model.dtype)
-    h0 = fast.forward_inference(cell, x_all[:warmup], zeros, path="dense")[1] if warmup else zeros
+    h0 = fast.forward_inference(cell, x_all[:warmup], zeros, algorithm="dense")[1] if warmup else zeros
     x = np.ascontiguousarray(x_all[warmup:])
     dense_p, sparse_p = fast.prepare(cell, "dense"), fast.prepare(cell, path)
     cands = {
-        "dense": lambda: fast.forward_inference(cell, x, h0, path="dense", prepared=dense_p),
-        "sparse": lambda: fast.forward_inference(cell, x, h0, path=path, prepared=sparse_p),
+        "dense": lambda: fast.forward_inference(cell, x, h0, algorithm="dense", prepared=dense_p),
+        "sparse": lambda: fast.forward_inference(cell, x, h0, algorithm=path, prepared=sparse_p),
     }
     if gru_model is not None:
         from ..jit import gru as fast_gru
@@ -128,7 +129,7 @@ def speedup(model: lm.LM, ids: np.ndarray, *, T: int = 50, batch: int | None = N
         gp = fast_gru.prepare(gcell)
         cands["gru"] = lambda: fast_gru.forward_inference(gcell, gx, gh0, prepared=gp)
     med = _median_times(cands, repeats, time.process_time if clock == "cpu" else time.perf_counter)
-    _, _, z = fast.forward_inference(cell, x, h0, path=path, prepared=sparse_p, return_z=True)
+    z = fast.forward(cell, x, h0, algorithm=path, prepared=sparse_p)[2].z
     out = dict(
         path=path, B=B, T=T, warmup=warmup, repeats=repeats, clock=clock,
         t_dense=med["dense"], t_sparse=med["sparse"], speedup=med["dense"] / med["sparse"],

@@ -71,7 +71,7 @@ def density(params, x, path: str = "sparse", prepared=None) -> tuple[float, np.n
     """Fraction of non-zero update-gate entries when the fast path runs ``x``, and that gate."""
     from ...jit import ccgru as fast
 
-    _, _, z = fast.forward_inference(params, x, path=path, prepared=prepared, return_z=True)
+    z = fast.forward(params, x, algorithm=path, prepared=prepared)[2].z
     return float(np.mean(z != 0)), z
 
 
@@ -143,9 +143,9 @@ def _sparse_candidate(p, prepared, x, h0):
     from ...jit import ccgru as fast
 
     def run():
-        return fast.forward_inference(p, x, h0, path="sparse", prepared=prepared)
+        return fast.forward_inference(p, x, h0, algorithm="sparse", prepared=prepared)
 
-    run.twin = lambda: fast.forward_inference(p, x, h0, path="dense")
+    run.twin = lambda: fast.forward_inference(p, x, h0, algorithm="dense")
     return run
 
 
@@ -161,7 +161,7 @@ def _sparse_case(scale: str, variant: str, g_full: int, g_tiny: int, full: dict,
     h0 = np.zeros((B, H), np.float32)
     dense_prepared = fast.prepare(base, "dense")
     def dense():
-        return fast.forward_inference(base, x, h0, path="dense", prepared=dense_prepared)
+        return fast.forward_inference(base, x, h0, algorithm="dense", prepared=dense_prepared)
 
     dense.twin = lambda: reference.forward(base, x, h0)  # its own cell (default s), not the subject's
     cands = {"njit dense": dense}

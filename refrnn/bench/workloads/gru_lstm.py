@@ -37,8 +37,8 @@ def _gru_case(scale, full, tiny, *, reset="after", bars=(), torch_too=True, note
     subject = _default_label(D, H, B)
     cands = {
         subject: lambda: fast.forward_inference(p, x, h0),
-        "njit batched": lambda: fast.forward_inference(p, x, h0, strategy="batched"),
-        "njit fused": lambda: fast.forward_inference(p, x, h0, strategy="fused", prepared=fused),
+        "njit batched": lambda: fast.forward_inference(p, x, h0, algorithm="batched"),
+        "njit fused": lambda: fast.forward_inference(p, x, h0, algorithm="fused", prepared=fused),
         "njit, training": lambda: fast.forward(p, x, h0),
         "reference (float32)": lambda: gru.forward(p, x, h0),
     }
@@ -88,8 +88,8 @@ def _lstm_paper(scale):
     subject = _default_label(D, H, B)
     cands = {
         subject: lambda: fast.forward_inference(p, x, (h0, c0)),
-        "njit batched": lambda: fast.forward_inference(p, x, (h0, c0), strategy="batched"),
-        "njit fused": lambda: fast.forward_inference(p, x, (h0, c0), strategy="fused", prepared=fused),
+        "njit batched": lambda: fast.forward_inference(p, x, (h0, c0), algorithm="batched"),
+        "njit fused": lambda: fast.forward_inference(p, x, (h0, c0), algorithm="fused", prepared=fused),
         "njit, training": lambda: fast.forward(p, x, (h0, c0)),
         "reference (float32)": lambda: lstm.forward(p, x, (h0, c0)),
         "NumPy loop": lambda: numpy_lstm(p, x, h0, c0),
@@ -118,9 +118,9 @@ def _strategy_case(scale, full, tiny):
     h0 = np.zeros((B, H), np.float32)
     fused = fast.prepare(p, "fused")
     cands = {
-        "njit fused": lambda: fast.forward_inference(p, x, h0, strategy="fused", prepared=fused),
-        "njit batched": lambda: fast.forward_inference(p, x, h0, strategy="batched"),
-        "njit fused, prepare per call": lambda: fast.forward_inference(p, x, h0, strategy="fused"),
+        "njit fused": lambda: fast.forward_inference(p, x, h0, algorithm="fused", prepared=fused),
+        "njit batched": lambda: fast.forward_inference(p, x, h0, algorithm="batched"),
+        "njit fused, prepare per call": lambda: fast.forward_inference(p, x, h0, algorithm="fused"),
         SGEMM: recurrent_products(T, B, p.W_h.T),
     }
     return Case(s, cands, "njit fused", (), SGEMM, 2.0 * T * B * H * 3 * H, gemm_flops(T, B, D, H, 3))
