@@ -6,9 +6,9 @@ the fast paths make (a Python loop around it would add a dispatch per step to wh
 
 from __future__ import annotations
 
-from numba import njit
 
 from ..jit import _kernels
+from ..jit._cache import njit
 
 
 @njit(**_kernels.JIT)

@@ -47,9 +47,9 @@ with a run-time offset (``a[a0 + k]``) inside a reduction; no branch around a fu
 loop; ``error_model="numpy"`` so divisions do not test for zero.
 
 Activations. float32 uses the vectorisable polynomial ``exp`` of :mod:`refrnn.jit._kernels` (no
-SVML in this llvmlite, so ``math.exp`` in a loop runs scalar). Numba's on-disk cache does not
-notice a change to a helper in another file: after editing that module, delete
-``refrnn/jit/__pycache__``. float64 uses libm and agrees with the reference to 1e-10.
+SVML in this llvmlite, so ``math.exp`` in a loop runs scalar; the on-disk cache of
+:mod:`refrnn.jit._cache` recompiles these kernels when that module changes). float64 uses libm and
+agrees with the reference to 1e-10.
 
 Shapes: x (T, B, D); h0 (B, H); y (T, B, H) = h_1..h_T; h_T (B, H); z (T, B, H) when asked for.
 """
@@ -61,12 +61,13 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .._checks import one_of
 from .._moved import algorithm_keyword
 from ..cells import ccgru as reference
 from . import _blas, _strategy
+from ._cache import njit
 from ._kernels import _copy
 from ._kernels import sigmoid as _sigmoid
 from ._kernels import tanh as _tanh

@@ -41,8 +41,8 @@ accepts a cache from either forward.
 
 Activations: float32 uses the polynomial ``exp`` of :mod:`refrnn.jit._kernels` (no SVML in this
 llvmlite, so ``math.exp`` in a loop runs scalar); float64 uses libm, and agrees with the reference
-within 1e-10. Numba's on-disk cache does not notice a change to a helper in another file: after
-editing :mod:`refrnn.jit._kernels`, delete ``refrnn/jit/__pycache__``. The float32 tolerance is argued in
+within 1e-10 (the on-disk cache of :mod:`refrnn.jit._cache` recompiles these kernels when
+:mod:`refrnn.jit._kernels` changes). The float32 tolerance is argued in
 ``tests/test_jit_sru.py``.
 
 Directions: :func:`reverse_forward` / :func:`bidirectional_forward` and their backwards mirror the
@@ -54,15 +54,16 @@ Shapes: x (T, B, D); c0 (B, H); y (T, B, H) = h_1..h_T; c_T (B, H); mask_pad (T,
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, prange
 
 from .._checks import float_array
 from ..cells import sru as reference
 from ..cells._common import frozen
 from ..cells.sru import SRUCache, SRUParams
 from . import _kernels
-from ._kernels import sigmoid as _sigmoid
+from ._cache import njit
 from ._kernels import _copy
+from ._kernels import sigmoid as _sigmoid
 
 SKIP_CODES = {"none": 0, "identity": 1, "projection": 2}
 # Fused multiply-add only, and no zero test in every division (which would keep sigmoid's loops
