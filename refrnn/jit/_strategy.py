@@ -30,6 +30,7 @@ product rate was higher (K = 1024 exactly made OpenBLAS's packing of W_h.T strid
 from __future__ import annotations
 
 from .._checks import one_of
+from .._moved import algorithm_keyword
 
 STRATEGIES = ("auto", "batched", "fused")
 
@@ -39,6 +40,16 @@ def choose(strategy: str, input_size: int, hidden_size: int, batch: int) -> str:
     if strategy != "auto":
         return strategy
     return "fused" if batch > 1 and 8 * input_size <= hidden_size else "batched"
+
+
+def prepare_algorithm(params, params_cls, algorithm: str, strategy: str | None) -> str:
+    """The checked arguments of a GRU/LSTM ``prepare``: ``params`` of ``params_cls``, and the layout's
+    algorithm ("batched" or "fused"; ``strategy=`` is the keyword's former name)."""
+    if not isinstance(params, params_cls):
+        raise TypeError(f"params: expected {params_cls.__name__}, got {type(params).__name__}")
+    algorithm = algorithm_keyword(algorithm, strategy=strategy)
+    one_of("algorithm", algorithm, STRATEGIES[1:])
+    return algorithm
 
 
 def resolver(params, batch: int):

@@ -583,6 +583,8 @@ def _run(params, x, h0, algorithm, prepared, keep_z):
     hs = np.empty((T + 1, B, H), dt)
     hs[0] = h0
     zs = np.empty((T if keep_z else 1, B, H), dt)
+    if T * B == 0:  # no step to take: y (T, B, H) and z are empty, h_T = h0, as in the reference
+        return hs[1:], hs[-1].copy(), zs if keep_z else None
     flat_x = x.reshape(T * B, D)
     # The dense and block paths parallelise over tiles or blocks themselves (prange), each thread
     # making small products: BLAS threads on top only oversubscribe the cores (see refrnn.jit._blas;

@@ -34,7 +34,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import one_of
 from .._moved import algorithm_keyword
 from ..cells import gru as reference
 from ..cells._common import frozen
@@ -67,10 +66,7 @@ def prepare(params: GRUParams, algorithm: str = "batched", *, strategy: str | No
     Pass the result as ``prepared=`` to reuse it across calls with the same ``params`` (the
     fused layout copies W_h, about 12 MB at H=1024: worth doing once, not per sequence).
     """
-    if not isinstance(params, GRUParams):
-        raise TypeError(f"params: expected GRUParams, got {type(params).__name__}")
-    algorithm = algorithm_keyword(algorithm, strategy=strategy)
-    one_of("algorithm", algorithm, ALGORITHMS)
+    algorithm = _strategy.prepare_algorithm(params, GRUParams, algorithm, strategy)
     H, D = params.hidden_size, params.input_size
     # C order (no copy when already so): the kernels then always see the same array types, and
     # the transposed views below are Fortran-ordered, which BLAS reads in place.
@@ -99,6 +95,8 @@ def _run(params, x, h0, algorithm, prepared, train):
     hs[0] = h0
     steps = T if train else 1  # inference: one-step scratch buffers (see _kernels)
     r, z, n, g = (np.empty((steps, B, H), dt) for _ in range(4))
+    if T * B == 0:  # no step to take: y (T, B, H) and the cache are empty, h_T = h0, as in the reference
+        return x, hs, (r, z, n, g)
     p = prepared
     xc = np.ascontiguousarray(x)
     if prepared.algorithm == "batched":

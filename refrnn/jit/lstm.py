@@ -25,7 +25,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import one_of
 from .._moved import algorithm_keyword
 from ..cells import lstm as reference
 from ..cells._common import frozen
@@ -54,10 +53,7 @@ class Prepared(NamedTuple):
 
 def prepare(params: LSTMParams, algorithm: str = "batched", *, strategy: str | None = None) -> Prepared:
     """Transpose (views) and, for "fused", concatenate the weights once; pass as ``prepared=``."""
-    if not isinstance(params, LSTMParams):
-        raise TypeError(f"params: expected LSTMParams, got {type(params).__name__}")
-    algorithm = algorithm_keyword(algorithm, strategy=strategy)
-    one_of("algorithm", algorithm, ALGORITHMS)
+    algorithm = _strategy.prepare_algorithm(params, LSTMParams, algorithm, strategy)
     H, dt = params.hidden_size, params.dtype
     # C order everywhere (no copy when already so): the kernels then always see the same array
     # types, and transposed views are Fortran-ordered, which BLAS reads in place.
@@ -86,6 +82,8 @@ def _run(params, x, state0, algorithm, prepared, train):
     steps = T if train else 1
     gates = tuple(np.empty((steps, B, H), dt) for _ in range(5))  # i, f, g, o, tanh(c)
     m = np.empty((steps if params.W_hr is not None else 0, B, H), dt)  # o * tanh(c), projection only
+    if T * B == 0:  # no step to take: y and the cache are empty, the state stays state0, as in the reference
+        return x, hs, cs, gates, (m if params.W_hr is not None else None)
     p = prepared
     xc = np.ascontiguousarray(x)
     if prepared.algorithm == "batched":

@@ -352,6 +352,8 @@ def forward(layers, x, state0=None, *, prepared: Prepared | None = None, threads
         threads = positive_int("threads", threads)
     if prepared.kind == "cells":
         return _cells(prepared.arrays["steps"], layers, x, states)
+    if B == 0:  # nothing to compute, and the kernels' (T*B, D) views do not exist: the reference's empty result
+        return reference.forward(layers, x, states)
     import numba
 
     side_by_side = threads is not None and threads > 1
