@@ -53,12 +53,8 @@ POINTWISE_BLOCK = 256
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype: np.dtype, tile: int):
     """The GRU kernels for one dtype and tile size (compiled on first launch)."""
-    from numba import from_dtype
-
-    nbt = from_dtype(dtype)
-    zero, one = nbt(0), nbt(1)  # typed constants keep float32 kernels in float32 arithmetic
+    nbt, zero, one = _activations.scalars(dtype)
     pad = tile + 1  # one padding column: threads of a warp read a column of sh_w in distinct banks
-
     sigmoid = _activations.sigmoid(dtype)
 
     def gate_products(ngates):

@@ -42,12 +42,8 @@ POINTWISE_BLOCK = 256
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype: np.dtype, tile: int):
     """The LSTM kernels for one dtype and tile size (compiled on first launch)."""
-    from numba import from_dtype
-
-    nbt = from_dtype(dtype)
-    zero, one = nbt(0), nbt(1)
+    nbt, zero, one = _activations.scalars(dtype)
     pad = tile + 1
-
     sigmoid = _activations.sigmoid(dtype)
 
     @cuda.jit(device=True)

@@ -64,11 +64,7 @@ class SRUDeviceCache(NamedTuple):
 
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype: np.dtype):
-    from numba import from_dtype
-
-    nbt = from_dtype(dtype)
-    zero, one = nbt(0), nbt(1)
-
+    _, zero, one = _activations.scalars(dtype)
     sigmoid = _activations.sigmoid(dtype)
 
     @cuda.jit(device=True)
