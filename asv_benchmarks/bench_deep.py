@@ -1,7 +1,7 @@
-"""Deep RNN + per-step MLP head (refrnn.deep), and the deep-RNN cost question of issue 10.
+"""Deep RNN + per-step MLP head (refrnn.deep), and why N recurrent layers cost more than N MLP layers.
 
 For equal width H and layer count N = M: N recurrent GRU layers run layer by layer (``stack``), the
-same N layers run along anti-diagonals (``wavefront``: the njit executor of issue 10, skipped where a
+same N layers run along anti-diagonals (``wavefront``: the njit executor of refrnn.jit.wavefront, skipped where a
 commit does not have it), and M dense layers applied to all T*B rows at once (``mlp``); ``njit_stack``
 is the njit GRU fast path layer by layer, the wavefront's like-for-like baseline. The recurrent
 layers walk T dependent steps each (the critical path is T*N steps layer by layer, T+N-1 as a
@@ -27,7 +27,7 @@ ORDERS = ("stack", "wavefront", "mlp", "njit_stack")  # append only: asv keys re
 
 
 def wavefront_executor():
-    """The njit wavefront executor (issue 10). The reference order (refrnn.wavefront) runs one Python
+    """The njit wavefront executor (refrnn.jit.wavefront). The reference order (refrnn.wavefront) runs one Python
     call per cell: it checks an order and is not a path to time."""
     return require("refrnn.jit.wavefront", "forward")
 

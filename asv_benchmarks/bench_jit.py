@@ -2,7 +2,7 @@
 
 Strategies (see refrnn/jit/gru.py): "batched" forms the input projection of all T steps as one GEMM,
 then one recurrent product a step; "fused" multiplies ``[x_t, h_{t-1}]`` by ``[W_x | W_h]`` every
-step (the fused gate product of the fused-matmul note). Each kernel is compiled in ``setup`` by one
+step (the fused gate product [x_t, h_{t-1}] @ [W_x | W_h].T). Each kernel is compiled in ``setup`` by one
 call on the benchmark's own data (same shapes, same dtype), so no timed body ever compiles.
 """
 
@@ -47,7 +47,7 @@ class _Dense:
 
 class JitForward(_Dense, TimeBenchmark):
     """Inference forward (outputs only) and training forward (fills the cache the reference backward
-    consumes), float32 (the dtype of the issue-4 bars), by cell and strategy."""
+    consumes), float32 (the dtype of the speed bars of `refrnn bench`), by cell and strategy."""
 
     params = [list(SIZES), list(JIT_CELLS), list(STRATEGIES)]
     param_names = ["size", "cell", "strategy"]

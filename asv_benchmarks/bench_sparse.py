@@ -1,7 +1,7 @@
 """Conditional-computation GRU (Davis & Arel): the reference, and the z-sparse njit inference paths.
 
 An exactly-zero update gate lets a unit copy its state and skip its reset gate and proposal, so the
-sparse paths (refrnn.jit.ccgru) should get faster as the z density falls. Layouts (issue 4):
+sparse paths (refrnn.jit.ccgru) should get faster as the z density falls. Layouts:
 
     unstructured  B = 1, low-rank z of rank g; per step only the active units' weight rows are read
     block         B = 64, block-sparse z, blocks of bs units; one GEMM per block over its active samples

@@ -1,7 +1,7 @@
 """SRU: the reference (refrnn.cells.sru), the njit kernel (refrnn.jit.sru), and SRU against an LSTM.
 
 The SRU's only product is ``U = x W^T`` for all T steps at once; the recurrence is element-wise. The
-issue-4 bar compares the SRU forward with ``torch.nn.LSTM`` of the same size (T=100, B=32, D=H=1024:
+bar of `refrnn bench` compares the SRU forward with ``torch.nn.LSTM`` of the same size (T=100, B=32, D=H=1024:
 the FLOP ratio bounds the speed-up at 2.67x), reported here as sru/lstm time ratios.
 """
 
@@ -77,7 +77,7 @@ class SRUJitOverReference(_SRU, RatioBenchmark):
 
 
 class SRUOverTorchLSTM(_SRU, RatioBenchmark):
-    """SRU forward time / torch.nn.LSTM forward time of the same size, float32 (the issue-4 bar: <= 1/2.3)."""
+    """SRU forward time / torch.nn.LSTM forward time of the same size, float32 (the bar of `refrnn bench`: <= 1/2.3)."""
 
     params = [list(SRU_SIZES), list(SRU_PATHS)]
     param_names = ["size", "path"]

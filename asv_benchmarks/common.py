@@ -35,7 +35,7 @@ import zlib
 import numpy as np
 
 # ----------------------------------------------------------------------------------------------------
-# Workload sizes: the workloads of `refrnn bench` (issue 4), plus a "small" size that runs in
+# Workload sizes: the workloads of `refrnn bench` (refrnn/bench/registry.py), plus a "small" size that runs in
 # milliseconds. T steps, B sequences, D inputs, H hidden units.
 
 SIZES = {
@@ -57,7 +57,7 @@ SRU_SIZES = {
     "paper": dict(T=100, B=32, D=1024, H=1024),
 }
 
-# Conditional GRU, sparse inference (issue 4; the workloads of refrnn/jit/bench_ccgru.py):
+# Conditional GRU, sparse inference (the workloads of refrnn/bench/workloads/ccgru.py):
 # "unstructured" is the paper's single stream (B=1, low-rank z of rank 16/32/64), "block" its
 # batched case (B=64, block-sparse z with blocks of 16/32/64 units). Densities are the fraction of
 # non-zero z that the shift s is calibrated to (bench_sparse.ccgru_at_density).
@@ -70,7 +70,7 @@ SPARSE_DENSITIES = (0.5, 0.25, 0.10)
 SPARSE_RANKS = (16, 32, 64)  # unstructured: the width g of the low-rank bottleneck
 SPARSE_BLOCK_SIZES = (16, 32, 64)  # block: units per block (g = H / block size blocks)
 
-# Deep RNN (issue 10): N recurrent layers vs M = N per-step MLP layers of the same width.
+# Deep RNN: N recurrent layers vs M = N per-step MLP layers of the same width.
 DEEP_SIZES = {
     "small": dict(T=10, B=1, D=32, H=32),
     "T50_B1": dict(T=50, B=1, D=256, H=256),

@@ -30,6 +30,12 @@ TOL64 = 1e-10
 STRATEGIES = st.sampled_from(("batched", "fused"))
 
 
+def _with_z(out):
+    """(y, h_T, z) from the fast forward's (y, h_T, cache)."""
+    y, h_T, cache = out
+    return y, h_T, cache.z
+
+
 def _close(a, b, tol=TOL64):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=tol)
 
@@ -39,12 +45,12 @@ def test_jit_gru_equals_the_reference(case, strategy):
     """jit GRU (both resets, batched and fused): y, h_T, every cache array and every gradient within 1e-10 of the reference."""
     p, x, h0 = case.params, case.x, case.state0[0]
     y, h_T, cache = gru.forward(p, x, h0)
-    y_j, h_T_j, cache_j = jit_gru.forward(p, x, h0, strategy=strategy)
+    y_j, h_T_j, cache_j = jit_gru.forward(p, x, h0, algorithm=strategy)
     _close(y_j, y)
     _close(h_T_j, h_T)
     for name in cache._fields:
         _close(getattr(cache_j, name), getattr(cache, name))
-    y_i, h_T_i = jit_gru.forward_inference(p, x, h0, strategy=strategy)
+    y_i, h_T_i = jit_gru.forward_inference(p, x, h0, algorithm=strategy)
     _close(y_i, y)
     _close(h_T_i, h_T)
     grads, dx, dh0 = gru.backward(p, cache, case.dy, case.dstate_T[0])
@@ -60,14 +66,14 @@ def test_jit_lstm_equals_the_reference(case, strategy):
     """jit LSTM (peepholes, projection; batched and fused): outputs, states, cache and gradients within 1e-10."""
     p, x, s0 = case.params, case.x, case.state0[0]
     y, s_T, cache = lstm.forward(p, x, s0)
-    y_j, s_T_j, cache_j = jit_lstm.forward(p, x, s0, strategy=strategy)
+    y_j, s_T_j, cache_j = jit_lstm.forward(p, x, s0, algorithm=strategy)
     _close(y_j, y)
     for a, b in zip(s_T_j, s_T):
         _close(a, b)
     for name in cache._fields:
         if getattr(cache, name) is not None:
             _close(getattr(cache_j, name), getattr(cache, name))
-    y_i, _ = jit_lstm.forward_inference(p, x, s0, strategy=strategy)
+    y_i, _ = jit_lstm.forward_inference(p, x, s0, algorithm=strategy)
     _close(y_i, y)
     grads, dx, _ = lstm.backward(p, cache, case.dy, case.dstate_T[0])
     grads_j, dx_j, _ = lstm.backward(p, cache_j, case.dy, case.dstate_T[0])
@@ -86,7 +92,7 @@ def test_jit_ccgru_equals_the_reference_and_copies_where_z_is_zero(case, path):
     if path == "block" and p.variant != "block":
         path = "unstructured"  # the block path needs z constant on blocks
     y, h_T, cache = ccgru.forward(p, x, h0)
-    y_j, h_T_j, z_j = jit_ccgru.forward_inference(p, x, h0, path=path, return_z=True)
+    y_j, h_T_j, z_j = _with_z(jit_ccgru.forward(p, x, h0, algorithm=path))
     _close(y_j, y)
     _close(h_T_j, h_T)
     _close(z_j, cache.z)
@@ -113,8 +119,8 @@ def test_jit_float32_is_within_the_float32_tolerance_of_the_float64_reference(ca
     """jit GRU, LSTM and conditional GRU in float32 are within (32 + 8T) u of float64 on the same rounded values."""
     cell = case.config.layers[0].cell
     if cell == "ccgru":
-        candidate = _jit_forward(jit_ccgru, path="dense" if strategy == "batched" else "sparse")
+        candidate = _jit_forward(jit_ccgru, algorithm="dense" if strategy == "batched" else "sparse")
     else:
-        candidate = _jit_forward(jit_gru if cell == "gru" else jit_lstm, strategy=strategy)
+        candidate = _jit_forward(jit_gru if cell == "gru" else jit_lstm, algorithm=strategy)
     outcome = compare(candidate, case, layout="refrnn", dtype=np.float32, grads=False)
     assert outcome.passed, outcome.reason

@@ -1,4 +1,4 @@
-"""The GPU kernels' packaging: cuda/ ships as refrnn.cuda and never shadows NVIDIA's `cuda` package.
+"""The GPU kernels' packaging: refrnn/cuda/ is a real subpackage and never shadows NVIDIA's `cuda` package.
 
 Runs in the normal test process (no GPU, no simulator needed): every check is a fresh interpreter started
 in the repository root, where the root is on sys.path exactly as under ``python -m pytest``.
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNEL_MODULES = ["_device", "matmul", "gru", "lstm", "sru", "ccgru", "peak"]
+KERNEL_MODULES = ["_device", "matmul", "gru", "lstm", "sru", "ccgru"]
 
 
 def _run(code: str, **env_changes):
@@ -21,9 +21,12 @@ def _run(code: str, **env_changes):
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
 
 
-def test_cuda_folder_is_not_a_regular_package():
-    assert (ROOT / "cuda").is_dir()
-    assert not (ROOT / "cuda" / "__init__.py").exists()
+def test_cuda_kernels_are_a_real_subpackage():
+    """No top-level cuda/ (it would shadow NVIDIA's namespace), no symlink, no package-dir mapping."""
+    folder = ROOT / "refrnn" / "cuda"
+    assert folder.is_dir() and not folder.is_symlink() and (folder / "__init__.py").is_file()
+    assert not (ROOT / "cuda").exists()
+    assert "package-dir" not in (ROOT / "pyproject.toml").read_text()
 
 
 def test_numba_cuda_works_with_the_repository_root_on_sys_path():
@@ -46,7 +49,7 @@ def test_kernel_modules_import_as_refrnn_cuda():
         "    print(os.path.realpath(importlib.import_module('refrnn.cuda.' + name).__file__))"
     )
     assert done.returncode == 0, done.stderr
-    assert [Path(line) for line in done.stdout.split()] == [(ROOT / "cuda" / f"{n}.py").resolve() for n in names]
+    assert [Path(line) for line in done.stdout.split()] == [(ROOT / "refrnn" / "cuda" / f"{n}.py").resolve() for n in names]
 
 
 def test_missing_numba_cuda_is_a_clear_import_error():
@@ -92,7 +95,8 @@ if not hasattr(disp, "get_current_device"):
     print("SKIP numba-cuda internals changed (dispatcher.get_current_device)"); sys.exit(0)
 # Device functions ask the current device for its compute capability; there is no device here.
 disp.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
-from refrnn.cuda import ccgru, gru, lstm, matmul, peak, sru
+from refrnn.bench import _peak as peak
+from refrnn.cuda import ccgru, gru, lstm, matmul, sru
 dt, I, Bo = nt.float32, nt.int64, nt.boolean
 a = lambda nd, t=dt: nt.Array(t, nd, "C")
 u8, i32 = nt.Array(nt.uint8, 2, "C"), nt.Array(nt.int32, 2, "C")
@@ -144,9 +148,9 @@ def test_every_kernel_compiles_for_a_real_gpu():
 def test_gpu_benchmark_exits_cleanly_without_a_gpu():
     done = _run(
         "import sys\nfrom numba import cuda\nprint(cuda.is_available())\n"
-        "from refrnn import bench_cuda\nsys.exit(bench_cuda.main([]))"
+        "from refrnn.bench import cuda as bench_cuda\nsys.exit(bench_cuda.main([]))"
     )
     if done.stdout.startswith("True"):
         pytest.skip("a GPU is available here: the benchmark would run")
     assert done.returncode == 0, done.stderr
-    assert "refrnn.bench_cuda: nothing to benchmark: refrnn.cuda: no usable CUDA GPU" in done.stdout
+    assert "refrnn bench-cuda: nothing to benchmark: refrnn.cuda: no usable CUDA GPU" in done.stdout

@@ -41,6 +41,12 @@ CELLS = [("full", None, 5, 7), ("lowrank", 3, 4, 9), ("block", 3, 5, 9), ("block
 RUNS = [(6, 3), (1, 2), (5, 1)]
 
 
+def _with_z(out):
+    """(y, h_T, z) from the fast forward's (y, h_T, cache)."""
+    y, h_T, cache = out
+    return y, h_T, cache.z
+
+
 def _paths(variant):
     return ("dense", "unstructured", "block") if variant == "block" else ("dense", "unstructured")
 
@@ -96,14 +102,14 @@ def test_float64_every_path_equals_the_reference(cell, run, norm):
     p, x, h0 = _case(variant, g, D, H, *run, norm=norm, seed=H + run[0])
     y_ref, hT_ref, cache = ccgru.forward(p, x, h0)
     for path in _paths(variant):
-        y, hT, z = fast.forward_inference(p, x, h0, path=path, return_z=True)
+        y, hT, z = _with_z(fast.forward(p, x, h0, algorithm=path))
         assert y.shape == y_ref.shape and hT.shape == hT_ref.shape and y.dtype == np.float64
         assert _max_err(y, y_ref) <= TOL64, path
         assert _max_err(hT, hT_ref) <= TOL64, path
         assert _max_err(z, cache.z) <= TOL64, path
         # Which units are off is decided by the sign of the same float64 value in both: the same set.
         assert np.array_equal(z == 0, cache.z == 0), path
-        y2, hT2 = fast.forward_inference(p, x, h0, path=path)  # without keeping z: the same loop
+        y2, hT2 = fast.forward_inference(p, x, h0, algorithm=path)  # without keeping z: the same loop
         assert np.array_equal(y2, y) and np.array_equal(hT2, hT)
 
 
@@ -116,7 +122,7 @@ def test_float32_within_justified_tolerance(cell, seed):
     p32, x32, h32 = _case(variant, g, D, H, T, B, seed=seed, dtype=np.float32)
     y_exact, _, _ = ccgru.forward(p64, x64, h64)
     for path in _paths(variant):
-        y, hT, z = fast.forward_inference(p32, x32, h32, path=path, return_z=True)
+        y, hT, z = _with_z(fast.forward(p32, x32, h32, algorithm=path))
         assert y.dtype == np.float32 and hT.dtype == np.float32
         for t in range(T):
             assert _max_err(y[t], y_exact[t]) <= TOL32 * (t + 2), (path, t)
@@ -129,7 +135,7 @@ def test_sparse_paths_copy_inactive_units_bit_for_bit(cell, dtype):
     variant, g, D, H = cell
     p, x, h0 = _case(variant, g, D, H, 5, 3, dtype=dtype, seed=7)
     for path in _paths(variant)[1:]:
-        y, hT, z = fast.forward_inference(p, x, h0, path=path, return_z=True)
+        y, hT, z = _with_z(fast.forward(p, x, h0, algorithm=path))
         _assert_copies_inactive_units(y, h0, z)
         assert np.array_equal(hT, y[-1])
 
@@ -138,7 +144,7 @@ def test_block_gate_is_constant_on_blocks_and_sparse_paths_agree():
     p, x, h0 = _case("block", 3, 5, 9, 5, 4, seed=3)
     ys = {}
     for path in _paths("block"):
-        ys[path], _, z = fast.forward_inference(p, x, h0, path=path, return_z=True)
+        ys[path], _, z = _with_z(fast.forward(p, x, h0, algorithm=path))
         zb = z.reshape(5, 4, 3, 3)
         assert np.array_equal(zb, np.broadcast_to(zb[..., :1], zb.shape))
     assert _max_err(ys["block"], ys["unstructured"]) <= TOL64
@@ -154,7 +160,7 @@ def test_a_batch_too_large_for_one_small_product_is_split():
         p, x, h0 = _case(variant, g, 3, H, 2, 64, seed=5, s=s)
         y_ref, _, cache = ccgru.forward(p, x, h0)
         for path in _paths(variant):
-            y, _ = fast.forward_inference(p, x, h0, path=path)
+            y, _ = fast.forward_inference(p, x, h0, algorithm=path)
             assert _max_err(y, y_ref) <= TOL64, (variant, s, path)
 
 
@@ -165,7 +171,7 @@ def test_all_units_off_and_all_on():
             y_ref, _, cache = ccgru.forward(p, x, h0)
             assert np.all(cache.z == 0) if check == "off" else np.all(cache.z > 0)
             for path in _paths(variant):
-                y, _ = fast.forward_inference(p, x, h0, path=path)
+                y, _ = fast.forward_inference(p, x, h0, algorithm=path)
                 assert _max_err(y, y_ref) <= TOL64
                 if check == "off":
                     assert np.array_equal(y, np.broadcast_to(h0, y.shape))
@@ -176,11 +182,11 @@ def test_default_state_and_prepared_reuse():
     y_ref, _, _ = ccgru.forward(p, x)  # h0 = zeros
     for path in ("sparse", "dense", "unstructured"):
         prepared = fast.prepare(p, path)
-        y, _ = fast.forward_inference(p, x, prepared=prepared, path=path)
+        y, _ = fast.forward_inference(p, x, prepared=prepared, algorithm=path)
         assert _max_err(y, y_ref) <= TOL64
-    assert fast.prepare(p).path == "unstructured"
+    assert fast.prepare(p).algorithm == "unstructured"
     q, _, _ = _case("block", 3, 5, 9, 2, 2)
-    assert fast.prepare(q).path == "block"
+    assert fast.prepare(q).algorithm == "block"
 
 
 def test_train_mode_with_folded_statistics_is_accepted():
@@ -193,12 +199,12 @@ def test_train_mode_with_folded_statistics_is_accepted():
 
 
 # ---------------------------------------------------------------------------------------------
-# The benchmark workloads (refrnn.jit.bench_ccgru): what they count and that their candidates agree
+# The benchmark workloads (refrnn.bench.workloads.ccgru): what they count and that their candidates agree
 # ---------------------------------------------------------------------------------------------
 
 
 def test_flop_counts():
-    from refrnn.jit import bench_ccgru
+    from refrnn.bench.workloads import ccgru as bench_ccgru
 
     p = ccgru.init(27, 1024, variant="lowrank", g=16, mode="inference")
     z = np.zeros((2, 1, 1024))
@@ -214,7 +220,7 @@ def test_flop_counts():
 
 
 def test_calibrated_shift_reaches_the_density():
-    from refrnn.jit import bench_ccgru
+    from refrnn.bench.workloads import ccgru as bench_ccgru
 
     p, x, _ = _case("lowrank", 4, 5, 64, 20, 2)
     for target in (0.5, 0.25, 0.1):
@@ -228,7 +234,7 @@ def test_bench_workloads_at_test_sizes():
     """Every sparse candidate returns what the dense path of the same cell returns (float32, T = 4:
     the tolerance of the float32 test above)."""
     from refrnn import bench
-    from refrnn.jit import bench_ccgru
+    from refrnn.bench.workloads import ccgru as bench_ccgru
 
     for name in bench_ccgru.NAMES:
         case = bench.WORKLOADS[name].build("tiny")
@@ -251,10 +257,10 @@ def test_bad_input():
         fast.forward_inference(p.replace(mode="train"), x, h0)
     with pytest.raises(ValueError, match="mode"):
         fast.prepare(p.replace(mode="train"))
-    with pytest.raises(ValueError, match="path"):
-        fast.forward_inference(p, x, h0, path="blocked")
+    with pytest.raises(ValueError, match="algorithm"):
+        fast.forward_inference(p, x, h0, algorithm="blocked")
     with pytest.raises(ValueError, match="block variant"):
-        fast.forward_inference(p, x, h0, path="block")
+        fast.forward_inference(p, x, h0, algorithm="block")
     with pytest.raises(ValueError, match=r"x: .*\(T, B, D\)"):
         fast.forward_inference(p, x[0], h0)
     with pytest.raises(ValueError, match=r"x: .*D=4"):
@@ -268,7 +274,7 @@ def test_bad_input():
     with pytest.raises(TypeError, match="params"):
         fast.forward_inference(object(), x, h0)
     with pytest.raises(ValueError, match="prepared"):
-        fast.forward_inference(p, x, h0, path="dense", prepared=fast.prepare(p, "unstructured"))
+        fast.forward_inference(p, x, h0, algorithm="dense", prepared=fast.prepare(p, "unstructured"))
     with pytest.raises(ValueError, match="prepared"):
         fast.forward_inference(p, x, h0, prepared=fast.prepare(p.replace(s=0.1)))
     with pytest.raises(ValueError, match="running_var"):

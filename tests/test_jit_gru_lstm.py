@@ -83,11 +83,11 @@ def _assert_cache_close(fast, ref, tol):
 def test_gru_float64_equals_reference(reset, strategy, shape):
     p, x, h0 = _gru_case(reset, *shape)
     y_ref, hT_ref, cache_ref = gru.forward(p, x, h0)
-    y, hT, cache = jit_gru.forward(p, x, h0, strategy=strategy)
+    y, hT, cache = jit_gru.forward(p, x, h0, algorithm=strategy)
     _assert_cache_close(cache, cache_ref, TOL64)
     assert _max_err(y, y_ref) <= TOL64 and _max_err(hT, hT_ref) <= TOL64
     assert y.shape == y_ref.shape and hT.shape == hT_ref.shape
-    y_inf, hT_inf = jit_gru.forward_inference(p, x, h0, strategy=strategy)
+    y_inf, hT_inf = jit_gru.forward_inference(p, x, h0, algorithm=strategy)
     # The same loop runs in both modes: inference differs only in not keeping the gates.
     np.testing.assert_array_equal(y_inf, y)
     np.testing.assert_array_equal(hT_inf, hT)
@@ -99,10 +99,10 @@ def test_gru_float64_equals_reference(reset, strategy, shape):
 def test_gru_float32_within_justified_tolerance(reset, strategy, T):
     p, x, h0 = _gru_case(reset, T, 3, 5, 16, dtype=np.float32, seed=T)
     exact = gru.forward(p.astype(np.float64), x.astype(np.float64), h0.astype(np.float64))[2]
-    y, hT, cache = jit_gru.forward(p, x, h0, strategy=strategy)
+    y, hT, cache = jit_gru.forward(p, x, h0, algorithm=strategy)
     assert y.dtype == np.float32 and all(a.dtype == np.float32 for a in cache)
     _assert_cache_close(cache, exact._replace(**{k: getattr(exact, k).astype(np.float32) for k in exact._fields}), TOL32 * (T + 1))
-    y_inf, _ = jit_gru.forward_inference(p, x, h0, strategy=strategy)
+    y_inf, _ = jit_gru.forward_inference(p, x, h0, algorithm=strategy)
     np.testing.assert_array_equal(y_inf, y)
 
 
@@ -113,7 +113,7 @@ def test_gru_cache_gives_the_reference_gradients(reset, strategy):
     rng = np.random.default_rng(2)
     dy, dhT = rng.standard_normal((6, 3, 5)), rng.standard_normal((3, 5))
     grads_ref, dx_ref, dh0_ref = gru.backward(p, gru.forward(p, x, h0)[2], dy, dhT)
-    grads, dx, dh0 = gru.backward(p, jit_gru.forward(p, x, h0, strategy=strategy)[2], dy, dhT)
+    grads, dx, dh0 = gru.backward(p, jit_gru.forward(p, x, h0, algorithm=strategy)[2], dy, dhT)
     for name, g in grads_ref.arrays().items():
         assert _max_err(getattr(grads, name), g) <= TOL64, name
     assert _max_err(dx, dx_ref) <= TOL64 and _max_err(dh0, dh0_ref) <= TOL64
@@ -123,8 +123,8 @@ def test_gru_defaults_and_strategies_agree():
     p, x, h0 = _gru_case("after", 4, 2, 3, 6)
     zero = np.zeros_like(h0)
     np.testing.assert_array_equal(jit_gru.forward(p, x)[0], jit_gru.forward(p, x, zero)[0])
-    y_b = jit_gru.forward_inference(p, x, h0, strategy="batched")[0]
-    y_f = jit_gru.forward_inference(p, x, h0, strategy="fused", prepared=jit_gru.prepare(p, "fused"))[0]
+    y_b = jit_gru.forward_inference(p, x, h0, algorithm="batched")[0]
+    y_f = jit_gru.forward_inference(p, x, h0, algorithm="fused", prepared=jit_gru.prepare(p, "fused"))[0]
     assert _max_err(y_b, y_f) <= TOL64
 
 
@@ -136,7 +136,7 @@ def test_gru_noncontiguous_inputs_and_weights():
     assert not x_t.flags.c_contiguous
     for strategy in STRATEGIES:
         y_ref = gru.forward(p, x, h0)[0]
-        assert _max_err(jit_gru.forward(p_f, x_t, h0, strategy=strategy)[0], y_ref) <= TOL64
+        assert _max_err(jit_gru.forward(p_f, x_t, h0, algorithm=strategy)[0], y_ref) <= TOL64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,11 +152,11 @@ LSTM_VARIANTS = [dict(), dict(peepholes=True), dict(proj_size=3), dict(proj_size
 def test_lstm_float64_equals_reference(strategy, shape, variant):
     p, x, s0 = _lstm_case(*shape, **variant)
     y_ref, (hT_ref, cT_ref), cache_ref = lstm.forward(p, x, s0)
-    y, (hT, cT), cache = jit_lstm.forward(p, x, s0, strategy=strategy)
+    y, (hT, cT), cache = jit_lstm.forward(p, x, s0, algorithm=strategy)
     _assert_cache_close(cache, cache_ref, TOL64)
     for a, b in ((y, y_ref), (hT, hT_ref), (cT, cT_ref)):
         assert a.shape == b.shape and _max_err(a, b) <= TOL64
-    y_inf, (hT_inf, cT_inf) = jit_lstm.forward_inference(p, x, s0, strategy=strategy)
+    y_inf, (hT_inf, cT_inf) = jit_lstm.forward_inference(p, x, s0, algorithm=strategy)
     np.testing.assert_array_equal(y_inf, y)
     np.testing.assert_array_equal(hT_inf, hT)
     np.testing.assert_array_equal(cT_inf, cT)
@@ -168,7 +168,7 @@ def test_lstm_float64_equals_reference(strategy, shape, variant):
 def test_lstm_float32_within_justified_tolerance(strategy, T, variant):
     p, x, s0 = _lstm_case(T, 3, 5, 16, dtype=np.float32, seed=T, **variant)
     exact = lstm.forward(p.astype(np.float64), x.astype(np.float64), tuple(s.astype(np.float64) for s in s0))
-    y, (hT, cT), cache = jit_lstm.forward(p, x, s0, strategy=strategy)
+    y, (hT, cT), cache = jit_lstm.forward(p, x, s0, algorithm=strategy)
     assert y.dtype == np.float32 and cT.dtype == np.float32
     exact32 = exact[2]._replace(**{k: getattr(exact[2], k).astype(np.float32) for k in exact[2]._fields if getattr(exact[2], k) is not None})
     _assert_cache_close(cache, exact32, TOL32 * (T + 1))
@@ -183,7 +183,7 @@ def test_lstm_cache_gives_the_reference_gradients(strategy, variant):
     rng = np.random.default_rng(4)
     dy, dsT = rng.standard_normal((5, 2, P)), (rng.standard_normal((2, P)), rng.standard_normal((2, 6)))
     g_ref, dx_ref, (dh0_ref, dc0_ref) = lstm.backward(p, lstm.forward(p, x, s0)[2], dy, dsT)
-    g, dx, (dh0, dc0) = lstm.backward(p, jit_lstm.forward(p, x, s0, strategy=strategy)[2], dy, dsT)
+    g, dx, (dh0, dc0) = lstm.backward(p, jit_lstm.forward(p, x, s0, algorithm=strategy)[2], dy, dsT)
     assert g.array_names() == g_ref.array_names()
     for name, a in g_ref.arrays().items():
         assert _max_err(getattr(g, name), a) <= TOL64, name
@@ -256,20 +256,20 @@ def test_gru_bad_input(fn):
     bad[1, 0, 2] = np.nan
     with pytest.raises(ValueError, match="x: contains NaN"):
         run(p, bad, h0)
-    with pytest.raises(ValueError, match="strategy: unknown value 'fast'"):
-        run(p, x, h0, strategy="fast")
+    with pytest.raises(ValueError, match="algorithm: unknown value 'fast'"):
+        run(p, x, h0, algorithm="fast")
     with pytest.raises(ValueError, match="prepared: expected prepare"):
-        run(p, x, h0, strategy="batched", prepared=jit_gru.prepare(p, "fused"))
+        run(p, x, h0, algorithm="batched", prepared=jit_gru.prepare(p, "fused"))
     other = p.replace(W_h=p.W_h.copy())
     with pytest.raises(ValueError, match="prepared: expected prepare"):
-        run(p, x, h0, strategy="fused", prepared=jit_gru.prepare(other, "fused"))
+        run(p, x, h0, algorithm="fused", prepared=jit_gru.prepare(other, "fused"))
     with pytest.raises(TypeError, match="params: expected GRUParams"):
         run(lstm.init(4, 5), x, h0)
 
 
 @pytest.mark.parametrize("module", ["gru", "lstm"])
 def test_auto_strategy_is_the_measured_rule_and_a_prepared_layout_decides(module):
-    """strategy="auto" (the default) is exactly one of the two orders: fused for B >= 2 and D <= H/8,
+    """algorithm="auto" (the default) is exactly one of the two orders: fused for B >= 2 and D <= H/8,
     batched otherwise (refrnn.jit._strategy); a prepared layout overrides the rule."""
     fast, ref = (jit_gru, gru) if module == "gru" else (jit_lstm, lstm)
     rng = np.random.default_rng(7)
@@ -278,8 +278,8 @@ def test_auto_strategy_is_the_measured_rule_and_a_prepared_layout_decides(module
         x = rng.standard_normal((4, B, D)).astype(np.float32)
         assert _strategy.choose("auto", D, H, B) == expected
         y_auto = fast.forward_inference(p, x)[0]
-        y_rule = fast.forward_inference(p, x, strategy=expected)[0]
-        y_other = fast.forward_inference(p, x, strategy={"fused": "batched", "batched": "fused"}[expected])[0]
+        y_rule = fast.forward_inference(p, x, algorithm=expected)[0]
+        y_other = fast.forward_inference(p, x, algorithm={"fused": "batched", "batched": "fused"}[expected])[0]
         assert np.array_equal(y_auto, y_rule)
         assert not np.array_equal(y_auto, y_other) or B * D * H == 0  # the orders round differently
         other = {"fused": "batched", "batched": "fused"}[expected]
@@ -297,8 +297,8 @@ def test_lstm_bad_input(fn):
         run(p, x, (s0[0], s0[1][:, :3]))
     with pytest.raises(TypeError, match="x: dtype float32"):
         run(p, x.astype(np.float32), s0)
-    with pytest.raises(ValueError, match="strategy: unknown value"):
-        run(p, x, s0, strategy="Fused")
+    with pytest.raises(ValueError, match="algorithm: unknown value"):
+        run(p, x, s0, algorithm="Fused")
     with pytest.raises(TypeError, match="params: expected LSTMParams"):
         run(gru.init(4, 5), x, s0)
 

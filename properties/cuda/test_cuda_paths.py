@@ -37,7 +37,7 @@ def test_cuda_gru_equals_the_reference(case):
     """GPU GRU (tiled kernels, both resets): y and h_T within 1e-10 of the reference."""
     p, x, h0 = case.params, case.x, case.state0[0]
     y, h_T, _ = gru.forward(p, x, h0)
-    y_c, h_T_c = cuda_gru.forward(p, x, h0, tile=TILE)
+    y_c, h_T_c = cuda_gru.forward_inference(p, x, h0, tile=TILE)
     _close(y_c, y)
     _close(h_T_c, h_T)
 
@@ -48,7 +48,7 @@ def test_cuda_lstm_equals_the_reference(case):
     """GPU LSTM (tiled kernels): y, h_T and c_T within 1e-10 of the reference."""
     p, x, s0 = case.params, case.x, case.state0[0]
     y, (h_T, c_T), _ = lstm.forward(p, x, s0)
-    y_c, (h_T_c, c_T_c) = cuda_lstm.forward(p, x, s0, tile=TILE)
+    y_c, (h_T_c, c_T_c) = cuda_lstm.forward_inference(p, x, s0, tile=TILE)
     _close(y_c, y)
     _close(h_T_c, h_T)
     _close(c_T_c, c_T)
@@ -60,7 +60,7 @@ def test_cuda_ccgru_equals_the_reference_and_copies_inactive_blocks(case):
     """GPU block-sparse conditional GRU: y within 1e-10 of the reference; wherever the reference's z is 0, h is copied bit for bit."""
     p, x, h0 = case.params, case.x, case.state0[0]
     y, h_T, cache = ccgru.forward(p, x, h0)
-    y_c, h_T_c = cuda_ccgru.forward(p, x, h0, tile=TILE)
+    y_c, h_T_c = cuda_ccgru.forward_inference(p, x, h0, tile=TILE)
     _close(y_c, y)
     _close(h_T_c, h_T)
     h_all = np.concatenate([h0[None], y_c])
@@ -76,10 +76,10 @@ def test_cuda_sru_forward_and_backward_equal_the_reference(case, product):
     p, x, c0 = case.params, case.x, case.state0[0]
     y, c_T, cache = sru.forward(p, x, c0)
     grads, dx, dc0 = sru.backward(p, cache, case.dy, case.dstate_T[0])
-    y_c, c_T_c, cache_c = cuda_sru.forward(p, x, c0, product=product, tile=TILE)
+    y_c, c_T_c, cache_c = cuda_sru.forward(p, x, c0, algorithm=product, tile=TILE)
     _close(y_c, y)
     _close(c_T_c, c_T)
-    grads_c, dx_c, dc0_c = cuda_sru.backward(p, cache_c, case.dy, case.dstate_T[0], product=product, tile=TILE)
+    grads_c, dx_c, dc0_c = cuda_sru.backward(p, cache_c, case.dy, case.dstate_T[0], algorithm=product, tile=TILE)
     _close(dx_c, dx)
     _close(dc0_c, dc0)
     for name in p.array_names():

@@ -1,10 +1,9 @@
 r"""The compiled code behind :mod:`refrnn.jit`: activations and the GRU/LSTM forward loops.
 
-Everything numba compiles for the dense cells lives in this one module on purpose. ``cache=True``
-stores machine code on disk and decides whether it is stale from the stamp of the *defining file
-only*: a kernel whose helper lives in another file keeps running the old helper after that file
-changes. Kernels in other modules that call :func:`sigmoid`/:func:`tanh` from here must therefore
-be recompiled by hand (delete their ``__pycache__``) whenever this file's helpers change.
+Everything numba compiles for the dense cells lives in this one module; the kernels of the other
+cells call its activations and row loops. They are compiled with :func:`refrnn.jit._cache.njit`,
+whose on-disk cache is stale as soon as this file (or any other jit file a kernel reaches) changes,
+so a kernel elsewhere never keeps an edited helper's old machine code.
 
 Activations. This llvmlite has no SVML, so ``math.exp``/``math.tanh`` inside a loop compile to
 scalar libm calls: a fused GRU gate pass over 64x1024 units took 2.0 ms that way, against 0.56 ms
@@ -61,8 +60,10 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic, overload
+
+from ._cache import njit
 
 FASTMATH = {"contract"}
 # error_model="numpy": a float division by zero gives inf (IEEE) instead of raising; the check that
@@ -228,6 +229,14 @@ def _tanh(out, a):
 
 
 @njit(**JIT)
+def _copy(out, a):
+    """out = a, as a plain loop: numba's ``out[:] = a`` first checks the two for overlap and may copy
+    through a temporary (measured 3x slower for gathering rows)."""
+    for j in range(out.shape[0]):
+        out[j] = a[j]
+
+
+@njit(**JIT)
 def _sum(out, a, bias):
     """out = a + bias"""
     for j in range(out.shape[0]):
@@ -277,14 +286,6 @@ def input_products(x2, W_xT):
     OpenBLAS is a second library with its own thread pool, whose threads keep spinning for a while
     after a call and would compete with the recurrent products on a 2-core machine."""
     return np.dot(x2, W_xT)
-
-
-@njit(**JIT)
-def products_only(h, W_T, out, steps):
-    """``steps`` recurrent products ``h @ W_T`` and nothing else, through the same BLAS call as the
-    kernels: what ``refrnn bench`` times as the GEMM bound."""
-    for _ in range(steps):
-        _recurrent_product(h, W_T, out)
 
 
 @njit(**JIT)

@@ -1,4 +1,5 @@
-"""Which order :mod:`refrnn.jit.gru` and :mod:`refrnn.jit.lstm` use when ``strategy="auto"`` (the default).
+"""Which order :mod:`refrnn.jit.gru` and :mod:`refrnn.jit.lstm` use when ``algorithm="auto"`` (the default),
+and the one check of a prepared weight layout every jit fast path runs.
 
 The two orders do the same FLOPs, give the same results up to rounding, and differ in where the
 input products go:
@@ -29,6 +30,7 @@ product rate was higher (K = 1024 exactly made OpenBLAS's packing of W_h.T strid
 from __future__ import annotations
 
 from .._checks import one_of
+from .._moved import algorithm_keyword
 
 STRATEGIES = ("auto", "batched", "fused")
 
@@ -40,21 +42,43 @@ def choose(strategy: str, input_size: int, hidden_size: int, batch: int) -> str:
     return "fused" if batch > 1 and 8 * input_size <= hidden_size else "batched"
 
 
-def prepared_for(params, batch: int, strategy: str, prepared, prepare, kind):
-    """The prepared layout a forward of :mod:`refrnn.jit.gru` or :mod:`refrnn.jit.lstm` runs with.
+def prepare_algorithm(params, params_cls, algorithm: str, strategy: str | None) -> str:
+    """The checked arguments of a GRU/LSTM ``prepare``: ``params`` of ``params_cls``, and the layout's
+    algorithm ("batched" or "fused"; ``strategy=`` is the keyword's former name)."""
+    if not isinstance(params, params_cls):
+        raise TypeError(f"params: expected {params_cls.__name__}, got {type(params).__name__}")
+    algorithm = algorithm_keyword(algorithm, strategy=strategy)
+    one_of("algorithm", algorithm, STRATEGIES[1:])
+    return algorithm
 
-    ``strategy="auto"`` takes the strategy of ``prepared`` when one is given, else :func:`choose`'s.
-    Without ``prepared`` the weights are prepared now (``prepare(params, strategy)``); a given one
-    must be an instance of ``kind`` built for these very params and that strategy.
+
+def resolver(params, batch: int):
+    """``resolve(algorithm)`` for :func:`prepared_for`, for a GRU or LSTM over ``batch`` samples."""
+
+    def resolve(algorithm):
+        one_of("algorithm", algorithm, STRATEGIES)
+        return choose(algorithm, params.input_size, params.hidden_size, batch)
+
+    return resolve
+
+
+def prepared_for(params, algorithm: str, prepared, prepare, kind, resolve):
+    """The prepared layout a jit forward runs with: ``prepared`` checked, or ``prepare(params, a)`` now.
+
+    ``resolve(algorithm)`` checks the name and turns it into the algorithm a layout is prepared for
+    ("auto" by its rule, "sparse" by the variant, ...). ``algorithm="auto"`` takes the algorithm of
+    ``prepared`` when one is given. A given layout must be an instance of ``kind`` built for these
+    very params (``prepared.params is params``) and that algorithm: a layout of other weights
+    would run silently with them.
     """
-    one_of("strategy", strategy, STRATEGIES)
-    if strategy == "auto":
-        strategy = prepared.strategy if isinstance(prepared, kind) else choose("auto", params.input_size, params.hidden_size, batch)
+    concrete = resolve(algorithm)
+    if algorithm == "auto" and isinstance(prepared, kind):
+        concrete = prepared.algorithm
     if prepared is None:
-        return prepare(params, strategy)
-    if not isinstance(prepared, kind) or prepared.params is not params or prepared.strategy != strategy:
+        return prepare(params, concrete)
+    if not isinstance(prepared, kind) or prepared.params is not params or prepared.algorithm != concrete:
         raise ValueError(
-            f"prepared: expected prepare(params, {strategy!r}) for these very params, got "
-            + (f"one for strategy {prepared.strategy!r}" if isinstance(prepared, kind) else type(prepared).__name__)
+            f"prepared: expected prepare(params, {concrete!r}) for these very params, got "
+            + (f"one for algorithm {prepared.algorithm!r}" if isinstance(prepared, kind) else type(prepared).__name__)
         )
     return prepared

@@ -16,7 +16,8 @@ copy its state, so the reset gate and proposal of that unit need not be computed
 (equations and conventions of :mod:`refrnn.cells.ccgru`: paper orientation, reset outside ``U_h h``,
 ``BN(a, s) = (a - mean) * inv_std + s`` with the running statistics, ``inv_std = 1`` when folded).
 
-Three paths, chosen with ``path`` (``"sparse"`` picks the sparse one that suits the variant):
+Three paths, chosen with ``algorithm`` (``"sparse"`` picks the sparse one that suits the variant;
+``path=`` is the keyword's former name):
 
 * ``"dense"``: every unit computed, the baseline the speed-ups are measured against, made as fast
   as we could: the input products of r and ĥ for all T*B rows are one GEMM; per step, B = 1: one
@@ -46,9 +47,9 @@ with a run-time offset (``a[a0 + k]``) inside a reduction; no branch around a fu
 loop; ``error_model="numpy"`` so divisions do not test for zero.
 
 Activations. float32 uses the vectorisable polynomial ``exp`` of :mod:`refrnn.jit._kernels` (no
-SVML in this llvmlite, so ``math.exp`` in a loop runs scalar). Numba's on-disk cache does not
-notice a change to a helper in another file: after editing that module, delete
-``refrnn/jit/__pycache__``. float64 uses libm and agrees with the reference to 1e-10.
+SVML in this llvmlite, so ``math.exp`` in a loop runs scalar; the on-disk cache of
+:mod:`refrnn.jit._cache` recompiles these kernels when that module changes). float64 uses libm and
+agrees with the reference to 1e-10.
 
 Shapes: x (T, B, D); h0 (B, H); y (T, B, H) = h_1..h_T; h_T (B, H); z (T, B, H) when asked for.
 """
@@ -56,18 +57,23 @@ Shapes: x (T, B, D); h0 (B, H); y (T, B, H) = h_1..h_T; h_T (B, H); z (T, B, H) 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .._checks import one_of
+from .._moved import algorithm_keyword
 from ..cells import ccgru as reference
-from . import _blas
+from . import _blas, _strategy
+from ._cache import njit
+from ._kernels import _copy
 from ._kernels import sigmoid as _sigmoid
 from ._kernels import tanh as _tanh
 
-PATHS = ("sparse", "dense", "unstructured", "block")
+ALGORITHMS = ("sparse", "dense", "unstructured", "block")
+PATHS = ALGORITHMS  # the former name
 _VARIANT_CODE = {"full": 0, "lowrank": 1, "block": 2}
 
 # Kernels contract a*b+c into fused multiply-adds only. The dot-product helpers alone also allow
@@ -119,15 +125,6 @@ def _dot2(a, c, b):
     return s_a, s_c
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _product(h, W_T, out):
-    """out = h @ W_T; one row goes through GEMV, which BLAS does faster than a one-row GEMM."""
-    if h.shape[0] == 1:
-        np.dot(h[0], W_T, out[0])
-    else:
-        np.dot(h, W_T, out)
-
-
 @njit(cache=True, fastmath=DOT_FASTMATH, error_model="numpy")
 def _dot4(a, b, c, d, x):
     """``(a . x, b . x, c . x, d . x)`` in one pass over ``x`` (each ``x[k]`` loaded once)."""
@@ -142,14 +139,6 @@ def _dot4(a, b, c, d, x):
         s_c += c[k] * xk
         s_d += d[k] * xk
     return s_a, s_b, s_c, s_d
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _copy(src, dst):
-    """dst[:] = src for 1-d arrays, as a plain loop: numba's ``dst[:] = src`` first checks the two
-    for overlap and may copy through a temporary (measured 3x slower for gathering rows)."""
-    for i in range(src.shape[0]):
-        dst[i] = src[i]
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -196,7 +185,7 @@ def _gate_z(variant, bs, pxz_t, h, U_z, U_zT, W_zT, b_z, mean, inv_std, s, u, a,
     if variant == 1:
         if B == 1:
             a_0, u_0 = a[0], u[0]
-            _copy(b_z, a_0)
+            _copy(a_0, b_z)
             for i in range(W_zT.shape[0]):
                 zi = u_0[i]
                 if zi != zero:
@@ -223,7 +212,7 @@ def _gate_z(variant, bs, pxz_t, h, U_z, U_zT, W_zT, b_z, mean, inv_std, s, u, a,
             for k in range(K):
                 zu_b[k * bs : (k + 1) * bs] = zk_b[k]
         else:
-            _copy(zk_b, zu_b)
+            _copy(zu_b, zk_b)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -369,13 +358,13 @@ def _block_step(kb, bs, x_t, h_t, h_next, zk, zu, Ut, Wt, b_t, m, sel, h_buf, c,
     else:
         h_sel = h_buf[: n * H].reshape(n, H)
         for i in range(n):
-            _copy(h_t[sel[i]], h_sel[i])
+            _copy(h_sel[i], h_t[sel[i]])
     p = p_buf[: n * 2 * tu].reshape(n, 2 * tu)
     for k in range(lo // tu, (lo + bs) // tu):
         W, b_k = Wt[k], b_t[2 * tu * k : 2 * tu * (k + 1)]
         for i in range(n):  # input side, K = D: vectorised over the tile's 2tu outputs
             x_b, p_i = x_t[sel[i]], p[i]
-            _copy(b_k, p_i)
+            _copy(p_i, b_k)
             for d in range(D):
                 xd, w_d = x_b[d], W[d]
                 for v in range(2 * tu):
@@ -424,7 +413,7 @@ def block_forward(x, pxz, Ut, Wt, b_t, U_z, U_zT, mean, inv_std, s, hs, zs, work
         h_t, h_next, x_t = hs[t], hs[t + 1], x[t]
         _gate_z(2, bs, pxz[t], h_t, U_z, U_zT, empty_W, empty_b, mean, inv_std, s, u, a, zk, zu)
         for b in range(B):  # z = 0 copies the state: one copy now, active blocks overwrite theirs
-            _copy(h_t[b], h_next[b])
+            _copy(h_next[b], h_t[b])
         for w in prange(workers):
             for kb in range(w, g, workers):
                 _block_step(kb, bs, x_t, h_t, h_next, zk, zu, Ut, Wt, b_t, m,
@@ -439,7 +428,7 @@ def block_forward(x, pxz, Ut, Wt, b_t, U_z, U_zT, mean, inv_std, s, hs, zs, work
 class Prepared(NamedTuple):
     """Weights re-arranged once per parameter set for one path (build with :func:`prepare`)."""
 
-    path: str
+    algorithm: str  # "dense", "unstructured" or "block"
     variant: int  # 0 full, 1 lowrank, 2 block
     bs: int  # units per block (1 unless block variant)
     tu: int  # units per tile (dense with B > 1, block)
@@ -455,6 +444,16 @@ class Prepared(NamedTuple):
     weights: dict  # the path's r/ĥ weights, see prepare()
     params: object
 
+    @property
+    def path(self) -> str:  # the former name of the field
+        return self.algorithm
+
+
+class Cache(NamedTuple):
+    """What :func:`forward` keeps besides the outputs (there is no fast backward: inference only)."""
+
+    z: np.ndarray  # (T, B, H): the update gate the path used; where it is 0 the unit was not computed
+
 
 def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
@@ -466,16 +465,16 @@ def _tile_rows(H: int, tu: int) -> np.ndarray:
     return np.concatenate([units, units + H], axis=1).ravel()
 
 
-def _resolve_path(params, path: str) -> str:
-    one_of("path", path, PATHS)
-    if path == "sparse":
+def _resolve_path(params, algorithm: str) -> str:
+    one_of("algorithm", algorithm, ALGORITHMS)
+    if algorithm == "sparse":
         return "block" if params.variant == "block" else "unstructured"
-    if path == "block" and params.variant != "block":
+    if algorithm == "block" and params.variant != "block":
         raise ValueError(
-            f"path: 'block' needs the block variant (z constant on blocks of units), got variant "
-            f"{params.variant!r}; use path='unstructured'"
+            f"algorithm: 'block' needs the block variant (z constant on blocks of units), got variant "
+            f"{params.variant!r}; use algorithm='unstructured'"
         )
-    return path
+    return algorithm
 
 
 def _check_inference(params) -> None:
@@ -487,8 +486,8 @@ def _check_inference(params) -> None:
         )
 
 
-def prepare(params, path: str = "sparse") -> Prepared:
-    """Re-arrange the weights once for ``path`` (copies, about the size of ``W_rh`` and ``U_rh``).
+def prepare(params, algorithm: str = "sparse", *, path: str | None = None) -> Prepared:
+    """Re-arrange the weights once for ``algorithm`` (copies, about the size of ``W_rh`` and ``U_rh``).
 
     ``weights`` holds, for "dense": ``W_tT`` (D, 2H), ``b_t`` (2H,), ``U_tT`` (H, 2H) (transposed,
     columns in tile order) and ``Ut`` (H/tu, H, 2tu) (per tile); for "unstructured": ``P``
@@ -497,7 +496,7 @@ def prepare(params, path: str = "sparse") -> Prepared:
     """
     reference._check_params(params)
     _check_inference(params)
-    path = _resolve_path(params, path)
+    path = _resolve_path(params, algorithm_keyword(algorithm, path=path))
     dt, H, D = params.dtype, params.hidden_size, params.input_size
     variant = params.variant
 
@@ -546,31 +545,46 @@ def prepare(params, path: str = "sparse") -> Prepared:
     )
 
 
-def forward_inference(params, x, h0=None, *, path: str = "sparse", prepared: Prepared | None = None,
-                      return_z: bool = False):
-    """Inference forward: ``(y, h_T)``, or ``(y, h_T, z)`` with ``return_z=True``.
+def forward(params, x, h0=None, *, algorithm: str = "sparse", prepared: Prepared | None = None):
+    """Inference forward that also keeps the update gate: ``(y, h_T, cache)``, ``cache`` a :class:`Cache`.
 
-    ``path``: ``"sparse"`` (block path for the block variant, else unstructured), ``"dense"``,
-    ``"unstructured"`` or ``"block"``. Equals :func:`refrnn.cells.ccgru.forward` of the same params
-    in inference mode (``y`` is a fresh writable array here, not a read-only view). ``z``
-    (T, B, H) is the update gate the path used; where it is 0 the unit was not computed.
+    ``algorithm``: ``"sparse"`` (block path for the block variant, else unstructured), ``"dense"``,
+    ``"unstructured"`` or ``"block"``. ``y`` and ``h_T`` equal :func:`refrnn.cells.ccgru.forward` of
+    the same params in inference mode (``y`` is a fresh writable array here, not a read-only view).
     """
+    y, h_T, z = _run(params, x, h0, algorithm, prepared, keep_z=True)
+    return y, h_T, Cache(z)
+
+
+def forward_inference(params, x, h0=None, *, algorithm: str = "sparse", prepared: Prepared | None = None,
+                      path: str | None = None, return_z: bool | None = None):
+    """Inference forward: ``(y, h_T)``; :func:`forward` also returns the update gate.
+
+    ``path=`` is the former name of ``algorithm=``. ``return_z=True``, deprecated, returns
+    ``(y, h_T, z)`` like ``forward`` with ``cache.z`` unpacked.
+    """
+    algorithm = algorithm_keyword(algorithm, path=path)
+    if return_z is not None:
+        warnings.warn("return_z= is deprecated: forward() returns (y, h_T, cache) with cache.z", DeprecationWarning, stacklevel=2)
+    y, h_T, z = _run(params, x, h0, algorithm, prepared, keep_z=bool(return_z))
+    return (y, h_T, z) if return_z else (y, h_T)
+
+
+def _run(params, x, h0, algorithm, prepared, keep_z):
     reference._check_params(params)
     _check_inference(params)
-    path = _resolve_path(params, path)
     x, h0 = reference.check_inputs(params, x, h0)
-    if prepared is None:
-        prepared = prepare(params, path)
-    elif not isinstance(prepared, Prepared) or prepared.params is not params or prepared.path != path:
-        got = f"one for path {prepared.path!r}" if isinstance(prepared, Prepared) else type(prepared).__name__
-        raise ValueError(f"prepared: expected prepare(params, {path!r}) for these very params, got {got}")
+    prepared = _strategy.prepared_for(params, algorithm, prepared, prepare, Prepared, lambda a: _resolve_path(params, a))
+    path = prepared.algorithm
     p, w = prepared, prepared.weights
     T, B, D = x.shape
     H, dt = params.hidden_size, params.dtype
     x = np.ascontiguousarray(x)
     hs = np.empty((T + 1, B, H), dt)
     hs[0] = h0
-    zs = np.empty((T if return_z else 1, B, H), dt)
+    zs = np.empty((T if keep_z else 1, B, H), dt)
+    if T * B == 0:  # no step to take: y (T, B, H) and z are empty, h_T = h0, as in the reference
+        return hs[1:], hs[-1].copy(), zs if keep_z else None
     flat_x = x.reshape(T * B, D)
     # The dense and block paths parallelise over tiles or blocks themselves (prange), each thread
     # making small products: BLAS threads on top only oversubscribe the cores (see refrnn.jit._blas;
@@ -589,7 +603,4 @@ def forward_inference(params, x, h0=None, *, path: str = "sparse", prepared: Pre
 
             workers = min(get_num_threads(), params.g)
             block_forward(x, pxz, w["Ut"], w["Wt"], w["b_t"], p.U_z, p.U_zT, p.mean, p.inv_std, p.s, hs, zs, workers)
-    y = hs[1:]
-    if return_z:
-        return y, hs[-1].copy(), zs
-    return y, hs[-1].copy()
+    return hs[1:], hs[-1].copy(), zs if keep_z else None

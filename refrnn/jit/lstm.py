@@ -5,11 +5,12 @@ parameters have them, both inside the same fused pass), computed in one of two o
 
     "batched"  A_x = x @ W_x.T for all T*B rows at once (one GEMM), then per step one product
                A_h = h_{t-1} @ W_h.T over all four gates, then one fused pass over the B*H units.
-    "fused"    per step the single product [x_t, h_{t-1}] @ [W_x | W_h].T (the fused-matmul note;
-               every LSTM gate adds its input and recurrent parts, so nothing stays outside it).
+    "fused"    per step the single product [x_t, h_{t-1}] @ [W_x | W_h].T (the weights side by
+               side: every LSTM gate adds its input and recurrent parts, so nothing stays outside it).
 
-``strategy="auto"`` (the default) picks one by the rule measured with ``refrnn bench``
-(:mod:`refrnn.jit._strategy`), or takes the strategy of the ``prepared`` layout passed in.
+``algorithm="auto"`` (the default) picks one by the rule measured with ``refrnn bench``
+(:mod:`refrnn.jit._strategy`), or takes the algorithm of the ``prepared`` layout passed in.
+``strategy=`` is the keyword's former name.
 
 :func:`forward` fills a :class:`refrnn.cells.lstm.LSTMCache` for :func:`refrnn.cells.lstm.backward`;
 :func:`forward_inference` keeps only the outputs (and two steps of c).
@@ -24,19 +25,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import one_of
+from .._moved import algorithm_keyword
 from ..cells import lstm as reference
 from ..cells._common import frozen
 from ..cells.lstm import LSTMCache, LSTMParams
 from . import _kernels, _strategy
 
-STRATEGIES = ("batched", "fused")  # what prepare() builds; forward also takes "auto" (refrnn.jit._strategy)
+ALGORITHMS = ("batched", "fused")  # what prepare() builds; forward also takes "auto" (refrnn.jit._strategy)
+STRATEGIES = ALGORITHMS  # the former name
 
 
 class Prepared(NamedTuple):
-    """Weights re-arranged once per parameter set for one strategy (build with :func:`prepare`)."""
+    """Weights re-arranged once per parameter set for one algorithm (build with :func:`prepare`)."""
 
-    strategy: str
+    algorithm: str
     c: np.ndarray  # (4H,) folded bias b_x + b_h
     W_xT: np.ndarray  # (D, 4H) = W_x.T (a view)
     W_hT: np.ndarray  # batched: (P, 4H) = W_h.T (a view); fused: (D+P, 4H) = [W_x | W_h].T
@@ -44,12 +46,14 @@ class Prepared(NamedTuple):
     W_hr: np.ndarray  # (P, H), or (0, H) without a projection
     params: LSTMParams
 
+    @property
+    def strategy(self) -> str:  # the former name of the field
+        return self.algorithm
 
-def prepare(params: LSTMParams, strategy: str = "batched") -> Prepared:
+
+def prepare(params: LSTMParams, algorithm: str = "batched", *, strategy: str | None = None) -> Prepared:
     """Transpose (views) and, for "fused", concatenate the weights once; pass as ``prepared=``."""
-    if not isinstance(params, LSTMParams):
-        raise TypeError(f"params: expected LSTMParams, got {type(params).__name__}")
-    one_of("strategy", strategy, STRATEGIES)
+    algorithm = _strategy.prepare_algorithm(params, LSTMParams, algorithm, strategy)
     H, dt = params.hidden_size, params.dtype
     # C order everywhere (no copy when already so): the kernels then always see the same array
     # types, and transposed views are Fortran-ordered, which BLAS reads in place.
@@ -57,19 +61,18 @@ def prepare(params: LSTMParams, strategy: str = "batched") -> Prepared:
     c = params.b_x + params.b_h
     peepholes = tuple(np.zeros(H, dt) if w is None else np.ascontiguousarray(w) for w in (params.w_ic, params.w_fc, params.w_oc))
     W_hr = np.zeros((0, H), dt) if params.W_hr is None else np.ascontiguousarray(params.W_hr)
-    if strategy == "batched":
+    if algorithm == "batched":
         W_hT = W_h.T
     else:
         F = np.concatenate([W_x, W_h], axis=1)
         frozen(F)
         W_hT = F.T
-    return Prepared(strategy, c, W_x.T, W_hT, peepholes, W_hr, params)
+    return Prepared(algorithm, c, W_x.T, W_hT, peepholes, W_hr, params)
 
 
-def _run(params, x, state0, strategy, prepared, train):
+def _run(params, x, state0, algorithm, prepared, train):
     x, (h0, c0) = reference.check_inputs(params, x, state0)
-    prepared = _strategy.prepared_for(params, x.shape[1], strategy, prepared, prepare, Prepared)
-    strategy = prepared.strategy
+    prepared = _strategy.prepared_for(params, algorithm, prepared, prepare, Prepared, _strategy.resolver(params, x.shape[1]))
     T, B, _ = x.shape
     H, P = params.hidden_size, params.output_size
     dt = params.dtype
@@ -79,9 +82,11 @@ def _run(params, x, state0, strategy, prepared, train):
     steps = T if train else 1
     gates = tuple(np.empty((steps, B, H), dt) for _ in range(5))  # i, f, g, o, tanh(c)
     m = np.empty((steps if params.W_hr is not None else 0, B, H), dt)  # o * tanh(c), projection only
+    if T * B == 0:  # no step to take: y and the cache are empty, the state stays state0, as in the reference
+        return x, hs, cs, gates, (m if params.W_hr is not None else None)
     p = prepared
     xc = np.ascontiguousarray(x)
-    if strategy == "batched":
+    if prepared.algorithm == "batched":
         ax = _kernels.input_products(xc.reshape(T * B, -1), p.W_xT).reshape(T, B, 4 * H)
         _kernels.lstm_batched(ax, p.W_hT, p.c, *p.peepholes, p.W_hr, hs, cs, *gates, m)
     else:
@@ -89,14 +94,18 @@ def _run(params, x, state0, strategy, prepared, train):
     return x, hs, cs, gates, (m if params.W_hr is not None else None)
 
 
-def forward(params: LSTMParams, x, state0=None, *, strategy: str = "auto", prepared: Prepared | None = None):
+def forward(params: LSTMParams, x, state0=None, *, algorithm: str = "auto", prepared: Prepared | None = None,
+            strategy: str | None = None):
     """Training forward: ``(y, (h_T, c_T), cache)`` exactly as :func:`refrnn.cells.lstm.forward`."""
-    x, hs, cs, gates, m = _run(params, x, state0, strategy, prepared, train=True)
+    algorithm = algorithm_keyword(algorithm, strategy=strategy)
+    x, hs, cs, gates, m = _run(params, x, state0, algorithm, prepared, train=True)
     frozen(hs, cs, *gates, *(() if m is None else (m,)))
     return hs[1:], (hs[-1].copy(), cs[-1].copy()), LSTMCache(x, hs, cs, *gates, m)
 
 
-def forward_inference(params: LSTMParams, x, state0=None, *, strategy: str = "auto", prepared: Prepared | None = None):
+def forward_inference(params: LSTMParams, x, state0=None, *, algorithm: str = "auto", prepared: Prepared | None = None,
+                      strategy: str | None = None):
     """Inference forward: ``(y, (h_T, c_T))``, no cache kept."""
-    x, hs, cs, _, _ = _run(params, x, state0, strategy, prepared, train=False)
+    algorithm = algorithm_keyword(algorithm, strategy=strategy)
+    x, hs, cs, _, _ = _run(params, x, state0, algorithm, prepared, train=False)
     return hs[1:], (hs[-1].copy(), cs[x.shape[0] % 2].copy())

@@ -41,8 +41,8 @@ accepts a cache from either forward.
 
 Activations: float32 uses the polynomial ``exp`` of :mod:`refrnn.jit._kernels` (no SVML in this
 llvmlite, so ``math.exp`` in a loop runs scalar); float64 uses libm, and agrees with the reference
-within 1e-10. Numba's on-disk cache does not notice a change to a helper in another file: after
-editing :mod:`refrnn.jit._kernels`, delete ``refrnn/jit/__pycache__``. The float32 tolerance is argued in
+within 1e-10 (the on-disk cache of :mod:`refrnn.jit._cache` recompiles these kernels when
+:mod:`refrnn.jit._kernels` changes). The float32 tolerance is argued in
 ``tests/test_jit_sru.py``.
 
 Directions: :func:`reverse_forward` / :func:`bidirectional_forward` and their backwards mirror the
@@ -54,21 +54,21 @@ Shapes: x (T, B, D); c0 (B, H); y (T, B, H) = h_1..h_T; c_T (B, H); mask_pad (T,
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, prange
 
 from .._checks import float_array
 from ..cells import sru as reference
 from ..cells._common import frozen
 from ..cells.sru import SRUCache, SRUParams
 from . import _kernels
+from ._cache import njit
+from ._kernels import _copy
 from ._kernels import sigmoid as _sigmoid
-from ._kernels import tanh as _tanh
 
 SKIP_CODES = {"none": 0, "identity": 1, "projection": 2}
-FASTMATH = {"contract"}  # fused multiply-add only; see refrnn.jit._kernels for why no more
-# error_model="numpy": no zero test (a branch to an exception) in every division, which would
-# keep sigmoid's loops scalar. The divisors here are 1 + exp(.) >= 1.
-JIT = dict(cache=True, fastmath=FASTMATH, error_model="numpy")
+# Fused multiply-add only, and no zero test in every division (which would keep sigmoid's loops
+# scalar; the divisors here are 1 + exp(.) >= 1): the options of every kernel, see refrnn.jit._kernels.
+JIT = _kernels.JIT
 LANES = 16  # stretches of units are multiples of this: one AVX-512 register of float32
 TASKS_PER_THREAD = 4  # enough tasks that threads finishing early find work
 
@@ -89,18 +89,6 @@ def _update(c_next, f, c_prev, u_c):
     """c_next = f * c_prev + (1 - f) * u_c"""
     for j in range(c_next.shape[0]):
         c_next[j] = f[j] * c_prev[j] + (1.0 - f[j]) * u_c[j]
-
-
-@njit(**JIT)
-def _tanh_row(out, a):
-    for j in range(out.shape[0]):
-        out[j] = _tanh(a[j])
-
-
-@njit(**JIT)
-def _copy(out, a):
-    for j in range(out.shape[0]):
-        out[j] = a[j]
 
 
 @njit(**JIT)
@@ -182,7 +170,7 @@ def _forward_task(i, n_stretch, stretch, U, x, skip, off, alpha, use_tanh, vb, p
         if use_tanh or keep_g:
             g_t = g[min(t, last_g), b][j0:j1]
             if use_tanh:
-                _tanh_row(g_t, c_next)
+                _kernels._tanh(g_t, c_next)
             else:
                 _copy(g_t, c_next)  # g = c, kept apart from c only where a mask will overwrite c
         h_t = h[t, b][j0:j1]

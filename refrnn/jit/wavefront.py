@@ -55,8 +55,8 @@ Precision. float64 equals :func:`refrnn.stack.forward` to rounding (the same pro
 other BLAS calls; libm activations): ``tests/test_jit_wavefront.py`` asserts 1e-12. float32 uses the
 polynomial ``exp`` of :mod:`refrnn.jit._kernels`, like the single-layer fast paths.
 
-Numba's on-disk cache notices changes to this file only: after editing the row loops in
-:mod:`refrnn.jit._kernels`, delete ``refrnn/jit/__pycache__`` (see that module's docstring).
+The kernels reuse the row loops of :mod:`refrnn.jit._kernels`; their on-disk cache
+(:mod:`refrnn.jit._cache`) is stale as soon as that file changes, so they never run an old copy.
 
 Shapes: x (T, B, D); y (T, B, H_last); states one per layer, bottom first, each in its cell's form
 (``h`` (B, H) for a GRU, ``(h, c)`` for an LSTM).
@@ -67,7 +67,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .. import stack
 from .. import wavefront as reference
@@ -77,6 +77,7 @@ from ..cells import module_for
 from ..cells.gru import GRUParams
 from ..cells.lstm import LSTMParams
 from . import _kernels
+from ._cache import njit
 
 # The kernels below contain a prange over layers; everything else as in _kernels (see its docstring
 # for why error_model="numpy" and fastmath={"contract"} only).
@@ -262,7 +263,7 @@ def _one_step(p):
         from . import ccgru as fast
 
         prepared = fast.prepare(p, "dense")
-        return lambda x_t, s: fast.forward_inference(p, x_t, s, path="dense", prepared=prepared)
+        return lambda x_t, s: fast.forward_inference(p, x_t, s, algorithm="dense", prepared=prepared)
     cell = module_for(p)  # SRU, conditional GRU with batch statistics, any other registered cell
 
     def step(x_t, s):
@@ -351,6 +352,8 @@ def forward(layers, x, state0=None, *, prepared: Prepared | None = None, threads
         threads = positive_int("threads", threads)
     if prepared.kind == "cells":
         return _cells(prepared.arrays["steps"], layers, x, states)
+    if B == 0:  # nothing to compute, and the kernels' (T*B, D) views do not exist: the reference's empty result
+        return reference.forward(layers, x, states)
     import numba
 
     side_by_side = threads is not None and threads > 1

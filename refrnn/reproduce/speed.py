@@ -11,7 +11,7 @@ Speed-up (the paper's Tables II and IV: "acceleration factor over a fully-dense 
 trained conditional model, on validation text in inference mode, these run interleaved, round
 after round (rotated order, so all see the same machine load), and the medians are compared:
 
-* ``dense``: :func:`refrnn.jit.ccgru.forward_inference` with ``path="dense"``, every unit computed
+* ``dense``: :func:`refrnn.jit.ccgru.forward_inference` with ``algorithm="dense"``, every unit computed
   (the densely calculated baseline, same weights, same outputs);
 * ``sparse``: the sparse path the paper pairs with the variant: ``"block"`` for block-sparse z at
   batch ``B`` (paper: the training minibatch, 64), ``"unstructured"`` for low-rank z at ``B = 1``
@@ -31,7 +31,6 @@ round lasts at least ~20 ms. With ``clock="wall"`` the times carry a shared mach
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import numpy as np
@@ -52,7 +51,8 @@ def _forward(model: lm.LM, cell, x, h, prepared):
         return y, h_T, None
     from ..jit import ccgru as fast
 
-    return fast.forward_inference(cell, x, h, path="dense", prepared=prepared, return_z=True)
+    y, h_T, cache = fast.forward(cell, x, h, algorithm="dense", prepared=prepared)
+    return y, h_T, cache.z
 
 
 def evaluate(model: lm.LM, ids: np.ndarray, *, batch: int = 32, chunk: int = 1000) -> tuple[float, float]:
@@ -88,24 +88,10 @@ def evaluate(model: lm.LM, ids: np.ndarray, *, batch: int = 32, chunk: int = 100
 
 
 def _median_times(cands: dict, repeats: int, clock=time.perf_counter) -> dict:
-    names = list(cands)
-    for fn in cands.values():  # warm-up: compilation, caches
-        fn()
-    number = {}
-    for n, fn in cands.items():
-        t0 = clock()
-        fn()
-        number[n] = max(1, int(0.02 / max(clock() - t0, 1e-6)))
-    times = {n: [] for n in names}
-    for rep in range(repeats):
-        k = rep % len(names)
-        for n in names[k:] + names[:k]:
-            fn, num = cands[n], number[n]
-            t0 = clock()
-            for _ in range(num):
-                fn()
-            times[n].append((clock() - t0) / num)
-    return {n: statistics.median(ts) for n, ts in times.items()}
+    """Medians of the interleaved timer (:mod:`refrnn.bench.timer`), rounds of at least ~20 ms."""
+    from ..bench.timer import interleaved, medians
+
+    return medians(interleaved(cands, repeats=repeats, warmup=1, clock=clock, min_round_s=0.02))
 
 
 def speedup(model: lm.LM, ids: np.ndarray, *, T: int = 50, batch: int | None = None, repeats: int = 11,
@@ -127,12 +113,12 @@ def speedup(model: lm.LM, ids: np.ndarray, *, T: int = 50, batch: int | None = N
     cell = lm.inference_cell(model)
     x_all = np.ascontiguousarray(lm.inputs(model, text))
     zeros = np.zeros((B, model.hidden_size), model.dtype)
-    h0 = fast.forward_inference(cell, x_all[:warmup], zeros, path="dense")[1] if warmup else zeros
+    h0 = fast.forward_inference(cell, x_all[:warmup], zeros, algorithm="dense")[1] if warmup else zeros
     x = np.ascontiguousarray(x_all[warmup:])
     dense_p, sparse_p = fast.prepare(cell, "dense"), fast.prepare(cell, path)
     cands = {
-        "dense": lambda: fast.forward_inference(cell, x, h0, path="dense", prepared=dense_p),
-        "sparse": lambda: fast.forward_inference(cell, x, h0, path=path, prepared=sparse_p),
+        "dense": lambda: fast.forward_inference(cell, x, h0, algorithm="dense", prepared=dense_p),
+        "sparse": lambda: fast.forward_inference(cell, x, h0, algorithm=path, prepared=sparse_p),
     }
     if gru_model is not None:
         from ..jit import gru as fast_gru
@@ -143,7 +129,7 @@ def speedup(model: lm.LM, ids: np.ndarray, *, T: int = 50, batch: int | None = N
         gp = fast_gru.prepare(gcell)
         cands["gru"] = lambda: fast_gru.forward_inference(gcell, gx, gh0, prepared=gp)
     med = _median_times(cands, repeats, time.process_time if clock == "cpu" else time.perf_counter)
-    _, _, z = fast.forward_inference(cell, x, h0, path=path, prepared=sparse_p, return_z=True)
+    z = fast.forward(cell, x, h0, algorithm=path, prepared=sparse_p)[2].z
     out = dict(
         path=path, B=B, T=T, warmup=warmup, repeats=repeats, clock=clock,
         t_dense=med["dense"], t_sparse=med["sparse"], speedup=med["dense"] / med["sparse"],

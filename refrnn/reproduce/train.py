@@ -170,45 +170,33 @@ def load_checkpoint(path: str, config: TrainConfig) -> State:
 
 
 # ---------------------------------------------------------------------------------------------
-# Progress bar (plain stderr)
+# Progress bar
 # ---------------------------------------------------------------------------------------------
 
 
-class Progress:
-    """``name  [#####.....]  k/n  bpc 2.31  12.3 it/s  eta 1m05s`` on stderr. On a terminal the line
-    is redrawn in place (at most 5 times a second); in a log file a line is written every 10%."""
+class _NoBar:
+    """What :func:`_progress` returns when progress is off: nothing drawn, tqdm not imported."""
 
-    def __init__(self, name: str, total: int, start: int = 0, enabled: bool = True, stream=None):
-        self.name, self.total, self.enabled = name, total, enabled
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0, self.start, self.last_draw = time.perf_counter(), start, 0.0
-        self.last_decile = start * 10 // max(total, 1)
+    def update(self, n: int = 1) -> None:
+        pass
 
-    def update(self, k: int, bpc: float) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        decile = k * 10 // max(self.total, 1)
-        if self.tty and now - self.last_draw < 0.2 and k < self.total:
-            return
-        if not self.tty and decile == self.last_decile and k < self.total:
-            return
-        self.last_draw, self.last_decile = now, decile
-        rate = (k - self.start) / max(now - self.t0, 1e-9)
-        eta = (self.total - k) / rate if rate > 0 else float("inf")
-        width = 24
-        fill = int(width * k / max(self.total, 1))
-        bar = "#" * fill + "." * (width - fill)
-        eta_s = f"{int(eta // 60)}m{int(eta % 60):02d}s" if math.isfinite(eta) else "?"
-        line = f"{self.name:<22} [{bar}] {k}/{self.total}  bpc {bpc:.3f}  {rate:5.1f} it/s  eta {eta_s}"
-        self.stream.write(("\r" + line) if self.tty else (line + "\n"))
-        self.stream.flush()
+    def set_postfix_str(self, s: str, refresh: bool = True) -> None:
+        pass
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        pass
+
+
+def _progress(name: str, total: int, start: int, enabled: bool):
+    """A tqdm bar on stderr, ``name  k/n  [elapsed<eta, it/s]  bpc 2.310``, resumed at ``start``.
+    On a terminal it is redrawn in place (at most 5 times a second); in a log file a line every 10%."""
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, initial=start, desc=f"{name:<22}", file=sys.stderr, unit="it", dynamic_ncols=tty,
+                mininterval=0.2 if tty else 0.0, miniters=None if tty else max(1, total // 10))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,7 +247,7 @@ def train(config: TrainConfig, corpus: Corpus, checkpoint: str | None = None, *,
         raise ValueError(f"bptt: {T} steps need training streams of at least {T + 1} symbols; got {L} "
                          f"({len(corpus.train)} symbols in {config.batch} streams)")
     val_ids = corpus.valid[: config.eval_symbols]
-    bar = Progress(config.name, config.steps, st.step, enabled=progress)
+    bar = _progress(config.name, config.steps, st.step, progress)
     t_run = time.perf_counter()
     try:
         while st.step < config.steps:
@@ -278,7 +266,8 @@ def train(config: TrainConfig, corpus: Corpus, checkpoint: str | None = None, *,
             if evaluate is not None and (st.step % config.eval_every == 0 or st.step == config.steps):
                 st.val_steps.append(st.step)
                 st.val_bpc.append(float(evaluate(st.model, val_ids)[0]))
-            bar.update(st.step, bpc)
+            bar.set_postfix_str(f"bpc {bpc:.3f}", refresh=False)
+            bar.update(1)
             done = stop_after is not None and st.step >= stop_after
             if checkpoint and (st.step % config.checkpoint_every == 0 or st.step == config.steps or done):
                 st.elapsed += time.perf_counter() - t_run

@@ -3,7 +3,7 @@ the code paths and the report do)."""
 
 import json
 
-from refrnn import bench_cuda
+from refrnn.bench import cuda as bench_cuda
 
 
 def test_smoke_run_writes_every_figure(tmp_path, capsys):

@@ -36,7 +36,7 @@ def test_forward_matches_reference_float64(shape, folded):
     p, x, h0 = _case(*shape, s=-0.3, folded=folded)
     y_ref, h_ref, cache = reference.forward(p, x, h0)
     assert 0 < reference.z_sparsity(cache) < 1  # some blocks skipped and some computed: both paths run
-    y, h_T = ccgru.forward(p, x, h0, tile=SMALL_TILE)
+    y, h_T = ccgru.forward_inference(p, x, h0, tile=SMALL_TILE)
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-10)
     np.testing.assert_allclose(h_T, h_ref, rtol=0, atol=1e-10)
     # Skipped units are copied bit for bit from the kernel's own previous state.
@@ -50,7 +50,7 @@ def test_extreme_sparsity(s, expected_sparsity):
     p, x, h0 = _case(2, 6, 3, 6, 3, s=s)  # all active: 6 sequences per block, two 4-row sample tiles
     y_ref, _, cache = reference.forward(p, x, h0)
     assert reference.z_sparsity(cache) == expected_sparsity
-    y, _ = ccgru.forward(p, x, h0, tile=SMALL_TILE)
+    y, _ = ccgru.forward_inference(p, x, h0, tile=SMALL_TILE)
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-10)
     if expected_sparsity == 1.0:
         np.testing.assert_array_equal(y, np.broadcast_to(h0, y.shape))
@@ -59,14 +59,14 @@ def test_extreme_sparsity(s, expected_sparsity):
 def test_default_tile_and_zero_state():
     p, x, _ = _case(2, 2, 3, 18, 1, s=0.0)  # one block of 18 units: a full and a partial 16-wide tile
     y_ref, _, _ = reference.forward(p, x)
-    y, _ = ccgru.forward(p, x)
+    y, _ = ccgru.forward_inference(p, x)
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-10)
 
 
 def test_float32():
     p, x, h0 = _case(3, 3, 3, 6, 2, s=-0.3, dtype=np.float32)
     y_ref, _, cache = reference.forward(p.astype(np.float64), x.astype(np.float64), h0.astype(np.float64))
-    y, _ = ccgru.forward(p, x, h0, tile=SMALL_TILE)
+    y, _ = ccgru.forward_inference(p, x, h0, tile=SMALL_TILE)
     assert y.dtype == np.float32
     # Sums of <= D + H + 1 = 10 float32 terms of size ~1 per pre-activation (~1e-6), slope <= 1 gates,
     # convex state update, 3 steps. A gate within rounding of 0 could flip between skipped and computed,
@@ -79,7 +79,7 @@ def test_device_arrays_in_and_out():
 
     p, x, h0 = _case(2, 3, 3, 6, 2, s=-0.3)
     y_ref, h_ref, _ = reference.forward(p, x, h0)
-    y, h_T = ccgru.forward(ccgru.upload(p), cuda.to_device(x), cuda.to_device(h0), tile=SMALL_TILE)
+    y, h_T = ccgru.forward_inference(ccgru.upload(p), cuda.to_device(x), cuda.to_device(h0), tile=SMALL_TILE)
     assert not isinstance(y, np.ndarray)
     np.testing.assert_allclose(y.copy_to_host(), y_ref, rtol=0, atol=1e-10)
     np.testing.assert_allclose(h_T.copy_to_host(), h_ref, rtol=0, atol=1e-10)
@@ -89,9 +89,9 @@ def test_refuses_what_it_cannot_skip():
     x = np.zeros((1, 2, 3))
     full = reference.init(3, 4, variant="full", mode="inference", rng=0)
     with pytest.raises(ValueError, match="needs the block variant"):
-        ccgru.forward(full, x)
+        ccgru.forward_inference(full, x)
     train = reference.init(3, 4, variant="block", g=2, rng=0)
     with pytest.raises(ValueError, match="mode='train' normalises with batch statistics"):
-        ccgru.forward(train, x)
+        ccgru.forward_inference(train, x)
     with pytest.raises(TypeError, match="expected CCGRUBlockParams"):
-        ccgru.forward("params", x)
+        ccgru.forward_inference("params", x)

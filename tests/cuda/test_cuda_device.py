@@ -22,10 +22,10 @@ class _Interface:
 def test_non_contiguous_device_arrays_are_refused():
     x = cuda.to_device(np.zeros((2, 1, 6)))[:, :, ::2]  # shape (2, 1, 3), every other element
     with pytest.raises(ValueError, match=r"x: the device array of shape \(2, 1, 3\) is not C-contiguous"):
-        gru.forward(_params(), x)
+        gru.forward_inference(_params(), x)
     # The same check on a foreign array, before anything is wrapped: a transposed (2, 1, 3) view.
     with pytest.raises(ValueError, match="not C-contiguous"):
-        gru.forward(_params(), _Interface((2, 1, 3), (8, 48, 16)))
+        gru.forward_inference(_params(), _Interface((2, 1, 3), (8, 48, 16)))
 
 
 def test_length_one_axes_do_not_make_an_array_non_contiguous():
@@ -37,31 +37,31 @@ def test_length_one_axes_do_not_make_an_array_non_contiguous():
 def test_device_dtype_mismatch_is_a_type_error():
     x = cuda.to_device(np.zeros((2, 1, 3), dtype=np.float32))
     with pytest.raises(TypeError, match="x: dtype float32 does not match the parameters' dtype float64"):
-        gru.forward(_params(), x)
+        gru.forward_inference(_params(), x)
     with pytest.raises(TypeError, match="x: dtype float32 does not match"):
-        gru.forward(_params(), _Interface((2, 1, 3), None, "<f4"))
+        gru.forward_inference(_params(), _Interface((2, 1, 3), None, "<f4"))
 
 
 def test_device_shape_mismatch_names_the_argument():
     with pytest.raises(ValueError, match=r"x: expected shape \(T, B, D\) with D=3, got shape \(2, 1, 5\)"):
-        gru.forward(_params(), cuda.to_device(np.zeros((2, 1, 5))))
+        gru.forward_inference(_params(), cuda.to_device(np.zeros((2, 1, 5))))
     with pytest.raises(ValueError, match=r"h0: expected shape \(B, H\)"):
-        gru.forward(_params(), np.zeros((2, 1, 3)), cuda.to_device(np.zeros((2, 4))))
+        gru.forward_inference(_params(), np.zeros((2, 1, 3)), cuda.to_device(np.zeros((2, 4))))
 
 
 def test_host_inputs_are_checked_like_the_reference():
     x = np.zeros((2, 1, 3))
     x[1, 0, 2] = np.nan
     with pytest.raises(ValueError, match="x: contains NaN"):
-        gru.forward(_params(), x)
+        gru.forward_inference(_params(), x)
     with pytest.raises(TypeError, match="params: expected GRUParams"):
-        gru.forward(reference.init(3, 4, rng=0).arrays(), np.zeros((2, 1, 3)))
+        gru.forward_inference(reference.init(3, 4, rng=0).arrays(), np.zeros((2, 1, 3)))
 
 
 def test_host_in_host_out_and_device_in_device_out():
     p, x = _params(), np.random.default_rng(0).standard_normal((1, 1, 3))
-    y_host, _ = gru.forward(p, x, tile=4)
-    y_dev, _ = gru.forward(p, cuda.to_device(x), tile=4)
+    y_host, _ = gru.forward_inference(p, x, tile=4)
+    y_dev, _ = gru.forward_inference(p, cuda.to_device(x), tile=4)
     assert isinstance(y_host, np.ndarray)
     assert _device.is_device_array(y_dev) and not isinstance(y_dev, np.ndarray)
     np.testing.assert_array_equal(y_dev.copy_to_host(), y_host)

@@ -27,7 +27,7 @@ def test_forward_matches_reference_float64(reset, shape, strategy, host_gemm):
     p, x, h0 = _case(reset, *shape)
     y_ref, h_ref, _ = reference.forward(p, x, h0)
     product = "tiled" if strategy == "tiled" else host_gemm
-    y, h_T = gru.forward(p, x, h0, product=product, tile=SMALL_TILE)
+    y, h_T = gru.forward_inference(p, x, h0, algorithm=product, tile=SMALL_TILE)
     assert y.shape == y_ref.shape and h_T.shape == h_ref.shape and y.dtype == np.float64
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-10)
     np.testing.assert_allclose(h_T, h_ref, rtol=0, atol=1e-10)
@@ -37,7 +37,7 @@ def test_forward_matches_reference_float64(reset, shape, strategy, host_gemm):
 def test_default_tile_and_zero_initial_state(reset):
     p, x, _ = _case(reset, 2, 3, 4, 18)  # H=18: a full and a partial 16-wide tile
     y_ref, h_ref, _ = reference.forward(p, x)
-    y, h_T = gru.forward(p, x)
+    y, h_T = gru.forward_inference(p, x)
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-10)
     np.testing.assert_allclose(h_T, h_ref, rtol=0, atol=1e-10)
 
@@ -47,7 +47,7 @@ def test_forward_float32(reset):
     p32, x32, h32 = _case(reset, 3, 2, 3, 5, dtype=np.float32)
     # The reference in float64 on the very same (float32) numbers: what is left is the kernel's rounding.
     y_ref, _, _ = reference.forward(p32.astype(np.float64), x32.astype(np.float64), h32.astype(np.float64))
-    y, h_T = gru.forward(p32, x32, h32, tile=SMALL_TILE)
+    y, h_T = gru.forward_inference(p32, x32, h32, tile=SMALL_TILE)
     assert y.dtype == np.float32 and h_T.dtype == np.float32
     # Tolerance: each pre-activation sums D + H + 2 = 10 terms of size <= ~1, so float32 rounding
     # (2^-24 ~ 6e-8 relative) leaves <= ~1e-6; sigmoid/tanh have slope <= 1 and the update is a convex
@@ -62,7 +62,7 @@ def test_device_arrays_in_and_out_without_copies():
     p, x, h0 = _case("after", 2, 2, 3, 5)
     y_ref, h_ref, _ = reference.forward(p, x, h0)
     d_x = cuda.to_device(x)
-    y, h_T = gru.forward(gru.upload(p), d_x, cuda.to_device(h0), tile=SMALL_TILE)
+    y, h_T = gru.forward_inference(gru.upload(p), d_x, cuda.to_device(h0), tile=SMALL_TILE)
     assert not isinstance(y, np.ndarray) and hasattr(y, "copy_to_host")  # stayed on the device
     np.testing.assert_allclose(y.copy_to_host(), y_ref, rtol=0, atol=1e-10)
     np.testing.assert_allclose(h_T.copy_to_host(), h_ref, rtol=0, atol=1e-10)
@@ -73,13 +73,13 @@ def test_device_arrays_in_and_out_without_copies():
 def test_cublas_strategy(reset, cublas_or_skip):
     p, x, h0 = _case(reset, 3, 2, 3, 5)
     y_ref, _, _ = reference.forward(p, x, h0)
-    y, _ = gru.forward(p, x, h0, product="cublas")
+    y, _ = gru.forward_inference(p, x, h0, algorithm="cublas")
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-10)
 
 
 def test_bad_product_and_tile():
     p, x, h0 = _case("after", 1, 1, 2, 3)
-    with pytest.raises(ValueError, match="product: unknown value 'cudnn'"):
-        gru.forward(p, x, product="cudnn")
+    with pytest.raises(ValueError, match="algorithm: unknown value 'cudnn'"):
+        gru.forward_inference(p, x, algorithm="cudnn")
     with pytest.raises(ValueError, match="tile: expected a power of two"):
-        gru.forward(p, x, tile=12)
+        gru.forward_inference(p, x, tile=12)

@@ -24,7 +24,7 @@ def _case(T, B, D, H, seed=0, dtype=np.float64):
 def test_forward_matches_reference_float64(shape, strategy, host_gemm):
     p, x, s0 = _case(*shape)
     y_ref, (h_ref, c_ref), _ = reference.forward(p, x, s0)
-    y, (h_T, c_T) = lstm.forward(p, x, s0, product="tiled" if strategy == "tiled" else host_gemm, tile=SMALL_TILE)
+    y, (h_T, c_T) = lstm.forward_inference(p, x, s0, algorithm="tiled" if strategy == "tiled" else host_gemm, tile=SMALL_TILE)
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-10)
     np.testing.assert_allclose(h_T, h_ref, rtol=0, atol=1e-10)
     np.testing.assert_allclose(c_T, c_ref, rtol=0, atol=1e-10)
@@ -33,7 +33,7 @@ def test_forward_matches_reference_float64(shape, strategy, host_gemm):
 def test_default_tile_and_zero_initial_state():
     p, x, _ = _case(2, 3, 4, 18)
     y_ref, (h_ref, c_ref), _ = reference.forward(p, x)
-    y, (h_T, c_T) = lstm.forward(p, x)
+    y, (h_T, c_T) = lstm.forward_inference(p, x)
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-10)
     np.testing.assert_allclose(c_T, c_ref, rtol=0, atol=1e-10)
 
@@ -42,7 +42,7 @@ def test_forward_float32():
     p32, x32, s32 = _case(3, 2, 3, 5, dtype=np.float32)
     s64 = tuple(s.astype(np.float64) for s in s32)
     y_ref, (_, c_ref), _ = reference.forward(p32.astype(np.float64), x32.astype(np.float64), s64)
-    y, (_, c_T) = lstm.forward(p32, x32, s32, tile=SMALL_TILE)
+    y, (_, c_T) = lstm.forward_inference(p32, x32, s32, tile=SMALL_TILE)
     assert y.dtype == np.float32 and c_T.dtype == np.float32
     # As for the GRU (test_cuda_gru.py): ~10-term float32 sums per gate, slope <= 1 non-linearities,
     # c_t = f c + i g with f, i < 1, over 3 steps: a few 1e-6 at most.
@@ -55,7 +55,7 @@ def test_device_arrays_in_and_out():
 
     p, x, (h0, c0) = _case(2, 2, 3, 5)
     y_ref, (_, c_ref), _ = reference.forward(p, x, (h0, c0))
-    y, (h_T, c_T) = lstm.forward(lstm.upload(p), cuda.to_device(x), (cuda.to_device(h0), c0), tile=SMALL_TILE)
+    y, (h_T, c_T) = lstm.forward_inference(lstm.upload(p), cuda.to_device(x), (cuda.to_device(h0), c0), tile=SMALL_TILE)
     assert not isinstance(y, np.ndarray) and not isinstance(c_T, np.ndarray)
     np.testing.assert_allclose(y.copy_to_host(), y_ref, rtol=0, atol=1e-10)
     np.testing.assert_allclose(c_T.copy_to_host(), c_ref, rtol=0, atol=1e-10)
@@ -64,18 +64,18 @@ def test_device_arrays_in_and_out():
 def test_cublas_strategy(cublas_or_skip):
     p, x, s0 = _case(3, 2, 3, 5)
     y_ref, _, _ = reference.forward(p, x, s0)
-    y, _ = lstm.forward(p, x, s0, product="cublas")
+    y, _ = lstm.forward_inference(p, x, s0, algorithm="cublas")
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-10)
 
 
 def test_state_must_be_a_pair():
     p, x, (h0, _) = _case(1, 1, 2, 3)
     with pytest.raises(TypeError, match=r"state0: expected the pair \(h, c\)"):
-        lstm.forward(p, x, h0)
+        lstm.forward_inference(p, x, h0)
 
 
 def test_peepholes_and_projection_are_refused_not_ignored():
     p, x, s0 = _case(1, 1, 2, 3)
     with_peepholes = p.replace(w_ic=np.ones(3), w_fc=np.ones(3), w_oc=np.ones(3))
     with pytest.raises(ValueError, match="w_ic, w_fc, w_oc .* not implemented on the GPU"):
-        lstm.forward(with_peepholes, x, s0)
+        lstm.forward_inference(with_peepholes, x, s0)

@@ -55,24 +55,24 @@ def test_forward_backward_match_reference_float64(config, masked):
     if masked:  # sru's padding: sequence 1 ends after two steps
         mask = np.zeros((3, 2), bool)
         mask[2, 1] = True
-    _compare(p, x, c0, dy, dc_T, mask, product="tiled", tile=SMALL_TILE)
+    _compare(p, x, c0, dy, dc_T, mask, algorithm="tiled", tile=SMALL_TILE)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
 def test_vendor_product_path(config, host_gemm):
     p = _params(**CONFIGS[config])
-    _compare(p, *_data(p, T=2, B=3), product=host_gemm)
+    _compare(p, *_data(p, T=2, B=3), algorithm=host_gemm)
 
 
 def test_single_step_single_sequence_default_tile():
     p = _params(D=5, H=5, skip="identity")
-    _compare(p, *_data(p, T=1, B=1), product="tiled")
+    _compare(p, *_data(p, T=1, B=1), algorithm="tiled")
 
 
 def test_recurrence_kernel_over_several_blocks(host_gemm):
     # B*H = 300 threads: a full block of 256 and a partial one (the product is done on the host).
     p = _params(D=100, H=100, skip="identity")
-    _compare(p, *_data(p, T=2, B=3), product=host_gemm)
+    _compare(p, *_data(p, T=2, B=3), algorithm=host_gemm)
 
 
 def test_float32():
@@ -83,7 +83,7 @@ def test_float32():
     # (f in (0, 1)) of bounded terms; backward's dW, dx sum T*B = 6 and kH = 15 terms of O(1). With
     # values O(1) everything stays below ~1e-5; 5e-5 keeps a margin and still fails on any wrong term
     # (those are > 1e-2).
-    _compare(p, x, c0, dy, dc_T, atol=5e-5, product="tiled", tile=SMALL_TILE)
+    _compare(p, x, c0, dy, dc_T, atol=5e-5, algorithm="tiled", tile=SMALL_TILE)
 
 
 def test_device_arrays_in_and_out():
@@ -93,10 +93,10 @@ def test_device_arrays_in_and_out():
     x, c0, dy, dc_T = _data(p, T=2, B=2)
     y_ref, c_ref, cache_ref = reference.forward(p, x, c0)
     _, dx_ref, _ = reference.backward(p, cache_ref, dy, dc_T)
-    y, c_T, cache = sru.forward(sru.upload(p), cuda.to_device(x), cuda.to_device(c0), product="tiled", tile=SMALL_TILE)
+    y, c_T, cache = sru.forward(sru.upload(p), cuda.to_device(x), cuda.to_device(c0), algorithm="tiled", tile=SMALL_TILE)
     assert not isinstance(y, np.ndarray) and not isinstance(c_T, np.ndarray)
     np.testing.assert_allclose(y.copy_to_host(), y_ref, rtol=0, atol=1e-10)
-    grads, dx, _ = sru.backward(p, cache, cuda.to_device(dy), dc_T, product="tiled", tile=SMALL_TILE)
+    grads, dx, _ = sru.backward(p, cache, cuda.to_device(dy), dc_T, algorithm="tiled", tile=SMALL_TILE)
     assert not isinstance(dx, np.ndarray) and isinstance(grads.W, np.ndarray)
     np.testing.assert_allclose(dx.copy_to_host(), dx_ref, rtol=0, atol=1e-10)
 
@@ -105,7 +105,7 @@ def test_inference_without_cache():
     p = _params(**CONFIGS["no-skip"])
     x, c0, _, _ = _data(p, T=2, B=2)
     y_ref, c_ref, _ = reference.forward(p, x, c0)
-    y, c_T, cache = sru.forward(p, x, c0, product="tiled", tile=SMALL_TILE, store_cache=False)
+    y, c_T, cache = sru.forward(p, x, c0, algorithm="tiled", tile=SMALL_TILE, store_cache=False)
     assert cache is None
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-10)
     np.testing.assert_allclose(c_T, c_ref, rtol=0, atol=1e-10)
@@ -113,7 +113,7 @@ def test_inference_without_cache():
 
 def test_cublas_product(cublas_or_skip):
     p = _params(**CONFIGS["identity-alpha-offset"])
-    _compare(p, *_data(p, T=3, B=2), product="cublas")
+    _compare(p, *_data(p, T=3, B=2), algorithm="cublas")
 
 
 def test_bad_input():

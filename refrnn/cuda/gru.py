@@ -12,7 +12,7 @@ Equations (the same as the reference, both reset conventions; ``*`` is the eleme
 Shapes: x (T, B, D); h0 (B, H); y (T, B, H) = h_1..h_T; h_T (B, H). Parameters: a
 :class:`refrnn.cells.gru.GRUParams`, or :func:`upload` of one.
 
-Two strategies for the per-step recurrent product (``product=``):
+Two algorithms for the per-step recurrent product (``algorithm=``; ``product=`` is its former name):
 
 ``"tiled"`` (default)
     One kernel per step (two with reset="before"). A block of ``tile x tile`` threads owns ``tile`` batch
@@ -26,7 +26,10 @@ Two strategies for the per-step recurrent product (``product=``):
     update: the usual split, for comparison.
 
 The input projection of all T steps is one product (refrnn's tiled kernel, or cuBLAS with
-``product="cublas"``). Everything stays on the device between steps: one copy in and one copy out.
+``algorithm="cublas"``). Everything stays on the device between steps: one copy in and one copy out.
+
+The contract of every fast path: :func:`forward` returns ``(y, h_T, cache)`` (``cache`` None: there is no
+GPU backward for the GRU) and :func:`forward_inference` ``(y, h_T)``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ import math
 import numpy as np
 
 from ..cells.gru import GRUParams
-from . import _device, matmul
+from . import _activations, _device, matmul
+from .._moved import algorithm_keyword
 from ._device import upload  # noqa: F401 - part of this module's API (upload(params) once, call many times)
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
@@ -49,20 +53,9 @@ POINTWISE_BLOCK = 256
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype: np.dtype, tile: int):
     """The GRU kernels for one dtype and tile size (compiled on first launch)."""
-    from numba import from_dtype
-
-    nbt = from_dtype(dtype)
-    zero, one = nbt(0), nbt(1)  # typed constants keep float32 kernels in float32 arithmetic
+    nbt, zero, one = _activations.scalars(dtype)
     pad = tile + 1  # one padding column: threads of a warp read a column of sh_w in distinct banks
-
-    @cuda.jit(device=True)
-    def sigmoid(a):
-        # Two branches so exp never overflows (the simulator raises on overflow; a GPU would return inf,
-        # which gives the same limit).
-        if a >= zero:
-            return one / (one + math.exp(-a))
-        e = math.exp(a)
-        return e / (one + e)
+    sigmoid = _activations.sigmoid(dtype)
 
     def gate_products(ngates):
         @cuda.jit(device=True)
@@ -195,13 +188,25 @@ def _kernels(dtype: np.dtype, tile: int):
     }
 
 
-def forward(params, x, h0=None, *, product="tiled", tile: int = TILE):
-    """Run the GRU over ``x`` on the GPU; returns ``(y, h_T)``, equal to the reference's first two results.
+def forward(params, x, h0=None, *, algorithm="tiled", tile: int = TILE, product=None):
+    """Run the GRU over ``x`` on the GPU; returns ``(y, h_T, None)``: the reference's first two results,
+    and no cache (there is no GPU backward).
 
     ``x`` and ``h0`` may be NumPy arrays (copied in; results copied out) or device arrays (used in place;
-    results returned as device arrays). ``product`` picks the recurrent-product strategy (module
-    docstring); ``tile`` is the thread-block tile edge of refrnn's kernels (a power of two <= 32).
+    results returned as device arrays). ``algorithm`` picks the recurrent product (module docstring;
+    ``product=`` is its former name); ``tile`` is the thread-block tile edge of refrnn's kernels (a
+    power of two <= 32).
     """
+    y, h_T = _run(params, x, h0, algorithm_keyword(algorithm, product=product), tile)
+    return y, h_T, None
+
+
+def forward_inference(params, x, h0=None, *, algorithm="tiled", tile: int = TILE, product=None):
+    """:func:`forward` without the cache: ``(y, h_T)``."""
+    return _run(params, x, h0, algorithm_keyword(algorithm, product=product), tile)
+
+
+def _run(params, x, h0, product, tile):
     host = _device.host_params(params, GRUParams)
     tile = _device.check_tile(tile)
     gemm = matmul.resolve_product(product)
@@ -214,26 +219,27 @@ def forward(params, x, h0=None, *, product="tiled", tile: int = TILE):
     if T == 0 or B == 0:
         return _device.output(h[1:], on_device), _device.output(h[T], on_device)
     P = _device.upload(host) if not isinstance(params, _device.DeviceParams) else params
-    ax = _project(P, X, gemm, tile)
+    ax = matmul.input_projection(P, X, gemm, tile)
     _recur(host, P, ax, h, gemm, tile)
     return _outputs(h, T, on_device)
 
 
-def _project(P, X, gemm, tile):
-    """a = x W_x^T for all T steps in one product: (T, B, 3H). The tiled kernel adds b_x here; the
-    vendor product has no bias, so the point-wise kernels add it (a pair: see :func:`_recur`)."""
-    T, B, D = X.shape
-    H3 = P.W_x.shape[0]
-    ax = _device.empty((T, B, H3), X.dtype)
-    if gemm is None:
-        matmul.gemm(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, H3), bias=P.b_x, trans_b=True, tile=tile)
-    else:
-        gemm(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, H3), trans_b=True)
-    return ax
+def project(params, x, *, algorithm="tiled", tile: int = TILE):
+    """The first half of :func:`forward`: the input products of all T steps, ``a = x W_x^T`` (T, B, 3H),
+    on the device (``x`` a device array (T, B, D); ``params`` uploaded or not)."""
+    _device.host_params(params, GRUParams)
+    return matmul.input_projection(_device.upload(params), x, matmul.resolve_product(algorithm), _device.check_tile(tile))
+
+
+def recurrence(params, ax, h, *, algorithm="tiled", tile: int = TILE):
+    """The second half of :func:`forward`: the T recurrent steps, in place on device arrays, ``ax`` from
+    :func:`project` with the same ``algorithm`` and ``h`` (T+1, B, H) whose ``h[0]`` is the initial state."""
+    host = _device.host_params(params, GRUParams)
+    _recur(host, _device.upload(params), ax, h, matmul.resolve_product(algorithm), _device.check_tile(tile))
 
 
 def _recur(host, P, ax, h, gemm, tile):
-    """The T recurrent steps, in place on ``h`` (T+1, B, H) whose h[0] is set (the benchmark times this)."""
+    """The T recurrent steps, in place on ``h`` (T+1, B, H) whose h[0] is set."""
     T, B, H = ax.shape[0], ax.shape[1], h.shape[2]
     dt = h.dtype
     k = _kernels(np.dtype(dt), tile)

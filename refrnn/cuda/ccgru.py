@@ -35,8 +35,9 @@ import math
 
 import numpy as np
 
+from .._checks import one_of
 from ..cells.ccgru import CCGRUBlockParams, PARAM_CLASSES
-from . import _device, matmul
+from . import _activations, _device, matmul
 from ._device import upload  # noqa: F401 - part of this module's API
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
@@ -47,18 +48,9 @@ BLOCK = 256
 
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype: np.dtype, tile: int):
-    from numba import from_dtype
-
-    nbt = from_dtype(dtype)
-    zero, one = nbt(0), nbt(1)
+    nbt, zero, one = _activations.scalars(dtype)
     pad = tile + 1
-
-    @cuda.jit(device=True)
-    def sigmoid(a):
-        if a >= zero:  # two branches so exp never overflows
-            return one / (one + math.exp(-a))
-        e = math.exp(a)
-        return e / (one + e)
+    sigmoid = _activations.sigmoid(dtype)
 
     @cuda.jit
     def gate(px_z, U_z_lr, running_mean, inv_std, s, h, t, z, count, active):
@@ -155,11 +147,21 @@ def _check(host):
         raise ValueError(f"params.running_var: variances must be non-negative, got min {np.min(host.running_var)}")
 
 
-def forward(params, x, h0=None, *, tile: int = TILE):
-    """Block-sparse inference over ``x``; returns ``(y, h_T)``, equal to the reference's first two results.
+ALGORITHMS = ("block",)  # the one GPU algorithm: block-sparse
+
+
+def forward(params, x, h0=None, *, algorithm="block", tile: int = TILE):
+    """Block-sparse inference over ``x``; returns ``(y, h_T, None)``: the reference's first two results,
+    and no cache (inference only).
 
     Placement as everywhere in :mod:`refrnn.cuda`: NumPy in, NumPy out; device arrays in, device arrays out.
     """
+    return (*forward_inference(params, x, h0, algorithm=algorithm, tile=tile), None)
+
+
+def forward_inference(params, x, h0=None, *, algorithm="block", tile: int = TILE):
+    """Block-sparse inference over ``x``: ``(y, h_T)``."""
+    one_of("algorithm", algorithm, ALGORITHMS)
     host = params.host if isinstance(params, _device.DeviceParams) else params
     _check(host)
     tile = _device.check_tile(tile)

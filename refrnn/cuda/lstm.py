@@ -11,11 +11,14 @@ Equations (the same as the reference; gates stacked i, f, g, o as in PyTorch)::
 Shapes: x (T, B, D); state0 the pair (h0, c0), each (B, H); y (T, B, H); state_T the pair (h_T, c_T).
 Parameters: a :class:`refrnn.cells.lstm.LSTMParams`, or :func:`upload` of one.
 
-``product="tiled"`` (default): one kernel per step; a block of ``tile x tile`` threads owns ``tile``
+``algorithm="tiled"`` (default; ``product=`` is the keyword's former name): one kernel per step; a block of ``tile x tile`` threads owns ``tile``
 batch rows and ``tile`` hidden units for all four gates, walks H in shared-memory tiles of h_{t-1} and of
 the i, f, g, o rows of W_h, and applies the non-linearities and the c, h update in its epilogue.
-``product="cublas"`` (or a callable ``gemm(A, B, C, trans_a, trans_b)``): cuBLAS product, then one fused point-wise
-kernel. The input projection of all T steps is one product; one copy in, one copy out.
+``algorithm="cublas"`` (or a callable ``gemm(A, B, C, trans_a, trans_b)``): cuBLAS product, then one fused
+point-wise kernel. The input projection of all T steps is one product; one copy in, one copy out.
+
+The contract of every fast path: :func:`forward` returns ``(y, (h_T, c_T), cache)`` (``cache`` None: there
+is no GPU backward for the LSTM) and :func:`forward_inference` ``(y, (h_T, c_T))``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import math
 import numpy as np
 
 from ..cells.lstm import LSTMParams
-from . import _device, matmul
+from . import _activations, _device, matmul
+from .._moved import algorithm_keyword
 from ._device import upload  # noqa: F401 - part of this module's API
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
@@ -38,18 +42,9 @@ POINTWISE_BLOCK = 256
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype: np.dtype, tile: int):
     """The LSTM kernels for one dtype and tile size (compiled on first launch)."""
-    from numba import from_dtype
-
-    nbt = from_dtype(dtype)
-    zero, one = nbt(0), nbt(1)
+    nbt, zero, one = _activations.scalars(dtype)
     pad = tile + 1
-
-    @cuda.jit(device=True)
-    def sigmoid(a):
-        if a >= zero:  # two branches so exp never overflows
-            return one / (one + math.exp(-a))
-        e = math.exp(a)
-        return e / (one + e)
+    sigmoid = _activations.sigmoid(dtype)
 
     @cuda.jit(device=True)
     def update(a_i, a_f, a_g, a_o, c, t, b, j, h):
@@ -124,16 +119,19 @@ def _state0(state0):
     return state0
 
 
-def _project(P, X, gemm, tile):
-    """a = x W_x^T (+ b_x with the tiled kernel; the point-wise kernel adds it otherwise): (T, B, 4H)."""
-    T, B, D = X.shape
-    H4 = P.W_x.shape[0]
-    ax = _device.empty((T, B, H4), X.dtype)
-    if gemm is None:
-        matmul.gemm(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, H4), bias=P.b_x, trans_b=True, tile=tile)
-    else:
-        gemm(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, H4), trans_b=True)
-    return ax
+def project(params, x, *, algorithm="tiled", tile: int = TILE):
+    """The first half of :func:`forward`: the input products of all T steps, ``a = x W_x^T`` (T, B, 4H),
+    on the device (``x`` a device array (T, B, D); ``params`` uploaded or not)."""
+    _device.host_params(params, LSTMParams)
+    return matmul.input_projection(_device.upload(params), x, matmul.resolve_product(algorithm), _device.check_tile(tile))
+
+
+def recurrence(params, ax, h, c, *, algorithm="tiled", tile: int = TILE):
+    """The second half of :func:`forward`: the T recurrent steps, in place on device arrays, ``ax`` from
+    :func:`project` with the same ``algorithm``, ``h`` (T+1, B, H) and the ring ``c`` (2, B, H) whose
+    ``h[0]``, ``c[0]`` are the initial state."""
+    _device.host_params(params, LSTMParams)
+    _recur(_device.upload(params), ax, h, c, matmul.resolve_product(algorithm), _device.check_tile(tile))
 
 
 def _recur(P, ax, h, c, gemm, tile):
@@ -153,11 +151,22 @@ def _recur(P, ax, h, c, gemm, tile):
         pointwise[blocks, threads](ax, gh, P.b_x, P.b_h, h, c, t)
 
 
-def forward(params, x, state0=None, *, product="tiled", tile: int = TILE):
-    """Run the LSTM over ``x`` on the GPU; returns ``(y, (h_T, c_T))``, equal to the reference's first two.
+def forward(params, x, state0=None, *, algorithm="tiled", tile: int = TILE, product=None):
+    """Run the LSTM over ``x`` on the GPU; returns ``(y, (h_T, c_T), None)``: the reference's first two
+    results, and no cache (there is no GPU backward).
 
     Placement as everywhere in :mod:`refrnn.cuda`: NumPy in, NumPy out; device arrays in, device arrays out.
     """
+    y, state_T = _run(params, x, state0, algorithm_keyword(algorithm, product=product), tile)
+    return y, state_T, None
+
+
+def forward_inference(params, x, state0=None, *, algorithm="tiled", tile: int = TILE, product=None):
+    """:func:`forward` without the cache: ``(y, (h_T, c_T))``."""
+    return _run(params, x, state0, algorithm_keyword(algorithm, product=product), tile)
+
+
+def _run(params, x, state0, product, tile):
     host = _device.host_params(params, LSTMParams)
     extras = [n for n in ("w_ic", "w_fc", "w_oc", "W_hr") if getattr(host, n, None) is not None]
     if extras:
@@ -179,7 +188,7 @@ def forward(params, x, state0=None, *, product="tiled", tile: int = TILE):
     c[0].copy_to_device(_device.device_state("state0[1] (c)", c0, ("B", "H"), dims, dtype=dt))
     if T > 0 and B > 0:
         P = params if isinstance(params, _device.DeviceParams) else _device.upload(host)
-        ax = _project(P, X, gemm, tile)
+        ax = matmul.input_projection(P, X, gemm, tile)
         _recur(P, ax, h, c, gemm, tile)
     c_T = c[T % 2]
     if on_device:

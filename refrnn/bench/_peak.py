@@ -1,6 +1,6 @@
 """The device's reachable ceilings, measured: copy bandwidth and fused multiply-add throughput.
 
-Used by :mod:`refrnn.bench_cuda` to turn kernel timings into fractions of what the device can do.
+Used by :mod:`refrnn.bench.cuda` to turn kernel timings into fractions of what the device can do.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 
-from . import _device
+from ..cuda import _device
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
 

@@ -166,8 +166,24 @@ def tiled_gemm(A, B, C, trans_a=False, trans_b=False, *, tile: int = TILE):
     gemm(A, B, C, trans_a=trans_a, trans_b=trans_b, tile=tile)
 
 
+def input_projection(P, X, vendor, tile):
+    """``a = x W_x^T`` for all T steps in one product: (T, B, G*H) on the device, from uploaded params ``P``.
+
+    refrnn's tiled kernel (``vendor`` None) adds ``b_x`` here; a vendor product has no bias, so the
+    point-wise kernels of that strategy add it.
+    """
+    T, B, D = X.shape
+    G = P.W_x.shape[0]
+    ax = _device.empty((T, B, G), X.dtype)
+    if vendor is None:
+        gemm(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, G), bias=P.b_x, trans_b=True, tile=tile)
+    else:
+        vendor(X.reshape(T * B, D), P.W_x, ax.reshape(T * B, G), trans_b=True)
+    return ax
+
+
 def resolve_product(product):
-    """The product strategy: ``"tiled"`` (refrnn's kernels), ``"cublas"``, ``"auto"`` (cuBLAS when CuPy or
+    """The product strategy (the ``algorithm=`` of the GPU paths): ``"tiled"`` (refrnn's kernels), ``"cublas"``, ``"auto"`` (cuBLAS when CuPy or
     PyTorch-CUDA can run it, else tiled), or a callable ``gemm(A, B, C, trans_a=False, trans_b=False)``
     computing ``C[...] = op(A) @ op(B)`` on device arrays (any vendor product; the tests pass a host-side
     one to run the point-wise kernels under the simulator). Returns None for "tiled", else the callable."""
@@ -183,5 +199,5 @@ def resolve_product(product):
         except RuntimeError:
             return None
     raise ValueError(
-        f"product: unknown value {product!r}; expected 'tiled', 'cublas', 'auto' or a callable gemm(A, B, C, trans_a, trans_b)"
+        f"algorithm: unknown value {product!r}; expected 'tiled', 'cublas', 'auto' or a callable gemm(A, B, C, trans_a, trans_b)"
     )

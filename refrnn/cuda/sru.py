@@ -14,7 +14,8 @@ Shapes: x (T, B, D); c0 (B, H); y (T, B, H); c_T (B, H); mask_pad (T, B), host a
 Kernels, as in the paper's Section 3.1:
 
 * the product ``U = x W^T`` (and in backward ``dW = dU^T x``, ``dx = dU W``): through cuBLAS when CuPy or a
-  CUDA build of PyTorch is importable (``product="auto"``, the default), else refrnn's tiled kernel;
+  CUDA build of PyTorch is importable (``algorithm="auto"``, the default; ``product=`` is the keyword's
+  former name), else refrnn's tiled kernel;
 * the recurrence: one thread per (batch, hidden unit) with the time loop inside. Consecutive threads own
   consecutive units, so every read of ``U[t, b, :]`` and write of ``h[t, b, :]`` is coalesced, and the
   state stays in a register for all T steps: the kernel streams ``U`` once and is bound by memory
@@ -40,7 +41,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..cells.sru import SRUParams, check_mask
-from . import _device, matmul
+from . import _activations, _device, matmul
+from .._moved import algorithm_keyword
 from ._device import upload  # noqa: F401 - part of this module's API
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
@@ -62,17 +64,8 @@ class SRUDeviceCache(NamedTuple):
 
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype: np.dtype):
-    from numba import from_dtype
-
-    nbt = from_dtype(dtype)
-    zero, one = nbt(0), nbt(1)
-
-    @cuda.jit(device=True)
-    def sigmoid(a):
-        if a >= zero:  # two branches so exp never overflows
-            return one / (one + math.exp(-a))
-        e = math.exp(a)
-        return e / (one + e)
+    _, zero, one = _activations.scalars(dtype)
+    sigmoid = _activations.sigmoid(dtype)
 
     @cuda.jit(device=True)
     def skip_term(x, U, t, b, j, H, skip, off, alpha):
@@ -225,9 +218,17 @@ def _product(gemm, tile):
     return functools.partial(matmul.tiled_gemm, tile=tile)
 
 
+def recurrence(params, U, x, c0, h, c_T):
+    """The recurrence of :func:`forward` in inference, alone, in place on device arrays: ``U = x W^T``
+    (T, B, kH), ``x`` (T, B, D) (read by the identity skip), ``c0`` (B, H); writes ``h`` (T, B, H) and
+    ``c_T`` (B, H). No mask, nothing kept for backward."""
+    host = _device.host_params(params, SRUParams)
+    _recurrence(host, _device.upload(params), U, x, c0, None, h, None, c_T)
+
+
 def _recurrence(host, P, U, X, C0, d_pad, h, c, c_T):
     """Launch the forward recurrence kernel; ``c`` (T+1, B, H) receives every state, or is None
-    (inference: only ``c_T`` is written). The benchmark times this call alone."""
+    (inference: only ``c_T`` is written)."""
     B, H = c_T.shape
     if B * H == 0:
         return
@@ -242,15 +243,16 @@ def _recurrence(host, P, U, X, C0, d_pad, h, c, c_T):
     )
 
 
-def forward(params, x, c0=None, mask_pad=None, *, product="auto", tile: int = TILE, store_cache: bool = True):
+def forward(params, x, c0=None, mask_pad=None, *, algorithm="auto", tile: int = TILE, store_cache: bool = True,
+            product=None):
     """Run the SRU over ``x`` on the GPU; returns ``(y, c_T, cache)`` (``cache`` None without ``store_cache``).
 
-    ``product``: "auto" (cuBLAS when available, else tiled), "cublas", "tiled", or a callable
-    ``gemm(A, B, C, trans_a, trans_b)``; ``tile`` is the tile edge of refrnn's product kernel.
+    ``algorithm`` (formerly ``product=``): "auto" (cuBLAS when available, else tiled), "cublas", "tiled",
+    or a callable ``gemm(A, B, C, trans_a, trans_b)``; ``tile`` is the tile edge of refrnn's product kernel.
     """
     host = _device.host_params(params, SRUParams)
     tile = _device.check_tile(tile)
-    gemm = _product(matmul.resolve_product(product), tile)
+    gemm = _product(matmul.resolve_product(algorithm_keyword(algorithm, product=product)), tile)
     dt, D, H, k = host.dtype, host.input_size, host.hidden_size, host.k
     X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
     T, B, _ = X.shape
@@ -269,7 +271,14 @@ def forward(params, x, c0=None, mask_pad=None, *, product="auto", tile: int = TI
     return _device.output(h, on_device), _device.output(c_T, on_device), cache
 
 
-def backward(params, cache: SRUDeviceCache, dy, dc_T=None, *, product="auto", tile: int = TILE):
+def forward_inference(params, x, c0=None, mask_pad=None, *, algorithm="auto", tile: int = TILE, product=None):
+    """Inference forward: ``(y, c_T)``, nothing kept for backward (only ``c_T`` of the states is written)."""
+    y, c_T, _ = forward(params, x, c0, mask_pad, algorithm=algorithm_keyword(algorithm, product=product), tile=tile,
+                        store_cache=False)
+    return y, c_T
+
+
+def backward(params, cache: SRUDeviceCache, dy, dc_T=None, *, algorithm="auto", tile: int = TILE, product=None):
     """Backprop through time on the GPU; returns ``(grads, dx, dc0)`` equal to the reference's.
 
     ``grads`` is an :class:`SRUParams` of NumPy arrays; ``dx`` and ``dc0`` follow the placement of the
@@ -279,7 +288,7 @@ def backward(params, cache: SRUDeviceCache, dy, dc_T=None, *, product="auto", ti
     if not isinstance(cache, SRUDeviceCache):
         raise TypeError(f"cache: expected the SRUDeviceCache of refrnn.cuda.sru.forward, got {type(cache).__name__}")
     tile = _device.check_tile(tile)
-    gemm = _product(matmul.resolve_product(product), tile)
+    gemm = _product(matmul.resolve_product(algorithm_keyword(algorithm, product=product)), tile)
     dt, D, H, k = host.dtype, host.input_size, host.hidden_size, host.k
     X, U, c, d_pad, on_device = cache
     T, B, _ = X.shape

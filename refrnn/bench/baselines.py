@@ -1,0 +1,120 @@
+"""What ``refrnn bench`` compares the fast paths against: plain NumPy loops, ``torch.nn``, the products alone.
+
+* other implementations: a straightforward NumPy loop (what one writes without a fast path) and
+  ``torch.nn`` with ``torch.set_num_threads`` equal to the threads BLAS and Numba use;
+* the GEMM bound's measurement: the T per-step products ``h @ W_h.T`` of a workload, through the BLAS
+  call the fast path makes, and nothing else (:func:`recurrent_products`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..cells import gru, lstm
+from ..cells._common import sigmoid
+from .registry import SEED
+
+# torch.nn.GRU / LSTM parameter names and the refrnn fields they hold (both use PyTorch's gate order).
+TORCH_FIELDS = (("weight_ih_l0", "W_x"), ("weight_hh_l0", "W_h"), ("bias_ih_l0", "b_x"), ("bias_hh_l0", "b_h"))
+
+
+def numpy_gru(p: gru.GRUParams, x: np.ndarray, h0: np.ndarray):
+    """A straightforward NumPy GRU (reset="after") for inference: what one writes without a fast path."""
+    H = p.hidden_size
+    ax = x @ p.W_x.T + p.b_x
+    y = np.empty((x.shape[0], x.shape[1], H), x.dtype)
+    h = h0
+    for t in range(x.shape[0]):
+        ah = h @ p.W_h.T + p.b_h
+        r = sigmoid(ax[t, :, :H] + ah[:, :H])
+        z = sigmoid(ax[t, :, H : 2 * H] + ah[:, H : 2 * H])
+        n = np.tanh(ax[t, :, 2 * H :] + r * ah[:, 2 * H :])
+        h = (1 - z) * n + z * h
+        y[t] = h
+    return y, h
+
+
+def numpy_lstm(p: lstm.LSTMParams, x: np.ndarray, h0: np.ndarray, c0: np.ndarray):
+    """A straightforward NumPy LSTM for inference."""
+    H = p.hidden_size
+    ax = x @ p.W_x.T + (p.b_x + p.b_h)
+    y = np.empty((x.shape[0], x.shape[1], H), x.dtype)
+    h, c = h0, c0
+    for t in range(x.shape[0]):
+        a = ax[t] + h @ p.W_h.T
+        i, f, o = sigmoid(a[:, :H]), sigmoid(a[:, H : 2 * H]), sigmoid(a[:, 3 * H :])
+        c = f * c + i * np.tanh(a[:, 2 * H : 3 * H])
+        h = o * np.tanh(c)
+        y[t] = h
+    return y, (h, c)
+
+
+def bench_threads() -> int:
+    """The thread count every candidate gets: what OpenBLAS and Numba use by default (the CPUs
+    this process may run on, unless OPENBLAS_NUM_THREADS / OMP_NUM_THREADS say otherwise)."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def torch_or_none(threads: int):
+    """torch with ``threads`` intra-op threads, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def torch_note(torch_bar: str) -> tuple[str, ...]:
+    """The note a workload carries when torch is missing and its bar ``torch_bar`` went unmeasured."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return (f"torch is not installed: the bar {torch_bar} was not measured (pip install 'refrnn[torch]')",)
+    return ()
+
+
+def torch_rnn(torch, kind: str, p, x: np.ndarray, state0):
+    """A zero-argument call of ``torch.nn.<kind>`` ("GRU" or "LSTM") over ``x`` from ``state0`` (an
+    array, or the LSTM's pair), in inference mode, its weights copied from the refrnn params ``p``."""
+    module = getattr(torch.nn, kind)(p.input_size, p.hidden_size)
+    with torch.no_grad():
+        for name, field in TORCH_FIELDS:
+            getattr(module, name).copy_(torch.from_numpy(getattr(p, field)))
+    tx = torch.from_numpy(x)
+    ts = tuple(torch.from_numpy(s)[None] for s in state0) if isinstance(state0, tuple) else torch.from_numpy(state0)[None]
+
+    def run():
+        with torch.inference_mode():
+            return module(tx, ts)
+
+    return run
+
+
+def recurrent_products(T, B, *W_Ts):
+    """T steps of the products ``h @ W_T`` (one per matrix in ``W_Ts``, h random with B rows), through
+    the BLAS call the fast path makes, and nothing else."""
+    from ._products import products_only
+
+    rng = np.random.default_rng(SEED)
+    work = [(rng.uniform(-1, 1, (B, W_T.shape[0])).astype(W_T.dtype), W_T, np.empty((B, W_T.shape[1]), W_T.dtype)) for W_T in W_Ts]
+
+    def run():
+        for h, W_T, out in work:
+            products_only(h, W_T, out, T)
+
+    return run
+
+
+def gemm_flops(T, B, D, H, gates):
+    """FLOPs of a forward's products: the input projection (T*B x D x gates*H) and T recurrent
+    products (B x H x gates*H)."""
+    return 2.0 * T * B * gates * H * (D + H)
