@@ -15,7 +15,7 @@ mutant                        the bug                                           
 ``gru-transposed-W_h``        uses each gate's recurrent block transposed (W_h^T h)         ``y``
 ``gru-off-by-one``            returns h_0..h_{T-1} as y instead of h_1..h_T                 ``y``
 ``gru-wrong-b_h-grad``        returns db_x as db_h (forgets r in db_hn = r * da_n)          ``dbias_hh_l*`` only
-``lstm-swapped-gates``        reads the stacked blocks as f, i, g, o instead of i, f, g, o  ``y``
+``lstm-swapped-gates``        reads the stacked blocks as f, i, g, o instead of i, f, g, o  ``y`` or a state
 ``lstm-off-by-one``           returns h_0..h_{T-1} as y                                     ``y``
 ============================  ===========================================================  ======================
 
@@ -195,6 +195,7 @@ class LSTMSwappedGates(SwappedGates):
     name, bug = "lstm-swapped-gates", "reads the gate blocks as f, i, g, o (swapped i and f)"
     cell, kind = "lstm", "LSTM"
     order = (1, 0, 2, 3)
+    expect = ("y", "h_n", "c_n")  # i and f swapped show in the cell state first
 
 
 class LSTMOffByOne(OffByOne):
