@@ -72,3 +72,17 @@ def test_the_cells_import_by_their_documented_paths():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_paper_orientation_has_one_name_and_the_old_ones_warn():
+    import warnings
+
+    from refrnn.layouts import paper
+
+    for old in ("gru_from_paper", "gru_to_paper"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert getattr(paper, old) is paper.flip_update_orientation
+        assert any(issubclass(w.category, DeprecationWarning) and "flip_update_orientation" in str(w.message) for w in caught)
+    with pytest.raises(AttributeError):
+        paper.gru_sideways

@@ -13,7 +13,7 @@ the fraction of the old state *kept*. It is also cuDNN's, Keras's and ONNX's, so
 of them are pure re-orderings, bit-exact both ways. The seed paper (Eq. 4) writes
 ``h_t = (1 - z) * h_{t-1} + z * h^_t``, where ``z`` is the fraction *replaced*; since
 ``1 - sigmoid(a) = sigmoid(-a)``, paper weights become refrnn weights by negating the z rows of
-``W_x, W_h, b_x, b_h`` (:func:`refrnn.layouts.paper.gru_from_paper`). The conditional-computation GRU
+``W_x, W_h, b_x, b_h`` (:func:`refrnn.layouts.paper.flip_update_orientation`). The conditional-computation GRU
 (:mod:`refrnn.cells.ccgru`) keeps the paper's orientation because its clipped-tanh ``z`` has no such
 identity.
 

@@ -26,5 +26,15 @@ def flip_update_orientation(params: GRUParams) -> GRUParams:
     return params.map(negate_z)
 
 
-gru_from_paper = flip_update_orientation
-gru_to_paper = flip_update_orientation
+def __getattr__(name: str):
+    # The former names of flip_update_orientation (one function, both directions), for one release.
+    if name in ("gru_from_paper", "gru_to_paper"):
+        import warnings
+
+        warnings.warn(
+            f"refrnn.layouts.paper.{name} is deprecated: use flip_update_orientation (its own inverse)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return flip_update_orientation
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

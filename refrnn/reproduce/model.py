@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from ..cells import ccgru, gru
+from ..cells import ccgru, gru, module_for
 from ..cells._common import Params
 from .data import V
 
@@ -58,10 +58,6 @@ class LM:
 
     def replace(self, **changes) -> "LM":
         return dataclasses.replace(self, **changes)
-
-
-def cell_module(model: LM):
-    return gru if model.kind == "gru" else ccgru
 
 
 def init(kind: str, hidden: int, *, g: int | None = None, s: float = 0.0, embed: int = 0, rng=None,
@@ -147,7 +143,7 @@ def loss_and_grads(model: LM, ids, targets, h0=None):
     ids = check_ids("ids", ids)
     targets = check_ids("targets", targets, ids.shape)
     T, B = ids.shape
-    mod = cell_module(model)
+    mod = module_for(model.cell)
     x = inputs(model, ids)
     y, h_T, cache = mod.forward(model.cell, x, h0)
     logits = y @ model.W_y.T + model.b_y
