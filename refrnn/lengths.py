@@ -21,7 +21,8 @@ would mask inside one loop instead.
 
 A cell whose samples are *coupled* (the conditional-computation GRU normalising with batch statistics
 in training mode: every sample's gate depends on the whole batch) has no per-sample meaning for a
-length, so it is refused: a cell module opts out by defining ``couples_samples(params) -> bool``.
+length, so it is refused: a cell module opts out by defining ``couples_samples(params) -> bool``
+(:mod:`refrnn.cells.interface` writes the cell-module interface down).
 A module that handles lengths itself (:mod:`refrnn.bidirectional`) sets ``ACCEPTS_LENGTHS = True`` and
 takes ``forward(params, x, state0, lengths=...)``.
 
@@ -39,6 +40,7 @@ import numpy as np
 
 from ._checks import float_array, instance
 from .cells import module_for
+from .cells.interface import optional
 from .cells._common import frozen
 
 
@@ -93,9 +95,9 @@ def forward(params, x, state0=None, lengths=None):
     mod = module_for(params)
     if lengths is None:
         return mod.forward(params, x, state0)
-    if getattr(mod, "ACCEPTS_LENGTHS", False):
+    if optional(mod, "ACCEPTS_LENGTHS"):
         return mod.forward(params, x, state0, lengths=lengths)
-    couples = getattr(mod, "couples_samples", None)
+    couples = optional(mod, "couples_samples")
     if couples is not None and couples(params):
         raise ValueError(
             f"lengths: {type(params).__name__} with these options couples the samples of a batch (every sample's "

@@ -153,10 +153,11 @@ _CUTS = {"layers": cut_layers, "T": cut_steps, "B": cut_samples, "H": cut_units,
 
 def _couples_samples(case: Case) -> bool:
     from ..cells import module_for
+    from ..cells.interface import optional
 
     for p in case.layers:
         for cell in (p.fwd, p.rev) if isinstance(p, BiLayer) else (p,):
-            couples = getattr(module_for(cell), "couples_samples", None)
+            couples = optional(module_for(cell), "couples_samples")
             if couples is not None and couples(cell):
                 return True
     return False
