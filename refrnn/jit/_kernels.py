@@ -302,7 +302,7 @@ def _concatenate_rows(out, x, h):
 
 
 @njit(**JIT)
-def _gru_after_rows(a, xn, xn_from, c, h, h_next, r, z, n, g):
+def _gru_after_rows(a, xn, xn_from, bias, h, h_next, r, z, n, g):
     """The element-wise step of reset="after" for every row b: a[b] (3H) = [a_r, a_z, W_hn h] without
     bias, xn[b, xn_from:] (H) = W_xn x. Writes r, z, n, g and h_next.
 
@@ -313,36 +313,36 @@ def _gru_after_rows(a, xn, xn_from, c, h, h_next, r, z, n, g):
     H = h.shape[1]
     for b in range(h.shape[0]):
         a_b = a[b]
-        _sigmoid_of(r[b], a_b[:H], c[:H])
-        _sigmoid_of(z[b], a_b[H : 2 * H], c[H : 2 * H])
-        _sum(g[b], a_b[2 * H :], c[3 * H :])
-        _tanh_reset_after(n[b], xn[b][xn_from:], c[2 * H : 3 * H], r[b], g[b])
+        _sigmoid_of(r[b], a_b[:H], bias[:H])
+        _sigmoid_of(z[b], a_b[H : 2 * H], bias[H : 2 * H])
+        _sum(g[b], a_b[2 * H :], bias[3 * H :])
+        _tanh_reset_after(n[b], xn[b][xn_from:], bias[2 * H : 3 * H], r[b], g[b])
         _interpolate(h_next[b], n[b], z[b], h[b])
 
 
 @njit(**JIT)
-def _gru_before_rows_rz(a, c, h, r, z, rh):
+def _gru_before_rows_rz(a, bias, h, r, z, rh):
     """First pass of reset="before": a[b] (2H) = [a_r, a_z] without bias; writes r, z and r * h."""
     H = h.shape[1]
     for b in range(h.shape[0]):
         a_b = a[b]
-        _sigmoid_of(r[b], a_b[:H], c[:H])
-        _sigmoid_of(z[b], a_b[H : 2 * H], c[H : 2 * H])
+        _sigmoid_of(r[b], a_b[:H], bias[:H])
+        _sigmoid_of(z[b], a_b[H : 2 * H], bias[H : 2 * H])
         _product(rh[b], r[b], h[b])
 
 
 @njit(**JIT)
-def _gru_before_rows_n(an, xn, xn_from, c, h, h_next, z, n, g):
+def _gru_before_rows_n(an, xn, xn_from, bias, h, h_next, z, n, g):
     """Second pass of reset="before": an[b] = W_hn (r * h), xn[b, xn_from:] = W_xn x; writes g, n, h_next."""
     H = h.shape[1]
     for b in range(h.shape[0]):
-        _sum(g[b], an[b], c[3 * H :])
-        _tanh_of_sum(n[b], xn[b][xn_from:], c[2 * H : 3 * H], g[b])
+        _sum(g[b], an[b], bias[3 * H :])
+        _tanh_of_sum(n[b], xn[b][xn_from:], bias[2 * H : 3 * H], g[b])
         _interpolate(h_next[b], n[b], z[b], h[b])
 
 
 @njit(**JIT)
-def gru_after_batched(ax, W_hT, c, hs, r, z, n, g):
+def gru_after_batched(ax, W_hT, bias, hs, r, z, n, g):
     """reset="after", input products precomputed: ax (T, B, 3H) = x @ W_x.T; W_hT (H, 3H) = W_h.T.
 
     One product per step, ``h_{t-1} @ W_h.T``, then one element-wise pass over the B*H units.
@@ -355,11 +355,11 @@ def gru_after_batched(ax, W_hT, c, hs, r, z, n, g):
         for b in range(B):  # r and z add their input and recurrent parts; n keeps them apart
             _add_into(ah[b][: 2 * H], ax[t, b])
         k = min(t, last)
-        _gru_after_rows(ah, ax[t], 2 * H, c, hs[t], hs[t + 1], r[k], z[k], n[k], g[k])
+        _gru_after_rows(ah, ax[t], 2 * H, bias, hs[t], hs[t + 1], r[k], z[k], n[k], g[k])
 
 
 @njit(**JIT)
-def gru_before_batched(ax, W_hrzT, W_hnT, c, hs, r, z, n, g):
+def gru_before_batched(ax, W_hrzT, W_hnT, bias, hs, r, z, n, g):
     """reset="before", input products precomputed: ax (T, B, 3H); W_hrzT (H, 2H); W_hnT (H, H).
 
     Two products per step, because n needs ``r * h_{t-1}`` before its product can start:
@@ -375,13 +375,13 @@ def gru_before_batched(ax, W_hrzT, W_hnT, c, hs, r, z, n, g):
         for b in range(B):
             _add_into(ah[b], ax[t, b])
         k = min(t, last)
-        _gru_before_rows_rz(ah, c, hs[t], r[k], z[k], rh)
+        _gru_before_rows_rz(ah, bias, hs[t], r[k], z[k], rh)
         _recurrent_product(rh, W_hnT, an)
-        _gru_before_rows_n(an, ax[t], 2 * H, c, hs[t], hs[t + 1], z[k], n[k], g[k])
+        _gru_before_rows_n(an, ax[t], 2 * H, bias, hs[t], hs[t + 1], z[k], n[k], g[k])
 
 
 @njit(**JIT)
-def gru_after_fused(x, F_T, W_xnT, c, hs, r, z, n, g):
+def gru_after_fused(x, F_T, W_xnT, bias, hs, r, z, n, g):
     """reset="after", one product per step over the concatenation ``[x_t, h_{t-1}]`` (B, D+H).
 
     F_T (D+H, 3H) = [[W_xr, W_xz, 0], [W_hr, W_hz, W_hn]] transposed blockwise: its columns give
@@ -400,11 +400,11 @@ def gru_after_fused(x, F_T, W_xnT, c, hs, r, z, n, g):
         _recurrent_product(xh, F_T, a)
         _recurrent_product(x[t], W_xnT, axn)
         k = min(t, last)
-        _gru_after_rows(a, axn, D - D, c, hs[t], hs[t + 1], r[k], z[k], n[k], g[k])
+        _gru_after_rows(a, axn, D - D, bias, hs[t], hs[t + 1], r[k], z[k], n[k], g[k])
 
 
 @njit(**JIT)
-def gru_before_fused(x, F_T, W_xnT, W_hnT, c, hs, r, z, n, g):
+def gru_before_fused(x, F_T, W_xnT, W_hnT, bias, hs, r, z, n, g):
     """reset="before", one product per step over ``[x_t, h_{t-1}]`` for the gates r, z.
 
     F_T (D+H, 2H) = [[W_xr, W_xz], [W_hr, W_hz]] transposed blockwise; then ``x_t @ W_xn.T`` and
@@ -423,20 +423,20 @@ def gru_before_fused(x, F_T, W_xnT, W_hnT, c, hs, r, z, n, g):
         _recurrent_product(xh, F_T, a)
         _recurrent_product(x[t], W_xnT, axn)
         k = min(t, last)
-        _gru_before_rows_rz(a, c, hs[t], r[k], z[k], rh)
+        _gru_before_rows_rz(a, bias, hs[t], r[k], z[k], rh)
         _recurrent_product(rh, W_hnT, an)
-        _gru_before_rows_n(an, axn, D - D, c, hs[t], hs[t + 1], z[k], n[k], g[k])
+        _gru_before_rows_n(an, axn, D - D, bias, hs[t], hs[t + 1], z[k], n[k], g[k])
 
 
 # ---------------------------------------------------------------------------------------------
-# LSTM. Folded bias c (4H,) = b_x + b_h; gates i, f, g, o. Peepholes w_ic, w_fc, w_oc (H,) are
+# LSTM. Folded bias (4H,) = b_x + b_h; gates i, f, g, o. Peepholes w_ic, w_fc, w_oc (H,) are
 # zero vectors when the cell has none (adding 0.0 changes no bit). The projection W_hr is (P, H);
 # without one it is a (0, H) array, and m = o * tanh(c) is written straight into h.
 # ---------------------------------------------------------------------------------------------
 
 
 @njit(**JIT)
-def _lstm_step(a, c, w_ic, w_fc, w_oc, W_hr, hs, cs, t, i, f, g, o, tc, m):
+def _lstm_step(a, bias, w_ic, w_fc, w_oc, W_hr, hs, cs, t, i, f, g, o, tc, m):
     """The element-wise pass of step t, then the projection if any. ``a`` (B, 4H) holds this
     step's pre-activations without bias."""
     B, H = cs.shape[1], cs.shape[2]
@@ -447,11 +447,11 @@ def _lstm_step(a, c, w_ic, w_fc, w_oc, W_hr, hs, cs, t, i, f, g, o, tc, m):
     i_k, f_k, g_k, o_k, tc_k = i[k], f[k], g[k], o[k], tc[k]
     for b in range(B):
         a_b, cp = a[b], c_prev[b]
-        _sigmoid_peephole(i_k[b], a_b[:H], c[:H], w_ic, cp)
-        _sigmoid_peephole(f_k[b], a_b[H : 2 * H], c[H : 2 * H], w_fc, cp)
-        _tanh_of(g_k[b], a_b[2 * H : 3 * H], c[2 * H : 3 * H])
+        _sigmoid_peephole(i_k[b], a_b[:H], bias[:H], w_ic, cp)
+        _sigmoid_peephole(f_k[b], a_b[H : 2 * H], bias[H : 2 * H], w_fc, cp)
+        _tanh_of(g_k[b], a_b[2 * H : 3 * H], bias[2 * H : 3 * H])
         _cell(c_next[b], f_k[b], cp, i_k[b], g_k[b])
-        _sigmoid_peephole(o_k[b], a_b[3 * H :], c[3 * H :], w_oc, c_next[b])  # the new c: see the reference
+        _sigmoid_peephole(o_k[b], a_b[3 * H :], bias[3 * H :], w_oc, c_next[b])  # the new c: see the reference
         _tanh(tc_k[b], c_next[b])
         _product(m_out[b], o_k[b], tc_k[b])
     if project:
@@ -459,7 +459,7 @@ def _lstm_step(a, c, w_ic, w_fc, w_oc, W_hr, hs, cs, t, i, f, g, o, tc, m):
 
 
 @njit(**JIT)
-def lstm_batched(ax, W_hT, c, w_ic, w_fc, w_oc, W_hr, hs, cs, i, f, g, o, tc, m):
+def lstm_batched(ax, W_hT, bias, w_ic, w_fc, w_oc, W_hr, hs, cs, i, f, g, o, tc, m):
     """Input products precomputed: ax (T, B, 4H) = x @ W_x.T; W_hT (P, 4H). One product per step."""
     T, B, H = ax.shape[0], ax.shape[1], cs.shape[2]
     a = np.empty((B, 4 * H), cs.dtype)
@@ -467,11 +467,11 @@ def lstm_batched(ax, W_hT, c, w_ic, w_fc, w_oc, W_hr, hs, cs, i, f, g, o, tc, m)
         _recurrent_product(hs[t], W_hT, a)
         for b in range(B):
             _add_into(a[b], ax[t, b])
-        _lstm_step(a, c, w_ic, w_fc, w_oc, W_hr, hs, cs, t, i, f, g, o, tc, m)
+        _lstm_step(a, bias, w_ic, w_fc, w_oc, W_hr, hs, cs, t, i, f, g, o, tc, m)
 
 
 @njit(**JIT)
-def lstm_fused(x, F_T, c, w_ic, w_fc, w_oc, W_hr, hs, cs, i, f, g, o, tc, m):
+def lstm_fused(x, F_T, bias, w_ic, w_fc, w_oc, W_hr, hs, cs, i, f, g, o, tc, m):
     """One product per step: ``[x_t, h_{t-1}] @ [W_x | W_h].T`` with F_T (D+P, 4H). Every LSTM gate
     adds its input and recurrent parts, so this is the whole of the step's matrix work (with a
     projection, ``m_t @ W_hr.T`` follows)."""
@@ -482,4 +482,4 @@ def lstm_fused(x, F_T, c, w_ic, w_fc, w_oc, W_hr, hs, cs, i, f, g, o, tc, m):
     for t in range(T):
         _concatenate_rows(xh, x[t], hs[t])
         _recurrent_product(xh, F_T, a)
-        _lstm_step(a, c, w_ic, w_fc, w_oc, W_hr, hs, cs, t, i, f, g, o, tc, m)
+        _lstm_step(a, bias, w_ic, w_fc, w_oc, W_hr, hs, cs, t, i, f, g, o, tc, m)

@@ -49,7 +49,7 @@ class Prepared(NamedTuple):
 
     algorithm: str
     reset: str
-    c: np.ndarray  # (4H,) folded bias [b_xr + b_hr, b_xz + b_hz, b_xn, b_hn]
+    bias: np.ndarray  # (4H,) folded bias [b_xr + b_hr, b_xz + b_hz, b_xn, b_hn]
     W_xT: np.ndarray  # batched: (D, 3H) = W_x.T (a view)        fused: (D, H) = W_xn.T (a view)
     W_hT: np.ndarray  # batched: W_h.T, or [W_hr; W_hz].T (before)  fused: F.T, (D+H, 3H) or (D+H, 2H)
     W_hnT: np.ndarray  # (H, H) = W_hn.T, used by reset="before" only
@@ -58,6 +58,10 @@ class Prepared(NamedTuple):
     @property
     def strategy(self) -> str:  # the former name of the field
         return self.algorithm
+
+    @property
+    def c(self) -> np.ndarray:  # the former name of ``bias`` (``c`` is the LSTM's cell state everywhere else)
+        return self.bias
 
 
 def prepare(params: GRUParams, algorithm: str = "batched", *, strategy: str | None = None) -> Prepared:
@@ -72,17 +76,17 @@ def prepare(params: GRUParams, algorithm: str = "batched", *, strategy: str | No
     # the transposed views below are Fortran-ordered, which BLAS reads in place.
     W_x, W_h = np.ascontiguousarray(params.W_x), np.ascontiguousarray(params.W_h)
     b_x, b_h = params.b_x, params.b_h
-    c = np.concatenate([b_x[: 2 * H] + b_h[: 2 * H], b_x[2 * H :], b_h[2 * H :]])
+    bias = np.concatenate([b_x[: 2 * H] + b_h[: 2 * H], b_x[2 * H :], b_h[2 * H :]])
     W_hnT = W_h[2 * H :].T
     if algorithm == "batched":
         W_hT = W_h.T if params.reset == "after" else W_h[: 2 * H].T
-        return Prepared(algorithm, params.reset, c, W_x.T, W_hT, W_hnT, params)
+        return Prepared(algorithm, params.reset, bias, W_x.T, W_hT, W_hnT, params)
     rows = 3 * H if params.reset == "after" else 2 * H
     F = np.zeros((rows, D + H), params.dtype)
     F[: 2 * H, :D] = W_x[: 2 * H]
     F[:, D:] = W_h[:rows]
     frozen(F)
-    return Prepared(algorithm, params.reset, c, W_x[2 * H :].T, F.T, W_hnT, params)
+    return Prepared(algorithm, params.reset, bias, W_x[2 * H :].T, F.T, W_hnT, params)
 
 
 def _run(params, x, h0, algorithm, prepared, train):
@@ -102,13 +106,13 @@ def _run(params, x, h0, algorithm, prepared, train):
     if prepared.algorithm == "batched":
         ax = _kernels.input_products(xc.reshape(T * B, -1), p.W_xT).reshape(T, B, 3 * H)
         if params.reset == "after":
-            _kernels.gru_after_batched(ax, p.W_hT, p.c, hs, r, z, n, g)
+            _kernels.gru_after_batched(ax, p.W_hT, p.bias, hs, r, z, n, g)
         else:
-            _kernels.gru_before_batched(ax, p.W_hT, p.W_hnT, p.c, hs, r, z, n, g)
+            _kernels.gru_before_batched(ax, p.W_hT, p.W_hnT, p.bias, hs, r, z, n, g)
     elif params.reset == "after":
-        _kernels.gru_after_fused(xc, p.W_hT, p.W_xT, p.c, hs, r, z, n, g)
+        _kernels.gru_after_fused(xc, p.W_hT, p.W_xT, p.bias, hs, r, z, n, g)
     else:
-        _kernels.gru_before_fused(xc, p.W_hT, p.W_xT, p.W_hnT, p.c, hs, r, z, n, g)
+        _kernels.gru_before_fused(xc, p.W_hT, p.W_xT, p.W_hnT, p.bias, hs, r, z, n, g)
     return x, hs, (r, z, n, g)
 
 

@@ -39,7 +39,7 @@ class Prepared(NamedTuple):
     """Weights re-arranged once per parameter set for one algorithm (build with :func:`prepare`)."""
 
     algorithm: str
-    c: np.ndarray  # (4H,) folded bias b_x + b_h
+    bias: np.ndarray  # (4H,) folded bias b_x + b_h
     W_xT: np.ndarray  # (D, 4H) = W_x.T (a view)
     W_hT: np.ndarray  # batched: (P, 4H) = W_h.T (a view); fused: (D+P, 4H) = [W_x | W_h].T
     peepholes: tuple  # (w_ic, w_fc, w_oc), each (H,); zeros for a cell without peepholes
@@ -50,6 +50,10 @@ class Prepared(NamedTuple):
     def strategy(self) -> str:  # the former name of the field
         return self.algorithm
 
+    @property
+    def c(self) -> np.ndarray:  # the former name of ``bias`` (``c`` is the LSTM's cell state everywhere else)
+        return self.bias
+
 
 def prepare(params: LSTMParams, algorithm: str = "batched", *, strategy: str | None = None) -> Prepared:
     """Transpose (views) and, for "fused", concatenate the weights once; pass as ``prepared=``."""
@@ -58,7 +62,7 @@ def prepare(params: LSTMParams, algorithm: str = "batched", *, strategy: str | N
     # C order everywhere (no copy when already so): the kernels then always see the same array
     # types, and transposed views are Fortran-ordered, which BLAS reads in place.
     W_x, W_h = np.ascontiguousarray(params.W_x), np.ascontiguousarray(params.W_h)
-    c = params.b_x + params.b_h
+    bias = params.b_x + params.b_h
     peepholes = tuple(np.zeros(H, dt) if w is None else np.ascontiguousarray(w) for w in (params.w_ic, params.w_fc, params.w_oc))
     W_hr = np.zeros((0, H), dt) if params.W_hr is None else np.ascontiguousarray(params.W_hr)
     if algorithm == "batched":
@@ -67,7 +71,7 @@ def prepare(params: LSTMParams, algorithm: str = "batched", *, strategy: str | N
         F = np.concatenate([W_x, W_h], axis=1)
         frozen(F)
         W_hT = F.T
-    return Prepared(algorithm, c, W_x.T, W_hT, peepholes, W_hr, params)
+    return Prepared(algorithm, bias, W_x.T, W_hT, peepholes, W_hr, params)
 
 
 def _run(params, x, state0, algorithm, prepared, train):
@@ -88,9 +92,9 @@ def _run(params, x, state0, algorithm, prepared, train):
     xc = np.ascontiguousarray(x)
     if prepared.algorithm == "batched":
         ax = _kernels.input_products(xc.reshape(T * B, -1), p.W_xT).reshape(T, B, 4 * H)
-        _kernels.lstm_batched(ax, p.W_hT, p.c, *p.peepholes, p.W_hr, hs, cs, *gates, m)
+        _kernels.lstm_batched(ax, p.W_hT, p.bias, *p.peepholes, p.W_hr, hs, cs, *gates, m)
     else:
-        _kernels.lstm_fused(xc, p.W_hT, p.c, *p.peepholes, p.W_hr, hs, cs, *gates, m)
+        _kernels.lstm_fused(xc, p.W_hT, p.bias, *p.peepholes, p.W_hr, hs, cs, *gates, m)
     return x, hs, cs, gates, (m if params.W_hr is not None else None)
 
 

@@ -101,7 +101,7 @@ def _copy_rows(dst, src):
 
 
 @njit(**_kernels.JIT)
-def _gru_cell(l, t, before, ax0, WxT, WhT, WhnT, c, old, new, y, A, AX, AN, RH, r, z, n, g):
+def _gru_cell(l, t, before, ax0, WxT, WhT, WhnT, bias, old, new, y, A, AX, AN, RH, r, z, n, g):
     """Cell (l, t) of a homogeneous GRU stack: reads ``old`` (what diagonal k - 1 wrote), writes
     ``new[l]`` (and ``y[t]`` for the top layer). Only layer l's scratch is touched."""
     N, H = new.shape[0], new.shape[2]
@@ -115,23 +115,23 @@ def _gru_cell(l, t, before, ax0, WxT, WhT, WhnT, c, old, new, y, A, AX, AN, RH, 
         _kernels._recurrent_product(old[l - 1], WxT[l - 1], ax)  # h^{l-1}_t: the layer below, same step
     a = A[l]
     _kernels._recurrent_product(h_prev, WhT[l], a)
-    c_l = c[l]
+    bias_l = bias[l]
     if before == 0:
         for b in range(B):  # r and z add their input and recurrent parts; n keeps them apart
             _kernels._add_into(a[b][: 2 * H], ax[b])
-        _kernels._gru_after_rows(a, ax, 2 * H, c_l, h_prev, h_next, r[l], z[l], n[l], g[l])
+        _kernels._gru_after_rows(a, ax, 2 * H, bias_l, h_prev, h_next, r[l], z[l], n[l], g[l])
     else:
         for b in range(B):
             _kernels._add_into(a[b], ax[b])
-        _kernels._gru_before_rows_rz(a, c_l, h_prev, r[l], z[l], RH[l])
+        _kernels._gru_before_rows_rz(a, bias_l, h_prev, r[l], z[l], RH[l])
         _kernels._recurrent_product(RH[l], WhnT[l], AN[l])
-        _kernels._gru_before_rows_n(AN[l], ax, 2 * H, c_l, h_prev, h_next, z[l], n[l], g[l])
+        _kernels._gru_before_rows_n(AN[l], ax, 2 * H, bias_l, h_prev, h_next, z[l], n[l], g[l])
     if l == N - 1:
         _copy_rows(y[t], h_next)
 
 
 @njit(**PARALLEL_JIT)
-def gru_diagonals(side_by_side, before, ax0, WxT, WhT, WhnT, c, S, y, A, AX, AN, RH, r, z, n, g):
+def gru_diagonals(side_by_side, before, ax0, WxT, WhT, WhnT, bias, S, y, A, AX, AN, RH, r, z, n, g):
     """Every diagonal of a homogeneous GRU stack, in order; the cells of one diagonal in a ``prange``
     when ``side_by_side`` (and the diagonal holds more than one), else one after the other.
 
@@ -140,7 +140,7 @@ def gru_diagonals(side_by_side, before, ax0, WxT, WhT, WhnT, c, S, y, A, AX, AN,
     WxT (max(N-1, 1), H, 3H): W_x^l.T for l = 1..N-1 at index l - 1 (C order).
     WhT (N, H, G): W_h^l.T (after, G = 3H) or [W_hr; W_hz]^l.T (before, G = 2H).
     WhnT (N, H, H): W_hn^l.T (before); unused with reset="after".
-    c (N, 4H): folded biases per layer, as in :mod:`refrnn.jit._kernels`.
+    bias (N, 4H): folded biases per layer, as in :mod:`refrnn.jit._kernels`.
     S (2, N, B, H): the state double buffer (module docstring); y (T, B, H) the top layer's outputs.
     A (N, B, G), AX (N, B, 3H), AN, RH, r, z, n, g (N, B, H): per-layer scratch, so the cells of a
     diagonal never share a buffer.
@@ -154,14 +154,14 @@ def gru_diagonals(side_by_side, before, ax0, WxT, WhT, WhnT, c, S, y, A, AX, AN,
         old = S[(k + 1) % 2]  # = S[(k - 1) % 2]: what diagonal k - 1 wrote
         if side_by_side and hi > lo:
             for j in prange(hi - lo + 1):
-                _gru_cell(lo + j, k - lo - j, before, ax0, WxT, WhT, WhnT, c, old, new, y, A, AX, AN, RH, r, z, n, g)
+                _gru_cell(lo + j, k - lo - j, before, ax0, WxT, WhT, WhnT, bias, old, new, y, A, AX, AN, RH, r, z, n, g)
         else:  # outside any parallel region: BLAS may spread each product over every core
             for l in range(lo, hi + 1):
-                _gru_cell(l, k - l, before, ax0, WxT, WhT, WhnT, c, old, new, y, A, AX, AN, RH, r, z, n, g)
+                _gru_cell(l, k - l, before, ax0, WxT, WhT, WhnT, bias, old, new, y, A, AX, AN, RH, r, z, n, g)
 
 
 @njit(**_kernels.JIT)
-def _lstm_cell(l, t, ax0, WxT, WhT, c, w_ic, w_fc, w_oc, old, new, c_old, c_new, y, A, AX, i, f, g, o, tc):
+def _lstm_cell(l, t, ax0, WxT, WhT, bias, w_ic, w_fc, w_oc, old, new, c_old, c_new, y, A, AX, i, f, g, o, tc):
     """Cell (l, t) of a homogeneous LSTM stack: reads ``old``, ``c_old`` (diagonal k - 1), writes
     ``new[l]``, ``c_new[l]`` (and ``y[t]`` for the top layer)."""
     N, B, H = new.shape[0], new.shape[1], new.shape[2]
@@ -172,16 +172,16 @@ def _lstm_cell(l, t, ax0, WxT, WhT, c, w_ic, w_fc, w_oc, old, new, c_old, c_new,
         _kernels._recurrent_product(old[l - 1], WxT[l - 1], ax)
     a = A[l]
     _kernels._recurrent_product(old[l], WhT[l], a)
-    c_l, h_next, cp_l, cn_l = c[l], new[l], c_old[l], c_new[l]
+    bias_l, h_next, cp_l, cn_l = bias[l], new[l], c_old[l], c_new[l]
     i_l, f_l, g_l, o_l, tc_l = i[l], f[l], g[l], o[l], tc[l]
     for b in range(B):
         a_b, cp = a[b], cp_l[b]
         _kernels._add_into(a_b, ax[b])  # every LSTM gate adds its input and recurrent parts
-        _kernels._sigmoid_peephole(i_l[b], a_b[:H], c_l[:H], w_ic[l], cp)
-        _kernels._sigmoid_peephole(f_l[b], a_b[H : 2 * H], c_l[H : 2 * H], w_fc[l], cp)
-        _kernels._tanh_of(g_l[b], a_b[2 * H : 3 * H], c_l[2 * H : 3 * H])
+        _kernels._sigmoid_peephole(i_l[b], a_b[:H], bias_l[:H], w_ic[l], cp)
+        _kernels._sigmoid_peephole(f_l[b], a_b[H : 2 * H], bias_l[H : 2 * H], w_fc[l], cp)
+        _kernels._tanh_of(g_l[b], a_b[2 * H : 3 * H], bias_l[2 * H : 3 * H])
         _kernels._cell(cn_l[b], f_l[b], cp, i_l[b], g_l[b])
-        _kernels._sigmoid_peephole(o_l[b], a_b[3 * H :], c_l[3 * H :], w_oc[l], cn_l[b])  # the new c
+        _kernels._sigmoid_peephole(o_l[b], a_b[3 * H :], bias_l[3 * H :], w_oc[l], cn_l[b])  # the new c
         _kernels._tanh(tc_l[b], cn_l[b])
         _kernels._product(h_next[b], o_l[b], tc_l[b])
     if l == N - 1:
@@ -189,11 +189,11 @@ def _lstm_cell(l, t, ax0, WxT, WhT, c, w_ic, w_fc, w_oc, old, new, c_old, c_new,
 
 
 @njit(**PARALLEL_JIT)
-def lstm_diagonals(side_by_side, ax0, WxT, WhT, c, w_ic, w_fc, w_oc, S, C, y, A, AX, i, f, g, o, tc):
+def lstm_diagonals(side_by_side, ax0, WxT, WhT, bias, w_ic, w_fc, w_oc, S, C, y, A, AX, i, f, g, o, tc):
     """Every diagonal of a homogeneous LSTM stack (no projection), as :func:`gru_diagonals`.
 
     ax0 (T, B, 4H): x @ W_x^0.T without bias; WxT (max(N-1, 1), H, 4H): W_x^l.T at index l - 1;
-    WhT (N, H, 4H); c (N, 4H) = b_x + b_h; w_ic, w_fc, w_oc (N, H) peepholes (zeros where absent).
+    WhT (N, H, 4H); bias (N, 4H) = b_x + b_h; w_ic, w_fc, w_oc (N, H) peepholes (zeros where absent).
     S, C (2, N, B, H): double buffers of h and of the cell state c, by diagonal parity.
     A, AX (N, B, 4H), i, f, g, o, tc (N, B, H): per-layer scratch.
     """
@@ -206,10 +206,10 @@ def lstm_diagonals(side_by_side, ax0, WxT, WhT, c, w_ic, w_fc, w_oc, S, C, y, A,
         c_new, c_old = C[k % 2], C[(k + 1) % 2]
         if side_by_side and hi > lo:
             for j in prange(hi - lo + 1):
-                _lstm_cell(lo + j, k - lo - j, ax0, WxT, WhT, c, w_ic, w_fc, w_oc, old, new, c_old, c_new, y, A, AX, i, f, g, o, tc)
+                _lstm_cell(lo + j, k - lo - j, ax0, WxT, WhT, bias, w_ic, w_fc, w_oc, old, new, c_old, c_new, y, A, AX, i, f, g, o, tc)
         else:
             for l in range(lo, hi + 1):
-                _lstm_cell(l, k - l, ax0, WxT, WhT, c, w_ic, w_fc, w_oc, old, new, c_old, c_new, y, A, AX, i, f, g, o, tc)
+                _lstm_cell(l, k - l, ax0, WxT, WhT, bias, w_ic, w_fc, w_oc, old, new, c_old, c_new, y, A, AX, i, f, g, o, tc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,18 +291,18 @@ def prepare(layers) -> Prepared:
         rows = 2 * H if before else 3 * H
         WhT = _c_stack([p.W_h[:rows].T for p in layers], dt, ())
         WhnT = _c_stack([p.W_h[2 * H :].T for p in layers], dt, ()) if before else np.zeros((N, 0, 0), dt)
-        c = _c_stack(
+        bias = _c_stack(
             [np.concatenate([p.b_x[: 2 * H] + p.b_h[: 2 * H], p.b_x[2 * H :], p.b_h[2 * H :]]) for p in layers], dt, ()
         )
-        arrays = dict(before=int(before), W_x0T=W_x0T, WxT=WxT, WhT=WhT, WhnT=WhnT, c=c)
+        arrays = dict(before=int(before), W_x0T=W_x0T, WxT=WxT, WhT=WhT, WhnT=WhnT, bias=bias)
     else:
         WhT = _c_stack([p.W_h.T for p in layers], dt, ())
-        c = _c_stack([p.b_x + p.b_h for p in layers], dt, ())
+        bias = _c_stack([p.b_x + p.b_h for p in layers], dt, ())
         peep = {
             name: _c_stack([np.zeros(H, dt) if getattr(p, name) is None else getattr(p, name) for p in layers], dt, ())
             for name in ("w_ic", "w_fc", "w_oc")
         }
-        arrays = dict(W_x0T=W_x0T, WxT=WxT, WhT=WhT, c=c, **peep)
+        arrays = dict(W_x0T=W_x0T, WxT=WxT, WhT=WhT, bias=bias, **peep)
     return Prepared(kind, arrays, layers)
 
 
@@ -379,7 +379,7 @@ def _gru(w, x, states, side_by_side):
     G = w["WhT"].shape[2]
     A, AX = np.empty((N, B, G), dt), np.empty((N, B, 3 * H), dt)
     AN, RH, r, z, n, g = (np.empty((N, B, H), dt) for _ in range(6))
-    gru_diagonals(side_by_side, w["before"], ax0, w["WxT"], w["WhT"], w["WhnT"], w["c"], S, y, A, AX, AN, RH, r, z, n, g)
+    gru_diagonals(side_by_side, w["before"], ax0, w["WxT"], w["WhT"], w["WhnT"], w["bias"], S, y, A, AX, AN, RH, r, z, n, g)
     # Layer l's last cell (l, T-1) is on diagonal l + T - 1.
     return y, tuple(S[(l + T - 1) % 2, l].copy() for l in range(N))
 
@@ -395,7 +395,7 @@ def _lstm(w, x, states, side_by_side):
     y = np.empty((T, B, H), dt)
     A, AX = np.empty((N, B, 4 * H), dt), np.empty((N, B, 4 * H), dt)
     i, f, g, o, tc = (np.empty((N, B, H), dt) for _ in range(5))
-    lstm_diagonals(side_by_side, ax0, w["WxT"], w["WhT"], w["c"], w["w_ic"], w["w_fc"], w["w_oc"], S, C, y, A, AX, i, f, g, o, tc)
+    lstm_diagonals(side_by_side, ax0, w["WxT"], w["WhT"], w["bias"], w["w_ic"], w["w_fc"], w["w_oc"], S, C, y, A, AX, i, f, g, o, tc)
     last = [(l + T - 1) % 2 for l in range(N)]
     return y, tuple((S[k, l].copy(), C[k, l].copy()) for l, k in enumerate(last))
 
