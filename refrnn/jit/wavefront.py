@@ -64,6 +64,7 @@ Shapes: x (T, B, D); y (T, B, H_last); states one per layer, bottom first, each 
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import numpy as np
@@ -76,7 +77,7 @@ from ..cells import ccgru as ccgru_ref
 from ..cells import module_for
 from ..cells.gru import GRUParams
 from ..cells.lstm import LSTMParams
-from . import _kernels
+from . import _blas, _kernels
 from ._cache import njit
 
 # The kernels below contain a prange over layers; everything else as in _kernels (see its docstring
@@ -360,9 +361,14 @@ def forward(layers, x, state0=None, *, prepared: Prepared | None = None, threads
     saved = numba.get_num_threads()
     if side_by_side:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    # Side by side, every product runs inside a parallel region: a threaded OpenBLAS called from an
+    # OpenMP loop may hang (and says so on every call), so BLAS runs on one thread there; the cells
+    # of a diagonal are the parallelism.
+    blas = _blas.threads(1) if side_by_side else contextlib.nullcontext()
     try:
         run = _gru if prepared.kind == "gru" else _lstm
-        return run(prepared.arrays, x, states, side_by_side)
+        with blas:
+            return run(prepared.arrays, x, states, side_by_side)
     finally:
         numba.set_num_threads(saved)
 
