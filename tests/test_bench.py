@@ -118,13 +118,20 @@ def test_summarise_ratios_and_bars():
     text = bench.format_result(res)
     assert "NOT MET (gap: 1.20x)" in text and "(subject)" in text and "40 GFLOP/s" in text
     assert "GEMM bound (computed)" in text and "0.5 before, 1.5 after" in text
+    summary = bench.format_summary([res])
+    assert summary.splitlines()[0] == "summary:" and summary.endswith("0/2 bars met") and summary.count("NOT MET") == 2
+    quick = bench.summarise(work, case, times, scale="quick")
+    assert "not judged" in bench.format_result(quick) and "NOT MET" not in bench.format_result(quick)
+    assert "none judged" in bench.format_summary([quick]) and "[quick run at T=1]" in bench.format_result(quick)
 
 
 def test_main_smoke_run(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--tiny", "--only", "gru-paper", "--only", "lstm-paper", "--repeats", "2", "--json", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "gru-paper" in captured.out and "lstm-paper" in captured.out and "bars met" in captured.out
+    assert "gru-paper" in captured.out and "lstm-paper" in captured.out
+    assert "summary:" in captured.out and "none judged" in captured.out  # a tiny run judges no bar
+    assert "tiny run at B=" in captured.out and "NOT MET" not in captured.out
     assert "round 2/2" in captured.err  # progress goes to stderr
     data = json.loads(out.read_text())
     assert data["scale"] == "tiny" and [w["name"] for w in data["workloads"]] == ["gru-paper", "lstm-paper"]

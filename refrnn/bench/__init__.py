@@ -48,12 +48,13 @@ from .cli import main
 from .registry import (
     DEEP_SIZES, SCALES, SEED, SGEMM, SIZES, SPARSE_SIZES, SRU_SIZES, SUBJECT, WORKLOADS, Bar, Case, Workload, data, sizes_for, workload,
 )
-from .report import format_result, summarise
+from .report import format_result, format_summary, summarise
 from .timer import interleaved, measure, medians
 
 __all__ = [
     "Bar", "Case", "DEEP_SIZES", "SCALES", "SEED", "SGEMM", "SIZES", "SPARSE_SIZES", "SRU_SIZES", "SUBJECT", "WORKLOADS",
-    "Workload", "bench_threads", "data", "format_result", "gemm_flops", "interleaved", "main", "measure", "medians",
+    "Workload", "bench_threads", "data", "format_result",
+    "format_summary", "gemm_flops", "interleaved", "main", "measure", "medians",
     "numpy_gru", "numpy_lstm", "recurrent_products", "sizes_for", "summarise", "torch_note", "torch_or_none", "torch_rnn",
     "workload",
 ]

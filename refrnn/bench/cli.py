@@ -13,7 +13,7 @@ import time
 
 from . import workloads  # noqa: F401  (registers every workload, in run order)
 from .registry import WORKLOADS
-from .report import environment, format_result, summarise
+from .report import environment, format_result, format_summary, summarise
 from .baselines import bench_threads
 from .timer import interleaved, to_stderr
 
@@ -68,14 +68,13 @@ def main(argv=None) -> int:
         label = f"  [{k}/{len(selected)}] "
         times = interleaved(case.candidates, repeats=repeats, warmup=warmup, pause=args.pause if scale != "tiny" else 0.0,
                             clock=clock, progress=lambda msg, label=label: to_stderr(label + msg))
-        res = summarise(work, case, times, (load_before, os.getloadavg()[0]))
+        res = summarise(work, case, times, (load_before, os.getloadavg()[0]), scale)
         if args.clock != "wall":
             res["clock"] = args.clock
         results.append(res)
         print("\n" + format_result(res) + ("" if args.clock == "wall" else f"\n  clock: {args.clock}"), flush=True)
     elapsed = time.perf_counter() - start
-    met = [b["met"] for r in results for b in r["bars"]]
-    print(f"\n{sum(met)}/{len(met)} bars met; {elapsed:.1f} s in all")
+    print("\n" + format_summary(results) + f"; {elapsed:.1f} s in all")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"scale": scale, "repeats": repeats, "warmup": warmup, "pause_s": args.pause, "environment": env, "elapsed_s": elapsed, "workloads": results}, fh, indent=1)

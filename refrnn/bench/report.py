@@ -12,14 +12,18 @@ import numpy as np
 from .registry import SUBJECT, Case, Workload
 
 
-def summarise(work: Workload, case: Case, times: dict[str, list[float]], load: tuple[float, float] | None = None) -> dict:
+def summarise(
+    work: Workload, case: Case, times: dict[str, list[float]], load: tuple[float, float] | None = None, scale: str = "full"
+) -> dict:
     """Medians, ratios and bars of one workload. Ratios of minima are reported too: on a shared
-    machine, contention only ever adds time, so the fastest round is the least disturbed one."""
+    machine, contention only ever adds time, so the fastest round is the least disturbed one. A bar is
+    judged only at ``scale="full"``: a quick or tiny run has other sizes and fewer rounds, so its ratios
+    check that everything runs, not how fast."""
     times = dict(times)
     computed = set()
     if case.sgemm is not None:  # the GEMM bound: all products' FLOPs at the measured sgemm rate
-        scale = case.flops / case.sgemm_flops
-        times["GEMM bound"] = [t * scale for t in times[case.sgemm]]
+        factor = case.flops / case.sgemm_flops
+        times["GEMM bound"] = [t * factor for t in times[case.sgemm]]
         computed.add("GEMM bound")
     med = {name: statistics.median(ts) for name, ts in times.items()}
     low = {name: min(ts) for name, ts in times.items()}
@@ -39,6 +43,7 @@ def summarise(work: Workload, case: Case, times: dict[str, list[float]], load: t
     out = {
         "name": work.name,
         "title": work.title,
+        "scale": scale,
         "sizes": case.sizes,
         "subject": case.subject,
         "candidates": rows,
@@ -62,14 +67,23 @@ def summarise(work: Workload, case: Case, times: dict[str, list[float]], load: t
                 "speedup": med[bar.other] / med[fast],
                 "speedup_by_min": low[bar.other] / low[fast],
                 "met": med[bar.other] / med[fast] >= bar.at_least,
+                "judged": scale == "full",
             }
         )
     return out
 
 
+def _verdict(bar: dict) -> str:
+    if not bar.get("judged", True):
+        return "not judged at this scale (other sizes, fewer rounds)"
+    return "met" if bar["met"] else f"NOT MET (gap: {bar['at_least'] / bar['speedup']:.2f}x)"
+
+
 def format_result(res: dict) -> str:
     sizes = " ".join(f"{k}={v}" for k, v in res["sizes"].items())
-    lines = [f"{res['name']}: {res['title']}  [{sizes}]"]
+    scale = res.get("scale", "full")
+    ran = "sizes of this run" if scale == "full" else f"{scale} run at"  # the title names the full sizes
+    lines = [f"{res['name']}: {res['title']}  [{ran} {sizes}]"]
     label = {n: n + (" (computed)" if row.get("computed") else "") for n, row in res["candidates"].items()}
     width = max(map(len, label.values()))
     lines.append(
@@ -91,14 +105,34 @@ def format_result(res: dict) -> str:
             f" (by min {res['subject_over_bound_by_min']:.2f})"
         )
     for bar in res["bars"]:
-        verdict = "met" if bar["met"] else f"NOT MET (gap: {bar['at_least'] / bar['speedup']:.2f}x)"
         lines.append(
-            f"  bar: {bar['fast']} {bar['text']}: measured {bar['speedup']:.2f}x (by min {bar['speedup_by_min']:.2f}x) -> {verdict}"
+            f"  bar: {bar['fast']} {bar['text']}: measured {bar['speedup']:.2f}x (by min {bar['speedup_by_min']:.2f}x) -> {_verdict(bar)}"
         )
     if res.get("load_1min"):
         before, after = res["load_1min"]
         lines.append(f"  machine load (1-min average, {os.cpu_count()} CPUs): {before:.1f} before, {after:.1f} after")
     lines.extend(f"  note: {n}" for n in res["notes"])
+    return "\n".join(lines)
+
+
+def format_summary(results: list[dict]) -> str:
+    """The closing table: every bar of the run, one line each, and the count of bars met (or why none
+    was judged)."""
+    bars = [(r["name"], b) for r in results for b in r["bars"]]
+    if not bars:
+        return "no bars in these workloads"
+    width = max(len(n) for n, _ in bars)
+    text = max(len(f"{b['fast']} {b['text']}") for _, b in bars)
+    lines = ["summary:", f"  {'workload':<{width}}  {'bar':<{text}}  {'measured':>8}  {'by min':>7}  verdict"]
+    for name, b in bars:
+        lines.append(
+            f"  {name:<{width}}  {b['fast'] + ' ' + b['text']:<{text}}  {b['speedup']:>7.2f}x  {b['speedup_by_min']:>6.2f}x  {_verdict(b)}"
+        )
+    judged = [b for _, b in bars if b.get("judged", True)]
+    if judged:
+        lines.append(f"{sum(b['met'] for b in judged)}/{len(judged)} bars met")
+    else:
+        lines.append(f"{len(bars)} bars, none judged: a quick or tiny run checks that everything runs; run without --quick to judge")
     return "\n".join(lines)
 
 
