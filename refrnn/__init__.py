@@ -14,7 +14,7 @@ Quick start::
 """
 
 from . import bidirectional, deep, layouts, lengths, mlp, stack, wavefront
-from .cells import GRUParams, LSTMParams, SRUParams, ccgru, gru, lstm, module_for, sru
+from .cells import GRUParams, LSTMParams, RNNParams, SRUParams, ccgru, gru, lstm, module_for, rnn, sru
 from .gradcheck import GradcheckReport, gradcheck
 
 __version__ = "0.1.0"
@@ -34,6 +34,8 @@ __all__ = [
     "lstm",
     "mlp",
     "module_for",
+    "RNNParams",
+    "rnn",
     "stack",
     "sru",
     "wavefront",

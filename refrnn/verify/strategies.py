@@ -210,6 +210,37 @@ def _register_optional_cells() -> None:
 _register_optional_cells()
 
 
+def _rnn_contractive(p):
+    """A relu RNN's W_h halved until its rows' absolute sums are at most 1 (a power of two keeps the
+    entries on a grid). relu is unbounded: a W_h of norm 2 grows h (and its gradients) by 2^T, which
+    overflows float32 at T = 70; with ``||W_h||_inf <= 1`` h grows at most linearly in T. tanh is
+    bounded by 1 whatever W_h is and is left as drawn."""
+    if p.activation != "relu":
+        return p
+    W_h = np.array(p.W_h)
+    norm = float(np.max(np.abs(W_h).sum(axis=1), initial=0.0))
+    while norm > 1.0:
+        W_h, norm = W_h * 0.5, norm * 0.5
+    return p.replace(W_h=W_h)
+
+
+def _register_rnn() -> None:
+    from ..cells import rnn
+
+    CELLS["rnn"] = CellKind(
+        rnn,
+        {"activation": rnn.ACTIVATIONS},
+        lambda D, H, c: {"activation": c["activation"]},
+        lambda D, H, o: rnn.init(D, H, activation=o["activation"], rng=0),
+        "b_x",
+        rnn.GATES,
+        _rnn_contractive,
+    )
+
+
+_register_rnn()
+
+
 def register_cell(name: str, kind: CellKind) -> None:
     """Make cell ``name`` drawable by :func:`configs` and :func:`cases`."""
     CELLS[name] = kind
@@ -688,6 +719,8 @@ def _spec_of(params, D: int) -> LayerSpec:
         opts = {"reset": p.reset}
     elif name == "lstm":
         opts = {"peepholes": p.has_peepholes, "proj_size": p.proj_size}
+    elif name == "rnn":
+        opts = {"activation": p.activation}
     else:
         opts = {}
     return LayerSpec(name, p.hidden_size, tuple(sorted(opts.items())), D, bidirectional)
