@@ -11,7 +11,8 @@ reference's own hand-derived backward against central finite differences. Exit s
 anything fails, 2 when PyTorch or Hypothesis is missing. ``refrnn verify sru`` does the same for the
 ``sru`` package's ``SRUCell`` (float64 and float32; its first import compiles a C++ extension).
 ``refrnn verify onnxruntime`` and ``refrnn verify onnx-reference`` print the conformance matrix
-(:mod:`refrnn.verify.matrix`) of ONNX ``GRU``/``LSTM``/``RNN`` nodes on that runtime; ``refrnn verify
+(:mod:`refrnn.verify.matrix`) of ONNX ``GRU``/``LSTM``/``RNN`` nodes on that runtime, ``refrnn verify
+keras`` that of Keras 3's ``GRU``/``LSTM``/``SimpleRNN`` (torch backend); ``refrnn verify
 all`` the matrix of every installed target (a missing one is listed as not installed; asked for by
 name, it is exit status 2 and nothing runs).
 """
@@ -161,7 +162,7 @@ def gradcheck_reference() -> bool:
     return ok
 
 
-MATRIX_TARGETS = ("onnxruntime", "onnx-reference")
+MATRIX_TARGETS = ("onnxruntime", "onnx-reference", "keras")
 
 
 def _matrix_main(args) -> int:
@@ -174,7 +175,8 @@ def _matrix_main(args) -> int:
     if args.target != "all":  # asked for by name: a missing framework is a usage error, and nothing runs
         absent = matrix.missing(args.target)
         if absent:
-            hint = {"onnxruntime": "pip install onnxruntime==1.31.1", "onnx": "pip install onnx", "hypothesis": "pip install hypothesis"}
+            hint = {"onnxruntime": "pip install onnxruntime==1.31.1", "onnx": "pip install onnx", "hypothesis": "pip install hypothesis",
+                    "keras": "pip install keras==3.15.1", "torch": "pip install torch==2.13.0"}
             print(
                 f"refrnn verify {args.target}: {', '.join(absent)} not installed ({'; '.join(hint.get(m, 'pip install ' + m) for m in absent)})",
                 file=sys.stderr,
@@ -190,13 +192,13 @@ def _matrix_main(args) -> int:
 
 
 def main(argv=None) -> int:
-    """``refrnn verify torch|sru|onnxruntime|onnx-reference|all [--examples N] [--seed S] [--max-steps T]
+    """``refrnn verify torch|sru|onnxruntime|onnx-reference|keras|all [--examples N] [--seed S] [--max-steps T]
     [--dtype float64|float32|both] [--json]``."""
     parser = argparse.ArgumentParser(prog="refrnn verify", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "target", choices=["torch", "sru", *MATRIX_TARGETS, "all"],
         help="the implementation to verify (sru: the sru package's SRUCell; onnxruntime / onnx-reference: ONNX GRU, "
-        "LSTM and RNN nodes; all: every installed target, as one conformance matrix)",
+        "LSTM and RNN nodes; keras: Keras 3 GRU, LSTM, SimpleRNN on torch; all: every installed target, as one conformance matrix)",
     )
     parser.add_argument("--json", action="store_true", help="onnxruntime, onnx-reference, all: print the matrix as JSON")
     parser.add_argument("--examples", type=int, default=EXAMPLES, help=f"Hypothesis examples per module and dtype (default {EXAMPLES})")

@@ -24,6 +24,7 @@ gradients            the same, with every gradient compared (float64)
 The convention columns run in float32 (the dtype every runtime here implements) with the op's
 default options; a cell reads PASS, FAIL (its shrunk counterexample is listed under the matrix by
 number), ``n/e`` (not expressible: the framework has no such option, with the reason in ``--json``),
+``n/c`` (not checked: the adapter does not compare it),
 ``-`` (not this op's) or ``not installed``. Forward-only frameworks show ``n/e`` for gradients.
 
 Below the matrix, *attribute probes* check ONNX attributes refrnn cannot express (``clip``,
@@ -86,6 +87,9 @@ class Row:
     not_expressible: dict
     grads: bool
     cells: dict = dataclasses.field(default_factory=dict)
+    same_as: dict = dataclasses.field(default_factory=dict)  # column -> the column whose run covers it
+    not_checked: dict = dataclasses.field(default_factory=dict)  # column -> why this adapter does not check it
+    examples: int | None = None  # per cell, for a slow framework
 
     @property
     def label(self) -> str:
@@ -134,10 +138,30 @@ def _onnx_rows(runtime: str) -> list[Row]:
     return rows
 
 
+def _keras_rows() -> list[Row]:
+    from .adapters_keras import import_keras, keras_layer
+
+    keras = import_keras()
+    v = f"keras {keras.__version__} (torch)"
+    rows = []
+    for op in ("GRU", "LSTM", "SimpleRNN"):
+        ne = {}
+        if op == "LSTM":
+            ne = {"peepholes": "Keras's LSTM has no peepholes", "projection": "Keras's LSTM has no projection"}
+
+        def make(dtype, column, op=op):
+            return keras_layer(op, dtype=dtype, split_directions=(column == "reverse"))
+
+        rows.append(Row("keras", v, op, make, ne, False, same_as={"batch-major": "init present"},
+                        not_checked={"gradients": "the Keras adapter compares outputs only"}, examples=12))
+    return rows
+
+
 TARGETS = {
     "torch": (("torch", "hypothesis"), _torch_rows),
     "onnxruntime": (("onnx", "onnxruntime", "hypothesis"), lambda: _onnx_rows("onnxruntime")),
     "onnx-reference": (("onnx", "hypothesis"), lambda: _onnx_rows("reference")),
+    "keras": (("keras", "torch", "hypothesis"), _keras_rows),
 }
 """CLI target -> (the modules it needs, a function building its rows)."""
 
@@ -150,7 +174,7 @@ def missing(target: str) -> list[str]:
 
 
 def _op_of(row: Row) -> str:
-    return row.op.removeprefix("nn.")
+    return {"SimpleRNN": "RNN"}.get(row.op, row.op.removeprefix("nn."))
 
 
 def _passing(row: Row, op: str) -> tuple[dict | None, tuple]:
@@ -170,6 +194,12 @@ def _probe(row: Row, column: str, examples: int, seed: int) -> Cell:
     op = _op_of(row)
     if column in row.not_expressible:
         return Cell("n/e", row.not_expressible[column])
+    if column in row.not_checked:
+        return Cell("n/c", row.not_checked[column])
+    if column in row.same_as:  # every run of this framework has it (Keras is batch-major only)
+        c = row.cells[row.same_as[column]]
+        return Cell(c.status, f"every run is {column}: as {row.same_as[column]!r}" + (f"; {c.detail}" if c.detail else ""), c.report)
+    examples = row.examples or examples
     own = _OP_COLUMNS[op]
     other = any(column in cols for o, cols in _OP_COLUMNS.items() if o != op)
     if other:
@@ -212,7 +242,8 @@ def build(targets, *, examples: int = EXAMPLES, seed: int = 0, progress=None) ->
             not_installed[target] = absent
             continue
         for row in TARGETS[target][1]():
-            for column in COLUMNS:
+            # a column another one covers is filled in after it
+            for column in sorted(COLUMNS, key=lambda c: c in row.same_as):
                 cell = _probe(row, column, examples, seed)
                 if cell.status == "FAIL":
                     failures.append((row, column, cell))
@@ -278,7 +309,8 @@ def render(result: dict) -> str:
             verdict = "IGNORED (output equals the reference without it)" if p["ignored"] else "applied (output differs from the attribute-free reference)"
             lines.append(f"  {p['framework']} {p['op']} {attr}: {verdict}")
     lines.append("")
-    lines.append("n/e = not expressible by that framework; - = not this op's convention; " + f"{result['seconds']:.0f} s")
+    lines.append("n/e = not expressible by that framework; n/c = not checked by its adapter; - = not this op's convention; "
+                 + f"{result['seconds']:.0f} s")
     return "\n".join(lines)
 
 
