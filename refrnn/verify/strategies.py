@@ -211,17 +211,18 @@ _register_optional_cells()
 
 
 def _rnn_contractive(p):
-    """A relu RNN's W_h halved until its rows' absolute sums are at most 1 (a power of two keeps the
-    entries on a grid). relu is unbounded: a W_h of norm 2 grows h (and its gradients) by 2^T, which
-    overflows float32 at T = 70; with ``||W_h||_inf <= 1`` h grows at most linearly in T. tanh is
-    bounded by 1 whatever W_h is and is left as drawn."""
+    """A relu RNN kept well-conditioned: relu is unbounded, so a W_h of norm 2 grows h (and its gradients)
+    by 2^T (float32 overflows at T = 70) and a bias pinned at +SATURATE makes h ~ 1000 T. W_h is halved
+    (a power of two keeps the entries on a grid) until its rows' absolute sums are at most 1/2, so
+    ``|h| <= 2 max|W_x x + b|`` whatever T, and a positive pin becomes +1 (the unit always active) while a
+    negative one stays (a dead unit: exact zeros). tanh is bounded by 1 and is left as drawn."""
     if p.activation != "relu":
         return p
     W_h = np.array(p.W_h)
     norm = float(np.max(np.abs(W_h).sum(axis=1), initial=0.0))
-    while norm > 1.0:
+    while norm > 0.5:
         W_h, norm = W_h * 0.5, norm * 0.5
-    return p.replace(W_h=W_h)
+    return p.replace(W_h=W_h, b_x=np.minimum(p.b_x, 1.0))
 
 
 def _register_rnn() -> None:
@@ -555,10 +556,10 @@ def draw_layer_params(draw, spec: LayerSpec, D: int, adversarial: bool = False, 
         bound = 1.0 / np.sqrt(a.shape[1]) if a.ndim == 2 else 0.5
         arrays[name] = draw_bounded(draw, a.shape, bound, f"{label}.{name}")
     params = skeleton.replace(**arrays)
-    if kind.finish is not None:
-        params = kind.finish(params)
     if adversarial:
         params = draw_saturate(draw, params, kind.gates, bias=kind.bias, label=label)
+    if kind.finish is not None:  # after the pins, so a cell can also bound what saturation drew
+        params = kind.finish(params)
     return params
 
 
