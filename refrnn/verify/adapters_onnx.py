@@ -45,7 +45,7 @@ import numpy as np
 
 from ..layouts import onnx as onnx_layout
 from ..layouts import torch as torch_layout
-from .adapters import LAYOUTS, Layout, _np, _step_row, _time_major_to, _unpack, register_layout
+from .adapters import LAYOUTS, Layout, _np, _time_major_to, _unpack, register_layout
 from .strategies import Case, CellConfig
 
 OPS = {"GRU": "gru", "LSTM": "lstm", "RNN": "rnn"}
@@ -198,7 +198,7 @@ class OnnxOp:
 
     def _run(self, tensors: dict, attributes: dict, x, state0, lengths, batch_first: bool):
         import onnx
-        from onnx import helper, numpy_helper  # noqa: F401 - helper builds the node
+        from onnx import helper
 
         elem = onnx.TensorProto.FLOAT if self.dtype == np.float32 else onnx.TensorProto.DOUBLE
         feeds = {"X": x, "W": tensors["W"], "R": tensors["R"], "B": tensors["B"]}
