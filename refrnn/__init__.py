@@ -16,13 +16,13 @@ Quick start::
 import sys as _sys
 
 from . import bidirectional, cells, deep, layouts, lengths, mlp, stack, wavefront
-from .cells import GRUParams, LSTMParams, SRUParams, ccgru, gru, lstm, module_for, sru
+from .cells import GRUParams, LSTMParams, RNNParams, SRUParams, ccgru, gru, lstm, module_for, rnn, sru
 from .cells._common import map_params
 from .gradcheck import GradcheckReport, gradcheck
 
 # The cells are documented as refrnn.gru, refrnn.lstm, ...: make those real import paths too
 # (``import refrnn.gru``, ``from refrnn.lstm import LSTMParams``), the same module objects as refrnn.cells.*.
-for _cell in ("gru", "lstm", "sru", "ccgru"):
+for _cell in ("gru", "lstm", "rnn", "sru", "ccgru"):
     _sys.modules[f"{__name__}.{_cell}"] = getattr(cells, _cell)
 del _cell
 
@@ -44,6 +44,8 @@ __all__ = [
     "map_params",
     "mlp",
     "module_for",
+    "RNNParams",
+    "rnn",
     "stack",
     "sru",
     "wavefront",

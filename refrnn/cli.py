@@ -9,7 +9,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "verify": ("refrnn.verify.cli", "verify an RNN implementation against the reference (`refrnn verify torch`, `refrnn verify sru`)"),
+    "verify": ("refrnn.verify.cli", "verify an RNN implementation against the reference (`refrnn verify torch|sru|onnxruntime|onnx-reference|keras|all`)"),
     "bench": ("refrnn.bench", "time the fast paths against the reference, plain NumPy and PyTorch; print ratios"),
     "reproduce": ("refrnn.reproduce.cli", "train the seed paper's char-level grid (dense GRU; block-sparse and low-rank z over s): BPC, z-sparsity and speed-up tables, PNG plots"),
     "bench-cuda": ("refrnn.bench.cuda", "time the GPU kernels: SRU bandwidth and fused-step FLOP/s as fractions of the device, vs cuDNN"),

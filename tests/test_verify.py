@@ -169,10 +169,10 @@ def test_compare_rounds_inputs_for_the_reference(case):
 
 
 def test_unknown_names_are_refused():
-    with pytest.raises(ValueError, match="layout: unknown layout 'keras'"):
-        get_layout("keras")
-    with pytest.raises(ValueError, match="cell: unknown cell 'rnn'"):
-        verify(_reference_candidate, cell="rnn", layout="refrnn")
+    with pytest.raises(ValueError, match="layout: unknown layout 'caffe'"):
+        get_layout("caffe")
+    with pytest.raises(ValueError, match="cell: unknown cell 'qrnn'"):
+        verify(_reference_candidate, cell="qrnn", layout="refrnn")
     with pytest.raises(ValueError, match="cannot express"):
         verify(torch_module("GRU"), options={"reset": ("before",)}, max_examples=2)
 

@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
-from . import ccgru, gru, lstm, sru
+from . import ccgru, gru, lstm, rnn, sru
 from .ccgru import CCGRUBlockParams, CCGRULowRankParams, CCGRUParams
 from .gru import GRUParams
 from .lstm import LSTMParams
+from .rnn import RNNParams
 from .sru import SRUParams
 
-_MODULES = {GRUParams: gru, LSTMParams: lstm, SRUParams: sru}
+_MODULES = {GRUParams: gru, LSTMParams: lstm, RNNParams: rnn, SRUParams: sru}
 _MODULES.update(dict.fromkeys(ccgru.PARAM_CLASSES, ccgru))  # one class per update-gate variant
 
 
@@ -37,12 +38,14 @@ __all__ = [
     "ccgru",
     "gru",
     "lstm",
+    "rnn",
     "sru",
     "CCGRUBlockParams",
     "CCGRULowRankParams",
     "CCGRUParams",
     "GRUParams",
     "LSTMParams",
+    "RNNParams",
     "SRUParams",
     "module_for",
     "register",

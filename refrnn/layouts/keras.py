@@ -29,6 +29,10 @@ LSTM's single bias works the same way. Everything else is a re-ordering, bit-exa
 backward layer runs ``go_backwards=True`` and its outputs are re-aligned in time (merge_mode="concat"
 gives [forward, backward] per step), which is :class:`refrnn.bidirectional.BiLayer`.
 
+``SimpleRNN`` is :mod:`refrnn.cells.rnn`: kernel (D, U), recurrent_kernel (U, U), one bias (U,) =
+``b_x + b_h`` (read back as ``b_x = bias, b_h = 0``, like the LSTM's); its ``activation`` is not in
+the weights, so :func:`from_keras` takes it (tanh or relu).
+
 Keras has no peepholes and no projection: such LSTMs are refused. ``use_bias=False`` layers list
 two arrays per direction (no bias): they read as zero biases.
 """
@@ -39,12 +43,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..cells import GRUParams, LSTMParams
+from ..cells import GRUParams, LSTMParams, RNNParams
 from . import same_dtype, to_numpy
 
-KINDS = ("GRU", "LSTM")
-KERAS_GATES = {"GRU": ("z", "r", "n"), "LSTM": ("i", "f", "g", "o")}  # refrnn names of Keras's blocks
-_REFRNN_GATES = {"GRU": ("r", "z", "n"), "LSTM": ("i", "f", "g", "o")}
+KINDS = ("GRU", "LSTM", "SimpleRNN")
+KERAS_GATES = {"GRU": ("z", "r", "n"), "LSTM": ("i", "f", "g", "o"), "SimpleRNN": ("h",)}  # refrnn names of Keras's blocks
+_REFRNN_GATES = {"GRU": ("r", "z", "n"), "LSTM": ("i", "f", "g", "o"), "SimpleRNN": ("h",)}
+_BLOCKS = {"GRU": 3, "LSTM": 4, "SimpleRNN": 1}
+ACTIVATIONS = ("tanh", "relu")  # SimpleRNN activations refrnn.cells.rnn implements
 _NAMES = ("kernel", "recurrent_kernel", "bias")
 
 
@@ -56,7 +62,7 @@ def _reorder(a: np.ndarray, src: tuple, dst: tuple, axis: int) -> np.ndarray:
 def _kind(kind: str) -> int:
     if kind not in KINDS:
         raise ValueError(f"kind: unknown Keras layer {kind!r}; expected one of {', '.join(KINDS)}")
-    return 3 if kind == "GRU" else 4
+    return _BLOCKS[kind]
 
 
 def _as_list(weights) -> list:
@@ -75,7 +81,7 @@ def _as_list(weights) -> list:
     raise TypeError(f"weights: expected layer.get_weights()'s list or a mapping of {', '.join(_NAMES)}, got {type(weights).__name__}")
 
 
-def _one_from_keras(arrays: list, kind: str, reset_after: bool, where: str):
+def _one_from_keras(arrays: list, kind: str, reset_after: bool, where: str, activation: str = "tanh"):
     n = _kind(kind)
     kernel = to_numpy(f"{where}kernel", arrays[0], weights=True)
     rec = to_numpy(f"{where}recurrent_kernel", arrays[1], weights=True)
@@ -108,17 +114,24 @@ def _one_from_keras(arrays: list, kind: str, reset_after: bool, where: str):
             b_x, b_h = _reorder(bias, src, dst, 0), zeros
     if kind == "GRU":
         return GRUParams(W_x, W_h, b_x, b_h, reset="after" if reset_after else "before")
+    if kind == "SimpleRNN":
+        return RNNParams(W_x, W_h, b_x, b_h, activation=activation)
     return LSTMParams(W_x, W_h, b_x, b_h)
 
 
-def from_keras(weights, kind: str, *, reset_after: bool = True, bidirectional: bool = False):
+def from_keras(weights, kind: str, *, reset_after: bool = True, bidirectional: bool = False, activation: str = "tanh"):
     """refrnn parameters from a Keras layer's weights (``layer.get_weights()`` order, or a mapping by name).
 
     ``reset_after`` must be the GRU layer's setting (Keras 3's default True); it selects the refrnn
     convention (True: reset="after", False: reset="before"). ``bidirectional=True`` reads a
     ``keras.layers.Bidirectional`` layer's list (forward weights, then backward) into a BiLayer.
+    ``activation`` is a ``SimpleRNN``'s ("tanh" or "relu"; its weights do not record it).
     """
     _kind(kind)
+    if kind == "SimpleRNN" and activation not in ACTIVATIONS:
+        raise ValueError(f"activation: refrnn's RNN implements {', '.join(map(repr, ACTIVATIONS))}, got {activation!r}")
+    if kind != "SimpleRNN" and activation != "tanh":
+        raise ValueError(f"activation: only a SimpleRNN takes one here; a Keras {kind} is checked with its defaults")
     if isinstance(weights, Mapping) and bidirectional:
         raise TypeError("weights: a Bidirectional layer's weights are get_weights()'s list (forward, then backward), not a mapping")
     arrays = _as_list(weights)
@@ -127,12 +140,12 @@ def from_keras(weights, kind: str, *, reset_after: bool = True, bidirectional: b
         what = "a Bidirectional layer's 4 or 6" if bidirectional else "2 or 3"
         raise ValueError(f"weights: expected {what} arrays (kernel, recurrent_kernel[, bias] per direction), got {len(arrays)}")
     if not bidirectional:
-        return _one_from_keras(arrays, kind, reset_after, "")
+        return _one_from_keras(arrays, kind, reset_after, "", activation)
     from ..bidirectional import BiLayer
 
     return BiLayer(
-        _one_from_keras(arrays[:per], kind, reset_after, "forward "),
-        _one_from_keras(arrays[per:], kind, reset_after, "backward "),
+        _one_from_keras(arrays[:per], kind, reset_after, "forward ", activation),
+        _one_from_keras(arrays[per:], kind, reset_after, "backward ", activation),
     )
 
 
@@ -148,12 +161,14 @@ def _one_to_keras(p, reset_after: bool | None, use_bias: bool, where: str) -> li
                 f"one reproduce the other and no exact conversion exists (use reset_after={native})"
             )
         reset_after = native
+    elif isinstance(p, RNNParams):
+        kind = "SimpleRNN"
     elif isinstance(p, LSTMParams):
         kind = "LSTM"
         if p.has_peepholes or p.W_hr is not None:
             raise ValueError(f"{where}params: a Keras LSTM has no peepholes and no projection (W_hr); no exact conversion exists")
     else:
-        raise TypeError(f"{where}params: expected GRUParams or LSTMParams, got {type(p).__name__}")
+        raise TypeError(f"{where}params: expected GRUParams, LSTMParams or RNNParams, got {type(p).__name__}")
     src, dst = _REFRNN_GATES[kind], KERAS_GATES[kind]
     out = [_reorder(p.W_x, src, dst, 0).T.copy(), _reorder(p.W_h, src, dst, 0).T.copy()]
     if kind == "GRU" and reset_after:
@@ -176,7 +191,8 @@ def to_keras(params, *, reset_after: bool | None = None, use_bias: bool = True) 
     from ..bidirectional import BiLayer
 
     if isinstance(params, BiLayer):
-        if type(params.fwd) is not type(params.rev) or getattr(params.fwd, "reset", None) != getattr(params.rev, "reset", None):
+        same = all(getattr(params.fwd, o, None) == getattr(params.rev, o, None) for o in ("reset", "activation"))
+        if type(params.fwd) is not type(params.rev) or not same:
             raise ValueError(
                 "params: keras.layers.Bidirectional wraps one layer configuration for both directions; fwd and rev differ"
             )

@@ -1,4 +1,4 @@
-"""ONNX layout: the ``GRU`` and ``LSTM`` operators' weight tensors and attributes (plain arrays, no ``onnx`` import).
+"""ONNX layout: the ``GRU``, ``LSTM`` and ``RNN`` operators' weight tensors and attributes (plain arrays, no ``onnx`` import).
 
 The operators take, per direction (``num_directions`` = 1, or 2 for ``direction="bidirectional"``,
 index 0 forward, 1 reverse)::
@@ -6,6 +6,7 @@ index 0 forward, 1 reverse)::
     GRU   W (ndir, 3H, D), R (ndir, 3H, H), B (ndir, 6H) = [Wb; Rb]        gate order z, r, h
     LSTM  W (ndir, 4H, D), R (ndir, 4H, H), B (ndir, 8H) = [Wb; Rb]        gate order i, o, f, c
           P (ndir, 3H) peepholes, order i, o, f
+    RNN   W (ndir, H, D),  R (ndir, H, H),  B (ndir, 2H) = [Wb; Rb]        activations: one per direction
 
 which are refrnn's ``W_x``, ``W_h``, ``b_x``, ``b_h`` with the gate blocks re-ordered, and ``P`` is
 refrnn's ``w_ic``, ``w_oc``, ``w_fc`` (:mod:`refrnn.cells.lstm`; ONNX's ``f`` and ``i`` peep at
@@ -22,6 +23,9 @@ diagonal), so each refrnn convention maps to exactly one value and a request for
 ``ValueError``: an exporter that drops ``linear_before_reset`` from a PyTorch GRU produces a model
 that is wrong, not approximate. Every conversion here is a re-ordering, bit-exact both ways.
 
+The RNN's ``activations`` attribute lists one activation per direction; ``Tanh`` and ``Relu`` are
+:mod:`refrnn.cells.rnn`'s ``activation`` (a BiLayer's two directions may differ), any other is refused.
+
 Not representable: the LSTM projection (ONNX has none), and the operators' non-default options
 (``activations``, ``clip``, ``input_forget``), which :func:`to_onnx` never emits. ``sequence_lens``
 corresponds to refrnn's ``lengths`` (:mod:`refrnn.lengths`) and ``layout=1`` to ``batch_first``
@@ -32,12 +36,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import GRUParams, LSTMParams
+from ..cells import GRUParams, LSTMParams, RNNParams
 from . import same_dtype, to_numpy
 
-KINDS = ("GRU", "LSTM")
-ONNX_GATES = {"GRU": ("z", "r", "n"), "LSTM": ("i", "o", "f", "g")}  # refrnn names of ONNX's blocks
-_REFRNN_GATES = {"GRU": ("r", "z", "n"), "LSTM": ("i", "f", "g", "o")}
+KINDS = ("GRU", "LSTM", "RNN")
+ONNX_GATES = {"GRU": ("z", "r", "n"), "LSTM": ("i", "o", "f", "g"), "RNN": ("h",)}  # refrnn names of ONNX's blocks
+_REFRNN_GATES = {"GRU": ("r", "z", "n"), "LSTM": ("i", "f", "g", "o"), "RNN": ("h",)}
+_BLOCKS = {"GRU": 3, "LSTM": 4, "RNN": 1}
+RNN_ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu"}  # refrnn.cells.rnn's activation -> the ONNX name
 ONNX_PEEPHOLES = ("w_ic", "w_oc", "w_fc")  # the blocks of P, in order
 DIRECTIONS = ("forward", "reverse", "bidirectional")
 
@@ -53,7 +59,26 @@ def _convention(linear_before_reset) -> str:
     return "after" if linear_before_reset else "before"
 
 
-def from_onnx(kind: str, W, R, B=None, P=None, *, linear_before_reset: int = 0, direction: str | None = None):
+def _rnn_activations(activations, ndir: int) -> tuple[str, ...]:
+    """refrnn activation names, one per direction, from an ONNX RNN's ``activations`` (default Tanh)."""
+    if activations is None:
+        return ("tanh",) * ndir
+    if isinstance(activations, (str, bytes)) or len(activations) != ndir:
+        raise ValueError(f"activations: expected {ndir} name(s), one per direction, got {activations!r}")
+    back = {v.lower(): k for k, v in RNN_ACTIVATIONS.items()}
+    out = []
+    for a in activations:
+        name = a.decode() if isinstance(a, bytes) else a
+        if not isinstance(name, str) or name.lower() not in back:
+            raise ValueError(
+                f"activations: {a!r} has no refrnn equivalent; refrnn.cells.rnn implements "
+                f"{', '.join(RNN_ACTIVATIONS.values())} (ONNX names are case-insensitive)"
+            )
+        out.append(back[name.lower()])
+    return tuple(out)
+
+
+def from_onnx(kind: str, W, R, B=None, P=None, *, linear_before_reset: int = 0, direction: str | None = None, activations=None):
     """refrnn parameters from an ONNX ``GRU``/``LSTM`` node's tensors and attributes.
 
     ``linear_before_reset`` is the GRU node's attribute (ONNX default 0: reset="before"). ``direction``
@@ -63,9 +88,11 @@ def from_onnx(kind: str, W, R, B=None, P=None, *, linear_before_reset: int = 0, 
     """
     if kind not in KINDS:
         raise ValueError(f"kind: unknown ONNX operator {kind!r}; expected one of {', '.join(KINDS)}")
-    if kind == "LSTM" and linear_before_reset:
+    if kind != "GRU" and linear_before_reset:
         raise ValueError("linear_before_reset: an attribute of the ONNX GRU only")
-    n = 3 if kind == "GRU" else 4
+    if kind != "RNN" and activations is not None:
+        raise ValueError(f"activations: refrnn's {kind} has the operator's default activations only; pass None")
+    n = _BLOCKS[kind]
     W, R = to_numpy("W", W, weights=True), to_numpy("R", R, weights=True)
     if R.ndim != 3 or R.shape[0] not in (1, 2) or R.shape[1] != n * R.shape[2]:
         raise ValueError(f"R: expected shape (num_directions, {n}H, H) with num_directions 1 or 2, got {R.shape}")
@@ -97,6 +124,8 @@ def from_onnx(kind: str, W, R, B=None, P=None, *, linear_before_reset: int = 0, 
         )
         if kind == "GRU":
             out.append(GRUParams(**arrays, reset=_convention(linear_before_reset)))
+        elif kind == "RNN":
+            out.append(RNNParams(**arrays, activation=_rnn_activations(activations, ndir)[d]))
         else:
             if P is not None:
                 arrays.update(zip(ONNX_PEEPHOLES, (a.copy() for a in np.split(P[d], 3))))
@@ -124,8 +153,10 @@ def to_onnx(params, *, linear_before_reset: int | None = None) -> tuple[dict[str
         kind = "GRU"
     elif isinstance(first, LSTMParams):
         kind = "LSTM"
+    elif isinstance(first, RNNParams):
+        kind = "RNN"
     else:
-        raise TypeError(f"params: expected GRUParams, LSTMParams or a BiLayer of them, got {type(first).__name__}")
+        raise TypeError(f"params: expected GRUParams, LSTMParams, RNNParams or a BiLayer of them, got {type(first).__name__}")
     for k, d in enumerate(directions):
         where = ("fwd" if k == 0 else "rev") if len(directions) == 2 else "params"
         if type(d) is not type(first) or d.hidden_size != first.hidden_size:
@@ -142,7 +173,7 @@ def to_onnx(params, *, linear_before_reset: int | None = None) -> tuple[dict[str
                 )
             if d.reset != first.reset:
                 raise ValueError(f"{where}: an ONNX GRU node has one linear_before_reset for both directions; fwd and rev differ")
-        elif d.W_hr is not None:
+        elif kind == "LSTM" and d.W_hr is not None:
             raise ValueError(f"{where}: the ONNX LSTM has no projection (W_hr); no exact conversion exists")
     src, dst = _REFRNN_GATES[kind], ONNX_GATES[kind]
     tensors = {
@@ -161,4 +192,6 @@ def to_onnx(params, *, linear_before_reset: int | None = None) -> tuple[dict[str
     attributes = {"hidden_size": first.hidden_size, "direction": "bidirectional" if len(directions) == 2 else "forward"}
     if kind == "GRU":
         attributes["linear_before_reset"] = 1 if first.reset == "after" else 0
+    if kind == "RNN":  # one per direction, so a BiLayer's two directions may differ
+        attributes["activations"] = [RNN_ACTIVATIONS[d.activation] for d in directions]
     return tensors, attributes

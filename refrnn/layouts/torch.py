@@ -1,9 +1,10 @@
-"""PyTorch layout: ``nn.GRU``, ``nn.LSTM``, ``nn.GRUCell``, ``nn.LSTMCell`` state dicts, and ``h_n``/``c_n``.
+"""PyTorch layout: ``nn.GRU``, ``nn.LSTM``, ``nn.RNN`` and their ``*Cell`` state dicts, and ``h_n``/``c_n``.
 
 PyTorch stacks the gates of ``weight_ih_l{k}`` (gates*H, D), ``weight_hh_l{k}`` (gates*H, H),
 ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (gates*H,) in the orders r, z, n (GRU) and i, f, g, o (LSTM),
 uses the update rule ``h' = (1 - z) * n + z * h`` and applies the reset gate after the recurrent
-product. Those are refrnn's own conventions (see :mod:`refrnn.cells.gru`), so the conversion is a
+product; ``nn.RNN`` has one block (:mod:`refrnn.cells.rnn`) and a ``nonlinearity`` the state dict
+does not record. Those are refrnn's own conventions (see :mod:`refrnn.cells.gru`), so the conversion is a
 renaming: ``W_x = weight_ih``, ``W_h = weight_hh``, ``b_x = bias_ih``, ``b_h = bias_hh``, bit-exact
 both ways. Cells (``nn.GRUCell``/``nn.LSTMCell``) use the same names without the ``_l{k}`` suffix.
 A module built with ``bias=False`` has no bias entries: they read as zeros. The keys are parsed
@@ -28,10 +29,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..cells import GRUParams, LSTMParams
+from ..cells import GRUParams, LSTMParams, RNNParams
 from . import same_dtype, to_numpy
 
-KINDS = ("GRU", "LSTM", "GRUCell", "LSTMCell")
+KINDS = ("GRU", "LSTM", "GRUCell", "LSTMCell", "RNN", "RNNCell")
+_CLASSES = {"GRU": GRUParams, "LSTM": LSTMParams, "RNN": RNNParams}
+_CELLS = (GRUParams, LSTMParams, RNNParams)
 _KEY = re.compile(r"^(weight|bias)_(ih|hh|hr)(?:_l(0|[1-9][0-9]*))?(_reverse)?$")  # _l01 is no PyTorch key
 _FIELDS = {("weight", "ih"): "W_x", ("weight", "hh"): "W_h", ("bias", "ih"): "b_x", ("bias", "hh"): "b_h"}
 
@@ -39,7 +42,7 @@ _FIELDS = {("weight", "ih"): "W_x", ("weight", "hh"): "W_h", ("bias", "ih"): "b_
 def _kind(kind: str) -> tuple[type, bool]:
     if kind not in KINDS:
         raise ValueError(f"kind: unknown PyTorch module {kind!r}; expected one of {', '.join(KINDS)}")
-    return (GRUParams if kind.startswith("GRU") else LSTMParams), kind.endswith("Cell")
+    return _CLASSES[kind.removesuffix("Cell")], kind.endswith("Cell")
 
 
 def _field(kind: str, what: str, side: str) -> str | None:
@@ -83,16 +86,24 @@ def _parse_keys(state_dict, kind: str, bidirectional: bool) -> dict:
     return layers
 
 
-def from_torch(state_dict: Mapping, kind: str, *, bidirectional: bool = False):
+def from_torch(state_dict: Mapping, kind: str, *, bidirectional: bool = False, nonlinearity: str = "tanh"):
     """Parameters from a PyTorch state dict: a tuple of layers for ``GRU``/``LSTM``, one container for cells.
 
     ``bidirectional=True`` (as the module was built) reads the ``_reverse`` entries: every layer is
     then a :class:`~refrnn.bidirectional.BiLayer`. Keys PyTorch would not write for ``kind`` (a
     ``_reverse`` entry without ``bidirectional=True``, ``weight_hr`` outside ``LSTM``, a stray suffix,
     a layer number with a leading zero), a missing weight, or one bias of a pair raise ``ValueError``
-    rather than being dropped or zero-filled.
+    rather than being dropped or zero-filled. ``nonlinearity`` is an ``RNN``/``RNNCell``'s (``"tanh"`` or
+    ``"relu"``): the state dict does not record it.
     """
     cls, is_cell = _kind(kind)
+    if cls is RNNParams:
+        from ..cells.rnn import ACTIVATIONS
+
+        if nonlinearity not in ACTIVATIONS:
+            raise ValueError(f"nonlinearity: expected one of {', '.join(map(repr, ACTIVATIONS))}, got {nonlinearity!r}")
+    elif nonlinearity != "tanh":
+        raise ValueError(f"nonlinearity: only torch.nn.RNN and RNNCell take one, not torch.nn.{kind}")
     if bidirectional and is_cell:
         raise ValueError(f"bidirectional: torch.nn.{kind} has no reverse direction")
     layers = _parse_keys(state_dict, kind, bidirectional)
@@ -120,7 +131,7 @@ def from_torch(state_dict: Mapping, kind: str, *, bidirectional: bool = False):
                 arrays.update(b_x=zeros, b_h=zeros)
             same_dtype({f"state_dict[{names[f] + suffix!r}]": a for f, a in arrays.items()})
             try:
-                per_direction.append(cls(**arrays))
+                per_direction.append(cls(**arrays, activation=nonlinearity) if cls is RNNParams else cls(**arrays))
             except (ValueError, TypeError) as err:
                 keys = ", ".join(names[f] + suffix for f in arrays if f in names)
                 raise type(err)(f"state_dict: the entries {keys} do not form a torch.nn.{kind} layer: {err}") from None
@@ -193,19 +204,19 @@ def to_torch(params, kind: str, *, bias: bool = True) -> dict[str, np.ndarray]:
 
 
 def _state_layers(layers) -> tuple:
-    """``layers`` as a non-empty tuple of GRU or LSTM layers (BiLayers of them allowed), or raise."""
+    """``layers`` as a non-empty tuple of GRU, LSTM or RNN layers (BiLayers of them allowed), or raise."""
     from ..bidirectional import BiLayer
 
-    if isinstance(layers, (GRUParams, LSTMParams, BiLayer)):
+    if isinstance(layers, (*_CELLS, BiLayer)):
         layers = (layers,)
     if not isinstance(layers, (tuple, list)) or len(layers) == 0:
-        raise TypeError(f"layers: expected a non-empty sequence of GRU or LSTM layers, got {type(layers).__name__}")
+        raise TypeError(f"layers: expected a non-empty sequence of GRU, LSTM or RNN layers, got {type(layers).__name__}")
     layers = tuple(layers)
     for k, p in enumerate(layers):
-        if not isinstance(p, (GRUParams, LSTMParams, BiLayer)) or not all(isinstance(d, (GRUParams, LSTMParams)) for d in _directions(p)):
-            raise TypeError(f"layers[{k}]: expected GRUParams, LSTMParams or a BiLayer of them, got {type(p).__name__}")
+        if not isinstance(p, (*_CELLS, BiLayer)) or not all(isinstance(d, _CELLS) for d in _directions(p)):
+            raise TypeError(f"layers[{k}]: expected GRUParams, LSTMParams, RNNParams or a BiLayer of them, got {type(p).__name__}")
         if any(type(d) is not type(_directions(layers[0])[0]) for d in _directions(p)):
-            raise TypeError(f"layers[{k}]: a torch.nn.GRU/LSTM has one cell type in every layer and direction")
+            raise TypeError(f"layers[{k}]: a torch.nn.GRU/LSTM/RNN has one cell type in every layer and direction")
     return layers
 
 

@@ -173,13 +173,13 @@ class TorchLayout(Layout):
             }
 
     def kind(self, config: CellConfig) -> str:
-        base = "GRU" if config.layers[0].cell == "gru" else "LSTM"
+        base = {"gru": "GRU", "lstm": "LSTM", "rnn": "RNN"}[config.layers[0].cell]
         return base + ("Cell" if self.cell else "")
 
     def unsupported(self, config: CellConfig) -> str | None:
         cells = {s.cell for s in config.layers}
-        if not cells <= {"gru", "lstm"} or len(cells) != 1:
-            return f"layout {self.name!r} holds GRU or LSTM layers of one kind, got {sorted(cells)}"
+        if not cells <= {"gru", "lstm", "rnn"} or len(cells) != 1:
+            return f"layout {self.name!r} holds GRU, LSTM or RNN layers of one kind, got {sorted(cells)}"
         if self.cell and len(config.layers) != 1:
             return f"layout 'torch-cell' is one layer, got {len(config.layers)}"
         if len({s.H for s in config.layers}) != 1:
@@ -482,6 +482,8 @@ def get_layout(name) -> Layout:
 
 # ------------------------------------------------------------------------------------ torch candidates
 _TORCH_KINDS = {"GRU": ("gru", "torch"), "LSTM": ("lstm", "torch"), "GRUCell": ("gru", "torch-cell"), "LSTMCell": ("lstm", "torch-cell")}
+_TORCH_KINDS.update({"RNN": ("rnn", "torch"), "RNNCell": ("rnn", "torch-cell")})
+_TORCH_BLOCKS = {"gru": 3, "lstm": 4, "rnn": 1}  # gate blocks stacked in weight_hh
 
 
 class TorchModule:
@@ -494,10 +496,12 @@ class TorchModule:
     ``pack_padded_sequence(..., enforce_sorted=False)`` and ``pad_packed_sequence(..., total_length=T)``,
     a missing initial state is the module's own default (``hx=None``). Attributes ``cell``, ``layout``,
     ``dtype``, ``name``, ``max_layers`` and ``conventions`` tell :func:`refrnn.verify.verify` how to
-    drive it: every convention of the layout.
+    drive it: every convention of the layout. ``nonlinearity`` ("tanh" or "relu") is an ``RNN``'s or
+    ``RNNCell``'s, which its state dict does not carry: the candidate declares it as its only
+    ``options["activation"]``, so verify draws that activation alone.
     """
 
-    def __init__(self, kind: str = "GRU", *, dtype="float64", factory=None, name=None):
+    def __init__(self, kind: str = "GRU", *, dtype="float64", factory=None, name=None, nonlinearity: str = "tanh"):
         if kind not in _TORCH_KINDS:
             raise ValueError(f"kind: expected one of {', '.join(_TORCH_KINDS)}, got {kind!r}")
         self.kind = kind
@@ -509,6 +513,17 @@ class TorchModule:
         self.conventions = tuple(LAYOUTS[self.layout].CONVENTIONS)
         self.factory = factory
         self.name = name or f"torch.nn.{kind}"
+        self.nonlinearity = nonlinearity
+        if self.cell == "rnn":
+            from ..cells.rnn import ACTIVATIONS
+
+            if nonlinearity not in ACTIVATIONS:
+                raise ValueError(f"nonlinearity: expected one of {', '.join(map(repr, ACTIVATIONS))}, got {nonlinearity!r}")
+            self.options = {"activation": (nonlinearity,)}
+            if name is None:
+                self.name = f"torch.nn.{kind}({nonlinearity})"
+        elif nonlinearity != "tanh":
+            raise ValueError(f"nonlinearity: only RNN and RNNCell take one, not {kind}")
 
     def __repr__(self) -> str:
         return f"TorchModule({self.kind!r}, dtype={self.dtype.name!r})"
@@ -518,8 +533,10 @@ class TorchModule:
         if self.factory is not None:
             return self.factory(D, H, L, tdtype, **extra)
         cls = getattr(torch.nn, self.kind)
+        if self.cell == "rnn":
+            extra = {**extra, "nonlinearity": self.nonlinearity}
         if self.kind.endswith("Cell"):
-            return cls(D, H, dtype=tdtype)
+            return cls(D, H, dtype=tdtype, **({"nonlinearity": self.nonlinearity} if self.cell == "rnn" else {}))
         return cls(D, H, num_layers=L, dtype=tdtype, **extra)
 
     def __call__(self, weights, x, state0, dy=None, dstate_T=None, *, lengths=None, batch_first=False):
@@ -528,7 +545,7 @@ class TorchModule:
         is_cell = self.kind.endswith("Cell")
         is_lstm = self.cell == "lstm"
         W = weights["weight_hh" if is_cell else "weight_hh_l0"]
-        H = W.shape[0] // (4 if is_lstm else 3)
+        H = W.shape[0] // _TORCH_BLOCKS[self.cell]
         D = weights["weight_ih" if is_cell else "weight_ih_l0"].shape[1]
         L = 1 if is_cell else sum(1 for k in weights if k.startswith("weight_ih_l") and not k.endswith("_reverse"))
         extra = {}
@@ -588,9 +605,10 @@ class TorchModule:
         return y, state_T, grads
 
 
-def torch_module(kind: str = "GRU", *, dtype="float64", factory=None, name=None) -> TorchModule:
-    """A candidate for ``torch.nn.<kind>`` (``GRU``, ``LSTM``, ``GRUCell``, ``LSTMCell``) in ``dtype``."""
-    return TorchModule(kind, dtype=dtype, factory=factory, name=name)
+def torch_module(kind: str = "GRU", *, dtype="float64", factory=None, name=None, nonlinearity: str = "tanh") -> TorchModule:
+    """A candidate for ``torch.nn.<kind>`` (``GRU``, ``LSTM``, ``RNN``, their ``*Cell``) in ``dtype``;
+    ``nonlinearity`` for ``RNN``/``RNNCell``."""
+    return TorchModule(kind, dtype=dtype, factory=factory, name=name, nonlinearity=nonlinearity)
 
 
 class SRUCellModule:

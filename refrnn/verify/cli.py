@@ -10,6 +10,11 @@ and gradient errors against their tolerance, PASS/FAIL) and what was drawn. A se
 reference's own hand-derived backward against central finite differences. Exit status 1 when
 anything fails, 2 when PyTorch or Hypothesis is missing. ``refrnn verify sru`` does the same for the
 ``sru`` package's ``SRUCell`` (float64 and float32; its first import compiles a C++ extension).
+``refrnn verify onnxruntime`` and ``refrnn verify onnx-reference`` print the conformance matrix
+(:mod:`refrnn.verify.matrix`) of ONNX ``GRU``/``LSTM``/``RNN`` nodes on that runtime, ``refrnn verify
+keras`` that of Keras 3's ``GRU``/``LSTM``/``SimpleRNN`` (torch backend); ``refrnn verify
+all`` the matrix of every installed target (a missing one is listed as not installed; asked for by
+name, it is exit status 2 and nothing runs).
 """
 
 from __future__ import annotations
@@ -157,10 +162,45 @@ def gradcheck_reference() -> bool:
     return ok
 
 
+MATRIX_TARGETS = ("onnxruntime", "onnx-reference", "keras")
+
+
+def _matrix_main(args) -> int:
+    """``refrnn verify onnxruntime|onnx-reference|all``: the conformance matrix of :mod:`refrnn.verify.matrix`."""
+    import json
+
+    from . import matrix
+
+    targets = tuple(matrix.TARGETS) if args.target == "all" else (args.target,)
+    if args.target != "all":  # asked for by name: a missing framework is a usage error, and nothing runs
+        absent = matrix.missing(args.target)
+        if absent:
+            hint = {"onnxruntime": "pip install onnxruntime==1.31.1", "onnx": "pip install onnx", "hypothesis": "pip install hypothesis",
+                    "keras": "pip install keras==3.15.1", "torch": "pip install torch==2.13.0"}
+            print(
+                f"refrnn verify {args.target}: {', '.join(absent)} not installed ({'; '.join(hint.get(m, 'pip install ' + m) for m in absent)})",
+                file=sys.stderr,
+            )
+            return 2
+    result = matrix.build(targets, examples=min(args.examples, EXAMPLES), seed=args.seed)
+    if args.json:
+        print(json.dumps(matrix.to_json(result), indent=1))
+    else:
+        print(f"refrnn conformance matrix: {', '.join(targets)}; each cell one verify run (seed {args.seed})")
+        print(matrix.render(result))
+    return 1 if matrix.failed(result) else 0
+
+
 def main(argv=None) -> int:
-    """``refrnn verify torch|sru [--examples N] [--seed S] [--max-steps T] [--dtype float64|float32|both]``."""
+    """``refrnn verify torch|sru|onnxruntime|onnx-reference|keras|all [--examples N] [--seed S] [--max-steps T]
+    [--dtype float64|float32|both] [--json]``."""
     parser = argparse.ArgumentParser(prog="refrnn verify", description=__doc__.split("\n\n")[0])
-    parser.add_argument("target", choices=["torch", "sru"], help="the implementation to verify (sru: the sru package's SRUCell)")
+    parser.add_argument(
+        "target", choices=["torch", "sru", *MATRIX_TARGETS, "all"],
+        help="the implementation to verify (sru: the sru package's SRUCell; onnxruntime / onnx-reference: ONNX GRU, "
+        "LSTM and RNN nodes; keras: Keras 3 GRU, LSTM, SimpleRNN on torch; all: every installed target, as one conformance matrix)",
+    )
+    parser.add_argument("--json", action="store_true", help="onnxruntime, onnx-reference, all: print the matrix as JSON")
     parser.add_argument("--examples", type=int, default=EXAMPLES, help=f"Hypothesis examples per module and dtype (default {EXAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0; runs are deterministic)")
     steps = VERIFY_SIZES["max_T"]
@@ -170,6 +210,8 @@ def main(argv=None) -> int:
         help="the modules' dtype: float64 (tolerance 1e-10), float32 (rounding-aware, grows with T) or both (default)",
     )
     args = parser.parse_args(argv)
+    if args.target in MATRIX_TARGETS or args.target == "all":
+        return _matrix_main(args)
     try:
         import hypothesis  # noqa: F401
         import torch  # noqa: F401

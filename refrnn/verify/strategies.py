@@ -211,6 +211,38 @@ def _register_optional_cells() -> None:
 _register_optional_cells()
 
 
+def _rnn_contractive(p):
+    """A relu RNN kept well-conditioned: relu is unbounded, so a W_h of norm 2 grows h (and its gradients)
+    by 2^T (float32 overflows at T = 70) and a bias pinned at +SATURATE makes h ~ 1000 T. W_h is halved
+    (a power of two keeps the entries on a grid) until its rows' absolute sums are at most 1/2, so
+    ``|h| <= 2 max|W_x x + b|`` whatever T, and a positive pin becomes +1 (the unit always active) while a
+    negative one stays (a dead unit: exact zeros). tanh is bounded by 1 and is left as drawn."""
+    if p.activation != "relu":
+        return p
+    W_h = np.array(p.W_h)
+    norm = float(np.max(np.abs(W_h).sum(axis=1), initial=0.0))
+    while norm > 0.5:
+        W_h, norm = W_h * 0.5, norm * 0.5
+    return p.replace(W_h=W_h, b_x=np.minimum(p.b_x, 1.0))
+
+
+def _register_rnn() -> None:
+    from ..cells import rnn
+
+    CELLS["rnn"] = CellKind(
+        rnn,
+        {"activation": rnn.ACTIVATIONS},
+        lambda D, H, c: {"activation": c["activation"]},
+        lambda D, H, o: rnn.init(D, H, activation=o["activation"], rng=0),
+        "b_x",
+        rnn.GATES,
+        _rnn_contractive,
+    )
+
+
+_register_rnn()
+
+
 def register_cell(name: str, kind: CellKind) -> None:
     """Make cell ``name`` drawable by :func:`configs` and :func:`cases`."""
     CELLS[name] = kind
@@ -544,10 +576,10 @@ def draw_layer_params(draw, spec: LayerSpec, D: int, adversarial: bool = False, 
         bound = 1.0 / np.sqrt(a.shape[1]) if a.ndim == 2 else 0.5
         arrays[name] = draw_bounded(draw, a.shape, bound, f"{label}.{name}")
     params = skeleton.replace(**arrays)
-    if kind.finish is not None:
-        params = kind.finish(params)
     if adversarial:
         params = draw_saturate(draw, params, kind.gates, bias=kind.bias, label=label)
+    if kind.finish is not None:  # after the pins, so a cell can also bound what saturation drew
+        params = kind.finish(params)
     return params
 
 
@@ -708,6 +740,8 @@ def _spec_of(params, D: int) -> LayerSpec:
         opts = {"reset": p.reset}
     elif name == "lstm":
         opts = {"peepholes": p.has_peepholes, "proj_size": p.proj_size}
+    elif name == "rnn":
+        opts = {"activation": p.activation}
     else:
         opts = {}
     return LayerSpec(name, p.hidden_size, tuple(sorted(opts.items())), D, bidirectional)
