@@ -81,22 +81,28 @@ def _coverage(rows) -> None:
 def verify_torch(examples: int, seed: int, max_T: int, dtypes) -> bool:
     import torch
 
-    from . import verify
     from .adapters import builtin_candidates
 
-    # The drawn problems are tiny (H <= 4): extra intra-op threads only add synchronisation, and on a
-    # busy 2-core machine oneDNN's float32 LSTM took ~0.3 s a call with 2 threads, 0.3 ms with one.
+    # The drawn problems are small (H, D <= 130, B <= 17): extra intra-op threads only add
+    # synchronisation, and on a busy 2-core machine oneDNN's float32 LSTM took ~0.3 s a call with 2
+    # threads, 0.3 ms with one (measured when the problems were at most 4 wide).
     torch.set_num_threads(1)
 
     print(
         f"refrnn vs torch {torch.__version__}: {examples} Hypothesis examples per row (seed {seed}), T <= {max_T}; "
         f"error / allowed (worst output); float32 is compared with float64 on the same float32-rounded values"
     )
-    rows, ok, failures, reports = [], True, [], []
-    for candidate in builtin_candidates(dtypes):
-        # B = 0 is meaningful for PyTorch (it returns empty outputs), so empty batches are drawn too.
-        report = verify(candidate, max_examples=examples, seed=seed, max_T=max_T, min_B=0)
-        ok &= report.passed
+    # B = 0 is meaningful for PyTorch (it returns empty outputs), so empty batches are drawn too.
+    return _rows(builtin_candidates(dtypes), examples=examples, seed=seed, max_T=max_T, min_B=0)
+
+
+def _rows(candidates, *, examples: int, seed: int, max_T: int, min_B: int) -> bool:
+    """Verify each candidate, print the table, what was drawn and every failure; True when all pass."""
+    from . import verify
+
+    rows, failures, reports = [], [], []
+    for candidate in candidates:
+        report = verify(candidate, max_examples=examples, seed=seed, max_T=max_T, min_B=min_B)
         rows.append(_row(candidate, report))
         reports.append((f"{candidate.name.replace('torch.', '')} {candidate.dtype.name}", report))
         if not report.passed:
@@ -106,36 +112,21 @@ def verify_torch(examples: int, seed: int, max_T: int, dtypes) -> bool:
     for report in failures:
         print()
         print(report)
-    return ok
+    return not failures
 
 
 def verify_sru(examples: int, seed: int, max_T: int, dtypes) -> bool:
     import warnings
 
-    from . import verify
     from .adapters import SRUCellModule
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # without CUDA the package warns that it uses a dummy extension
         import sru
     print(f"refrnn vs sru {getattr(sru, '__version__', '?')}: {examples} Hypothesis examples per row (seed {seed}), T <= {max_T}")
-    rows, ok, failures, reports = [], True, [], []
-    for dt in dtypes:
-        candidate = SRUCellModule(dtype=dt)
-        # B >= 1: sru 2.6.0 raises on an empty batch (a reshape with -1 over 0 elements), which
-        # verify(..., min_B=0) reports as its minimal failure.
-        report = verify(candidate, max_examples=examples, seed=seed, max_T=max_T, min_B=1)
-        ok &= report.passed
-        rows.append(_row(candidate, report))
-        reports.append((f"{candidate.name} {candidate.dtype.name}", report))
-        if not report.passed:
-            failures.append(report)
-    _table(HEADER, rows)
-    _coverage(reports)
-    for report in failures:
-        print()
-        print(report)
-    return ok
+    # B >= 1: sru 2.6.0 raises on an empty batch (a reshape with -1 over 0 elements), which
+    # verify(..., min_B=0) reports as its minimal failure.
+    return _rows([SRUCellModule(dtype=dt) for dt in dtypes], examples=examples, seed=seed, max_T=max_T, min_B=1)
 
 
 def gradcheck_reference() -> bool:
