@@ -174,6 +174,8 @@ def _matrix_main(args) -> int:
             )
             return 2
     result = matrix.build(targets, examples=min(args.examples, EXAMPLES), seed=args.seed)
+    if args.png:
+        print(f"wrote {matrix.to_png(matrix.to_json(result), args.png)}", file=sys.stderr)
     if args.json:
         print(json.dumps(matrix.to_json(result), indent=1))
     else:
@@ -192,6 +194,7 @@ def main(argv=None) -> int:
         "LSTM and RNN nodes; keras: Keras 3 GRU, LSTM, SimpleRNN on torch; all: every installed target, as one conformance matrix)",
     )
     parser.add_argument("--json", action="store_true", help="onnxruntime, onnx-reference, all: print the matrix as JSON")
+    parser.add_argument("--png", metavar="FILE", help="onnxruntime, onnx-reference, all: also draw the matrix into this PNG")
     parser.add_argument("--examples", type=int, default=EXAMPLES, help=f"Hypothesis examples per module and dtype (default {EXAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0; runs are deterministic)")
     steps = VERIFY_SIZES["max_T"]

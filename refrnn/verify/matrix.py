@@ -329,8 +329,53 @@ def to_json(result: dict) -> dict:
     }
 
 
+_COLOURS = {"PASS": "#9bd49b", "FAIL": "#ef8a8a", "n/e": "#d9d9d9", "n/c": "#f3e3a6", "-": "#ffffff", "not installed": "#cfd8f0"}
+
+
+def to_png(data: dict, path: str) -> str:
+    """Draw the matrix (the :func:`to_json` form) as a coloured grid in a PNG at ``path``: one row per
+    framework op, one column per convention, the footnote number in each FAIL, and a key of the
+    colours. Needs matplotlib (the ``test`` and ``reproduce`` extras bring it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    columns = data["columns"]
+    rows = [(f"{r['framework']} {r['op']}", [r["cells"][c] for c in columns]) for r in data["rows"]]
+    rows += [(f"{t}: not installed", [{"status": "not installed", "note": None}] * len(columns)) for t in data["not_installed"]]
+    if not rows:
+        raise ValueError("data: the matrix has no rows to draw")
+    fig, ax = plt.subplots(figsize=(1.0 + 0.78 * len(columns), 1.6 + 0.36 * len(rows)))
+    for i, (_, cells) in enumerate(rows):
+        for j, cell in enumerate(cells):
+            status = cell["status"]
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, facecolor=_COLOURS.get(status, "#ffffff"), edgecolor="#888888", lw=0.5))
+            text = f"FAIL [{cell['note']}]" if status == "FAIL" and cell.get("note") is not None else status
+            if text not in ("-", "not installed"):
+                ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=6)
+    ax.set_xlim(0, len(columns))
+    ax.set_ylim(len(rows), 0)
+    ax.set_xticks([j + 0.5 for j in range(len(columns))])
+    ax.set_xticklabels(columns, rotation=45, ha="left", fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks([i + 0.5 for i in range(len(rows))])
+    ax.set_yticklabels([label for label, _ in rows], fontsize=7)
+    ax.tick_params(length=0)
+    key = [Patch(facecolor=c, edgecolor="#888888", label=k) for k, c in _COLOURS.items() if k != "-"]
+    key.append(Patch(facecolor="#ffffff", edgecolor="#888888", label="- (not this op's convention)"))
+    ax.legend(handles=key, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(key), fontsize=6, frameon=False)
+    ax.set_title("refrnn conformance: each cell one verify run against the float64 reference; "
+                 "FAIL [n]: counterexample n in `refrnn verify all`", fontsize=8, pad=70)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def failed(result: dict) -> bool:
     return bool(result["failures"]) or any(p["ignored"] for p in result["probes"])
 
 
-__all__ = ["COLUMNS", "TARGETS", "attribute_probes", "build", "failed", "missing", "render", "to_json"]
+__all__ = ["COLUMNS", "TARGETS", "attribute_probes", "build", "failed", "missing", "render", "to_json", "to_png"]
