@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-from .._checks import FLOAT_DTYPES, _describe, as_array, float_array
+from .._checks import FLOAT_DTYPES, _describe, as_array, count, float_array
 
 
 def _writable_somewhere(a) -> bool:
@@ -46,6 +46,18 @@ def owned(a: np.ndarray) -> np.ndarray:
     copy = np.array(a, copy=True, order="K")
     copy.setflags(write=False)
     return copy.view()
+
+
+def zero_h(params, batch: int) -> np.ndarray:
+    """The all-zero state (batch, H) of a cell whose state is the one array ``h`` (GRU, RNN, ccgru)."""
+    return np.zeros((count("batch", batch), params.hidden_size), dtype=params.dtype)
+
+
+def check_h0(params, h0, B: int) -> np.ndarray:
+    """``h0`` (B, H) checked against ``params`` (its class is the caller's to check); None means zeros."""
+    if h0 is None:
+        return zero_h(params, B)
+    return float_array("h0", h0, ("B", "H"), {"B": B, "H": params.hidden_size}, dtype=params.dtype)
 
 
 def sigmoid(a: np.ndarray) -> np.ndarray:

@@ -87,8 +87,8 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from .._checks import count, finite_result, float_array, one_of, positive_int
-from ._common import Params, cache_fields, check_cache, check_weight, frozen, gradients, sigmoid, split_gates
+from .._checks import finite_result, float_array, one_of, positive_int
+from ._common import Params, cache_fields, check_cache, check_h0, check_weight, frozen, gradients, sigmoid, split_gates, zero_h
 
 GATES = ("r", "h")  # the stacked rows of W_rh, U_rh, b_rh: reset gate, then proposal ĥ
 VARIANTS = ("full", "lowrank", "block")
@@ -344,7 +344,7 @@ def init(
 
 def zero_state(params, batch: int) -> np.ndarray:
     _check_params(params)
-    return np.zeros((count("batch", batch), params.hidden_size), dtype=params.dtype)
+    return zero_h(params, batch)
 
 
 def check_inputs(params, x, h0) -> tuple[np.ndarray, np.ndarray]:
@@ -360,10 +360,7 @@ def check_inputs(params, x, h0) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(
             f"params.running_var: variances must be non-negative, got min {np.min(params.running_var)}"
         )
-    if h0 is None:
-        return x, zero_state(params, x.shape[1])
-    h0 = float_array("h0", h0, ("B", "H"), {**dims, "B": x.shape[1]}, dtype=params.dtype)
-    return x, h0
+    return x, check_h0(params, h0, x.shape[1])
 
 
 def _batch_statistics(params) -> bool:

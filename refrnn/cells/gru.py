@@ -35,8 +35,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import count, finite_result, float_array, instance, one_of, positive_int
-from ._common import Params, cache_fields, check_cache, check_weight, frozen, gradients, option, sigmoid, split_gates
+from .._checks import finite_result, float_array, instance, one_of, positive_int
+from ._common import (
+    Params, cache_fields, check_cache, check_h0, check_weight, frozen, gradients, option, sigmoid, split_gates, zero_h,
+)
 
 GATES = ("r", "z", "n")
 RESETS = ("after", "before")
@@ -101,17 +103,13 @@ def init(input_size: int, hidden_size: int, *, reset: str = "after", rng=None, d
 
 def zero_state(params: GRUParams, batch: int) -> np.ndarray:
     instance("params", params, GRUParams)
-    return np.zeros((count("batch", batch), params.hidden_size), dtype=params.dtype)
+    return zero_h(params, batch)
 
 
 def check_inputs(params: GRUParams, x, h0) -> tuple[np.ndarray, np.ndarray]:
     instance("params", params, GRUParams)
-    dims = {"D": params.input_size, "H": params.hidden_size}
-    x = float_array("x", x, ("T", "B", "D"), dims, dtype=params.dtype)
-    if h0 is None:
-        return x, zero_state(params, x.shape[1])
-    h0 = float_array("h0", h0, ("B", "H"), {**dims, "B": x.shape[1]}, dtype=params.dtype)
-    return x, h0
+    x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
+    return x, check_h0(params, h0, x.shape[1])
 
 
 def forward(params: GRUParams, x, h0=None) -> tuple[np.ndarray, np.ndarray, GRUCache]:
