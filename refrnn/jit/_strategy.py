@@ -35,6 +35,15 @@ from .._moved import algorithm_keyword
 STRATEGIES = ("auto", "batched", "fused")
 
 
+def former_field_names(cls):
+    """Class decorator for the GRU and LSTM prepared layouts: their fields' former names still read
+    (``strategy`` for ``algorithm``; ``c`` for ``bias``, since ``c`` is the LSTM's cell state everywhere
+    else), for one release."""
+    cls.strategy = property(lambda self: self.algorithm, doc="The former name of ``algorithm``.")
+    cls.c = property(lambda self: self.bias, doc="The former name of ``bias``.")
+    return cls
+
+
 def choose(strategy: str, input_size: int, hidden_size: int, batch: int) -> str:
     """Resolve ``"auto"``: "fused" for a batch of two or more and an input at most H/8 wide, else "batched"."""
     if strategy != "auto":

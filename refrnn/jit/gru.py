@@ -44,6 +44,7 @@ ALGORITHMS = ("batched", "fused")  # what prepare() builds; forward also takes "
 STRATEGIES = ALGORITHMS  # the former name
 
 
+@_strategy.former_field_names
 class Prepared(NamedTuple):
     """Weights re-arranged once per parameter set for one algorithm (build with :func:`prepare`)."""
 
@@ -54,14 +55,6 @@ class Prepared(NamedTuple):
     W_hT: np.ndarray  # batched: W_h.T, or [W_hr; W_hz].T (before)  fused: F.T, (D+H, 3H) or (D+H, 2H)
     W_hnT: np.ndarray  # (H, H) = W_hn.T, used by reset="before" only
     params: GRUParams
-
-    @property
-    def strategy(self) -> str:  # the former name of the field
-        return self.algorithm
-
-    @property
-    def c(self) -> np.ndarray:  # the former name of ``bias`` (``c`` is the LSTM's cell state everywhere else)
-        return self.bias
 
 
 def prepare(params: GRUParams, algorithm: str = "batched", *, strategy: str | None = None) -> Prepared:

@@ -35,6 +35,7 @@ ALGORITHMS = ("batched", "fused")  # what prepare() builds; forward also takes "
 STRATEGIES = ALGORITHMS  # the former name
 
 
+@_strategy.former_field_names
 class Prepared(NamedTuple):
     """Weights re-arranged once per parameter set for one algorithm (build with :func:`prepare`)."""
 
@@ -45,14 +46,6 @@ class Prepared(NamedTuple):
     peepholes: tuple  # (w_ic, w_fc, w_oc), each (H,); zeros for a cell without peepholes
     W_hr: np.ndarray  # (P, H), or (0, H) without a projection
     params: LSTMParams
-
-    @property
-    def strategy(self) -> str:  # the former name of the field
-        return self.algorithm
-
-    @property
-    def c(self) -> np.ndarray:  # the former name of ``bias`` (``c`` is the LSTM's cell state everywhere else)
-        return self.bias
 
 
 def prepare(params: LSTMParams, algorithm: str = "batched", *, strategy: str | None = None) -> Prepared:
