@@ -28,3 +28,29 @@ def algorithm_keyword(algorithm, **former):
             warnings.warn(f"{name}= is deprecated: pass algorithm={value!r}", DeprecationWarning, stacklevel=3)
             return value
     return algorithm
+
+
+def renamed(**former):
+    """Decorator: accept each keyword in ``former`` (old name -> new name) for one release.
+
+    Every cell and fast path names its initial state ``state0`` and the upstream gradient of the
+    final state ``dstate_T``; calls written against the former per-cell names (``h0=``, ``c0=``,
+    ``dh_T=``, ``dc_T=``) still work, with a DeprecationWarning at the caller. Passing both the old
+    and the new name is a TypeError, as any duplicated argument is.
+    """
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            for old, new in former.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{fn.__qualname__}() got both {old}= and {new}=; pass {new}= only")
+                    warnings.warn(f"{old}= is deprecated: pass {new}=", DeprecationWarning, stacklevel=2)
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return call
+
+    return wrap
