@@ -1,4 +1,4 @@
-"""Deep RNN + per-step MLP head (refrnn.deep), and why N recurrent layers cost more than N MLP layers.
+"""Deep RNN + per-step MLP head (refrnn.layers.deep), and why N recurrent layers cost more than N MLP layers.
 
 For equal width H and layer count N = M: N recurrent GRU layers run layer by layer (``stack``), the
 same N layers run along anti-diagonals (``wavefront``: the njit executor of refrnn.jit.wavefront, skipped where a
@@ -10,6 +10,8 @@ wavefront); the MLP layers are M products, whatever T is.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from .common import (
@@ -20,6 +22,7 @@ from .common import (
     inputs,
     normal,
     require,
+    require_moved,
     rng,
 )
 
@@ -27,7 +30,7 @@ ORDERS = ("stack", "wavefront", "mlp", "njit_stack")  # append only: asv keys re
 
 
 def wavefront_executor():
-    """The njit wavefront executor (refrnn.jit.wavefront). The reference order (refrnn.wavefront) runs one Python
+    """The njit wavefront executor (refrnn.jit.wavefront). The reference order (refrnn.layers.wavefront) runs one Python
     call per cell: it checks an order and is not a path to time."""
     return require("refrnn.jit.wavefront", "forward")
 
@@ -40,7 +43,7 @@ def gru_layers(N: int, D: int, H: int, dtype="float64"):
 
 
 def mlp_layers(M: int, H: int, dtype="float64"):
-    mlp = require("refrnn.mlp", "init", "forward")
+    mlp = require_moved("refrnn.layers.mlp", "refrnn.mlp", "init", "forward")
     return mlp.init((H,) * (M + 1), rng=rng("deep-head", M, H), dtype=np.dtype(dtype))
 
 
@@ -50,9 +53,9 @@ class _Order:
         self.s = s
         self.x = inputs(s, dtype)
         self.layers = gru_layers(layers, s["D"], s["H"], dtype)
-        self.stack = require("refrnn.stack", "forward")
+        self.stack = require_moved("refrnn.layers.stack", "refrnn.stack", "forward")
         self.head = mlp_layers(layers, s["H"], dtype)
-        self.mlp = require("refrnn.mlp", "forward")
+        self.mlp = require_moved("refrnn.layers.mlp", "refrnn.mlp", "forward")
         self.y = normal((s["T"], s["B"], s["H"]), dtype, key="deep-y")
         self.run = {
             "stack": lambda: self.stack.forward(self.layers, self.x),
@@ -136,11 +139,14 @@ class DeepTrain(TimeBenchmark):
     param_names = ["size", "layers"]
 
     def setup(self, size, layers):
-        deep = require("refrnn.deep", "init", "forward", "backward")
+        deep = require_moved("refrnn.layers.deep", "refrnn.deep", "init", "forward", "backward")
         s = DEEP_SIZES[size]
         self.deep = deep
+        # deep.init takes the cell first on commits where its first parameter is named so.
+        first = next(iter(inspect.signature(deep.init).parameters))
+        cell = (require("refrnn.cells.gru"),) if first == "cell" else ()
         self.model = deep.init(
-            s["D"], s["H"], s["D"], num_layers=layers, head_layers=layers, rng=rng("deep-model", size, layers)
+            *cell, s["D"], s["H"], s["D"], num_layers=layers, head_layers=layers, rng=rng("deep-model", size, layers)
         )
         self.x = inputs(s, "float64")
         out, _, self.cache = deep.forward(self.model, self.x)

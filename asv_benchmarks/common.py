@@ -313,3 +313,9 @@ class RatioBenchmark:
         return measure_ratio(
             candidate, baseline, repeats=self.ratio_repeats, sample=self.ratio_sample, settle=self.ratio_settle
         )
+
+
+def require_moved(new: str, old: str, *names: str):
+    """:func:`require` of a module that moved: its path ``new`` on commits that have it, else its
+    former path ``old`` (a commit from before the move, where ``new`` does not exist yet)."""
+    return require(new if module_exists(new) else old, *names)

@@ -25,8 +25,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refrnn import bidirectional as bi
-from refrnn import ccgru, deep, gradcheck, gru, lengths, lstm, mlp, stack, sru, wavefront
+from refrnn.layers import bidirectional as bi
+from refrnn import ccgru, gradcheck, gru, lstm, sru
+from refrnn.layers import deep, lengths, mlp, stack, wavefront
 from refrnn.cells import GRUParams, LSTMParams, SRUParams, module_for
 from refrnn.layouts import keras as keras_layout
 from refrnn.layouts import onnx as onnx_layout
@@ -505,7 +506,7 @@ def test_mlp_bad_arguments(sz, data):
 @given(sz=sizes(), data=st.data())
 def test_deep_and_wavefront_bad_arguments(sz, data):
     T, B, D, H = sz
-    model = deep.init(D, H, 2, num_layers=2, rng=0)
+    model = deep.init(gru, D, H, 2, num_layers=2, rng=0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, D))
     how = data.draw(st.sampled_from(["deep-x", "deep-cache", "deep-init", "wave-x", "wave-state"]))
@@ -514,12 +515,12 @@ def test_deep_and_wavefront_bad_arguments(sz, data):
         must_refuse(lambda: deep.forward(model, bad), "x")
     elif how == "deep-cache":
         out, _, cache = deep.forward(model, x)
-        other = deep.init(D, H + 1, 2, num_layers=2, rng=0)
+        other = deep.init(gru, D, H + 1, 2, num_layers=2, rng=0)
         bad = data.draw(st.sampled_from([deep.forward(other, x)[2], None, cache.stack]))
         must_refuse(lambda: deep.backward(model, bad, np.zeros_like(out)), "cache")
     elif how == "deep-init":
         bad = data.draw(st.sampled_from([0, -1, 1.5, "2"]))
-        must_refuse(lambda: deep.init(D, bad, 2, rng=0), "hidden_size")
+        must_refuse(lambda: deep.init(gru, D, bad, 2, rng=0), "hidden_size")
     elif how == "wave-x":
         bad, _ = data.draw(malformed(x.shape, free=(0, 1)))
         must_refuse(lambda: wavefront.forward(model.layers, bad), "x")

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refrnn import stack
+from refrnn.layers import stack
 from refrnn.verify.strategies import CELLS, cases, configs
 
 ROUNDING = 1e-13

@@ -1,6 +1,6 @@
 """Hand-derived backprop through time equals central finite differences, for every cell and stacks of them.
 
-The loss is :func:`refrnn.gradcheck.gradcheck`'s ``sum(G_y * y) + sum(G_s * s_T)`` with random ``G``;
+The loss is :func:`refrnn.gradcheck`'s ``sum(G_y * y) + sum(G_s * s_T)`` with random ``G``;
 every parameter, the input and the initial state are checked, normwise relative error <= 1e-6 (the
 project's spec; see NOISE for gradients that are exactly zero). Values are the strategies'
 well-conditioned draws (gate pre-activations bounded by sqrt(D) + sqrt(H) + 1, entries 0 or
@@ -16,8 +16,8 @@ kink input within 1e-4 of zero are discarded (``assume``), everything else must 
 import numpy as np
 from hypothesis import assume, given
 
-from refrnn import stack
-from refrnn.gradcheck import gradcheck
+from refrnn.layers import stack
+from refrnn import gradcheck
 from refrnn.verify.strategies import CELLS, cases, configs
 
 SMALL = dict(max_D=3, max_H=3, max_B=2, max_T=4)

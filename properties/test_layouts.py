@@ -12,7 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refrnn import stack
+from refrnn.layers import stack
 from refrnn.cells import gru
 from refrnn.cells._common import sigmoid
 from refrnn.layouts.paper import flip_update_orientation

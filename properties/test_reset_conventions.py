@@ -13,7 +13,7 @@ The remaining difference is the order of the sums, so outputs agree to rounding,
 import numpy as np
 from hypothesis import given
 
-from refrnn import stack
+from refrnn.layers import stack
 from refrnn.verify.strategies import SATURATE, cases, configs
 
 ROUNDING = 1e-13

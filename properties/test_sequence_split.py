@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refrnn import stack
+from refrnn.layers import stack
 from refrnn.cells import ccgru
 from refrnn.verify.strategies import CELLS, cases, configs
 

@@ -1,9 +1,9 @@
 """Deep RNN evaluation order: the anti-diagonal wavefront (t + l) equals layer-by-layer order.
 
-Equations (:mod:`refrnn.wavefront`): cell (l, t) needs only (l, t-1) and (l-1, t), so every cell of
+Equations (:mod:`refrnn.layers.wavefront`): cell (l, t) needs only (l, t-1) and (l-1, t), so every cell of
 diagonal k = l + t depends on diagonal k - 1 alone, and any order that respects that computes the same
 numbers; the wavefront runs each cell as a one-step call of its own cell, so it differs from
-:func:`refrnn.stack.forward` (whole-sequence input products) only in the rounding of how products
+:func:`refrnn.layers.stack.forward` (whole-sequence input products) only in the rounding of how products
 are grouped: 1e-13.
 
 Shapes: x (T, B, D); states one per layer; schedule: T + N - 1 diagonals covering the T x N grid.
@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refrnn import stack, wavefront
+from refrnn.layers import stack, wavefront
 from refrnn.verify.strategies import CELLS, cases, configs
 
 ROUNDING = 1e-13

@@ -15,10 +15,10 @@ Quick start::
 
 import sys as _sys
 
-from . import bidirectional, cells, deep, layouts, lengths, mlp, stack, wavefront
+from . import _moved, cells, layers, layouts
 from .cells import GRUParams, LSTMParams, RNNParams, SRUParams, ccgru, gru, lstm, module_for, rnn, sru
 from .cells._common import map_params
-from .gradcheck import GradcheckReport, gradcheck
+from .finite_differences import GradcheckReport, gradcheck
 
 # The cells are documented as refrnn.gru, refrnn.lstm, ...: make those real import paths too
 # (``import refrnn.gru``, ``from refrnn.lstm import LSTMParams``), the same module objects as refrnn.cells.*.
@@ -26,27 +26,30 @@ for _cell in ("gru", "lstm", "rnn", "sru", "ccgru"):
     _sys.modules[f"{__name__}.{_cell}"] = getattr(cells, _cell)
 del _cell
 
+# refrnn.layers.stack, refrnn.layers.bidirectional, ... were top-level modules before refrnn.layers held them.
+_moved.install()
+
+
+def __getattr__(name):
+    return _moved.former_attribute(__name__, name)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "bidirectional",
     "ccgru",
     "GRUParams",
     "GradcheckReport",
-    "deep",
     "LSTMParams",
     "SRUParams",
     "gradcheck",
     "gru",
+    "layers",
     "layouts",
-    "lengths",
     "lstm",
     "map_params",
-    "mlp",
     "module_for",
     "RNNParams",
     "rnn",
-    "stack",
     "sru",
-    "wavefront",
 ]

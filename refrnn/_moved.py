@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import os
+import sys
 import warnings
+
+# Former module paths -> where the module lives now. The old name imports the very same module
+# object (so classes, registries and isinstance checks are shared), after a DeprecationWarning.
+MOVED_MODULES = {
+    **{f"refrnn.{name}": f"refrnn.layers.{name}" for name in ("stack", "bidirectional", "lengths", "mlp", "deep", "wavefront")},
+}
 
 
 def moved(old: str, new: str):
@@ -54,3 +64,54 @@ def renamed(**former):
         return call
 
     return wrap
+
+
+class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves a former module path (:data:`MOVED_MODULES`) to the module that now holds its code."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in MOVED_MODULES:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        new = MOVED_MODULES[spec.name]
+        warnings.warn(f"{spec.name} moved to {new}; the old path goes away in the next release",
+                      DeprecationWarning, stacklevel=_importer_level())
+        # The module already imported under its new name stands in for the old one; the import
+        # system keeps an existing module's __name__ and __spec__, so it is not imported twice.
+        return importlib.import_module(new)
+
+    def exec_module(self, module):
+        pass
+
+
+def _importer_level() -> int:
+    """The ``stacklevel`` that points a warning at the code that imported a moved path, past the
+    import machinery and refrnn's own ``__getattr__``."""
+    here = (os.path.dirname(importlib.__file__), os.path.dirname(__file__) + os.sep + "__init__.py", __file__)
+    frame, level = sys._getframe(1), 1
+    while frame is not None:
+        name = frame.f_code.co_filename
+        # warnings.warn itself steps over the frozen import machinery without counting it.
+        if not ("importlib" in name and "_bootstrap" in name):
+            if not name.startswith(here):
+                return level
+            level += 1
+        frame = frame.f_back
+    return level
+
+
+def install() -> None:
+    """Make the former module paths importable (idempotent; called by ``import refrnn``)."""
+    if not any(isinstance(f, _MovedFinder) for f in sys.meta_path):
+        sys.meta_path.append(_MovedFinder())
+
+
+def former_attribute(package: str, name: str):
+    """``package.name`` for a former submodule name (``refrnn.stack``): the moved module, after a
+    DeprecationWarning; AttributeError for any other name, as a module without it would raise."""
+    full = f"{package}.{name}"
+    if full in MOVED_MODULES:
+        return importlib.import_module(full)
+    raise AttributeError(f"module {package!r} has no attribute {name!r}")

@@ -15,14 +15,14 @@ X = np.zeros((5, 2, 3))
     [
         (np.zeros((5, 3)), None, ValueError, r"x: expected a 3-d array of shape \(T, B, D\) with D=3, got shape \(5, 3\)"),
         (np.zeros((5, 2, 4)), None, ValueError, r"x: expected shape \(T, B, D\) with D=3.*got shape \(5, 2, 4\)"),
-        (X, np.zeros((2, 5)), ValueError, r"h0: expected shape \(B, H\) with .*H=4.*got shape \(2, 5\)"),
-        (X, np.zeros((3, 4)), ValueError, r"h0: .*got shape \(3, 4\) \(B=3, expected 2\)"),
-        (X, np.zeros((1, 2, 4)), ValueError, r"h0: expected a 2-d array"),
+        (X, np.zeros((2, 5)), ValueError, r"state0: expected shape \(B, H\) with .*H=4.*got shape \(2, 5\)"),
+        (X, np.zeros((3, 4)), ValueError, r"state0: .*got shape \(3, 4\) \(B=3, expected 2\)"),
+        (X, np.zeros((1, 2, 4)), ValueError, r"state0: expected a 2-d array"),
         (X.astype(np.float32), None, TypeError, r"x: dtype float32 does not match the parameters' dtype float64"),
-        (X, np.zeros((2, 4), np.float32), TypeError, r"h0: dtype float32 does not match"),
+        (X, np.zeros((2, 4), np.float32), TypeError, r"state0: dtype float32 does not match"),
         (X.astype(np.int64), None, TypeError, r"x: expected a float32 or float64 array, got dtype int64"),
         (np.full((5, 2, 3), np.nan), None, ValueError, r"x: contains NaN or infinity"),
-        (X, np.full((2, 4), np.inf), ValueError, r"h0: contains NaN or infinity"),
+        (X, np.full((2, 4), np.inf), ValueError, r"state0: contains NaN or infinity"),
     ],
 )
 def test_gru_forward_inputs(x, h0, error, pattern):
@@ -39,7 +39,7 @@ def test_backward_checks_upstream_gradients():
     y, h_T, cache = gru.forward(P, X)
     with pytest.raises(ValueError, match=r"dy: expected shape \(T, B, H\) with T=5, B=2, H=4, got shape \(5, 2, 3\)"):
         gru.backward(P, cache, np.zeros((5, 2, 3)))
-    with pytest.raises(ValueError, match=r"dh_T: expected a 2-d array of shape \(B, H\) with B=2, H=4, got shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"dstate_T: expected a 2-d array of shape \(B, H\) with B=2, H=4, got shape \(2,\)"):
         gru.backward(P, cache, np.zeros_like(y), np.zeros((2,)))
     with pytest.raises(TypeError, match="dy: dtype float32"):
         gru.backward(P, cache, np.zeros(y.shape, np.float32))
@@ -82,7 +82,7 @@ def test_gradcheck_refuses_float32():
 
 
 def test_params_container_type_is_checked():
-    from refrnn import stack
+    from refrnn.layers import stack
 
     with pytest.raises(TypeError, match=r"params: expected one of GRUParams, LSTMParams.*got dict"):
         stack.forward([{"W_x": 1}], X)
@@ -92,8 +92,9 @@ def test_params_container_type_is_checked():
 # ----------------------------------------------------------------------------------------------------
 # Issue 16 ("Nothing silent"): one test per defect class; properties/test_bad_input.py draws the rest.
 
-from refrnn import bidirectional as bi  # noqa: E402
-from refrnn import ccgru, lengths, mlp, stack, sru  # noqa: E402
+from refrnn.layers import bidirectional as bi  # noqa: E402
+from refrnn import ccgru, sru  # noqa: E402
+from refrnn.layers import lengths, mlp, stack
 from refrnn.layouts import keras as keras_layout  # noqa: E402
 from refrnn.layouts import torch as torch_layout  # noqa: E402
 
@@ -170,10 +171,10 @@ def test_bidirectional_dy_is_checked_as_the_whole_layer():
 def test_lengths_check_the_states_of_length_zero_samples():
     s0 = np.zeros((2, 4))
     s0[1, 0] = np.nan
-    with pytest.raises(ValueError, match="h0: contains NaN"):
+    with pytest.raises(ValueError, match="state0: contains NaN"):
         lengths.forward(P, X, s0, np.array([5, 0]))
     y, _, cache = lengths.forward(P, X, None, np.array([5, 0]))
-    with pytest.raises(ValueError, match="dh_T: contains NaN"):
+    with pytest.raises(ValueError, match="dstate_T: contains NaN"):
         lengths.backward(P, cache, np.zeros_like(y), s0)
 
 
@@ -307,5 +308,5 @@ def test_a_recurrence_that_overflows_names_the_state():
     W_h = np.concatenate([-np.ones((4, 4)), np.zeros((4, 4)), np.ones((4, 4))])  # rows r, z, n
     p = P.replace(W_h=W_h)
     h0 = np.full((2, 4), 1.7e308)  # finite, but W_hr h0 = -inf and W_hn h0 = +inf: r * (W_hn h0) = 0 * inf
-    with pytest.raises(ValueError, match=r"h0: the recurrence \(x, h0 -> h_T\) overflowed"), np.errstate(all="ignore"):
+    with pytest.raises(ValueError, match=r"state0: the recurrence \(x, h_0 -> h_T\) overflowed"), np.errstate(all="ignore"):
         gru.forward(p, X, h0)

@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
-from refrnn import bidirectional as bi
-from refrnn import gradcheck, gru, lstm, module_for, stack
-from refrnn.bidirectional import BiLayer
+from refrnn.layers import bidirectional as bi
+from refrnn import gradcheck, gru, lstm, module_for
+from refrnn.layers import stack
+from refrnn.layers.bidirectional import BiLayer
 
 
 def _rand_state(layers, B, rng):
-    from refrnn.lengths import tree_map
+    from refrnn.layers.lengths import tree_map
 
     return tree_map(lambda a: rng.standard_normal(a.shape), tuple(module_for(p).zero_state(p, B) for p in layers))
 

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from refrnn import gradcheck, stack
+from refrnn import gradcheck
+from refrnn.layers import stack
 from refrnn.cells import ccgru, gru, module_for
 
 VARIANTS = [("full", None), ("lowrank", 2), ("block", 2)]
@@ -357,7 +358,7 @@ def test_bad_forward_and_backward_inputs():
         ccgru.forward(p, np.zeros((2, 3, 5)))
     with pytest.raises(TypeError, match="x: dtype float32"):
         ccgru.forward(p, x.astype(np.float32))
-    with pytest.raises(ValueError, match="h0"):
+    with pytest.raises(ValueError, match="state0"):
         ccgru.forward(p, x, np.zeros((2, H)))
     with pytest.raises(ValueError, match=r"x: .*B >= 2"):
         ccgru.forward(p, np.zeros((2, 1, D)))
@@ -369,5 +370,5 @@ def test_bad_forward_and_backward_inputs():
     y, _, cache = ccgru.forward(p, x)
     with pytest.raises(ValueError, match="dy"):
         ccgru.backward(p, cache, np.zeros((2, 3, H + 1)))
-    with pytest.raises(ValueError, match="dh_T"):
+    with pytest.raises(ValueError, match="dstate_T"):
         ccgru.backward(p, cache, np.zeros_like(y), np.zeros((3, H + 1)))

@@ -4,7 +4,8 @@ import types
 
 import pytest
 
-from refrnn import bidirectional, cells
+from refrnn import cells
+from refrnn.layers import bidirectional
 from refrnn.cells import interface
 from refrnn.cells import _MODULES
 

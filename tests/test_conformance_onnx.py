@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from refrnn import bidirectional as bi
+from refrnn.layers import bidirectional as bi
 from refrnn import rnn
 from refrnn.layouts.onnx import from_onnx, to_onnx
 from refrnn.verify import verify

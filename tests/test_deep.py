@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from refrnn import deep, gradcheck, gru, lstm, mlp, stack
-from refrnn.deep import DeepRNN
-from refrnn.mlp import DenseParams
+from refrnn import GRUParams, gradcheck, gru, lstm
+from refrnn.layers import deep, mlp, stack
+from refrnn.layers.deep import DeepRNN
+from refrnn.layers.mlp import DenseParams
 
 
 def _layers(kinds, D, H, rng):
@@ -110,7 +111,7 @@ def test_relu_head_zeroes_negative_units_and_their_gradient():
 
 
 def test_init_builds_the_requested_shapes_and_activations():
-    model = deep.init(3, 6, 2, num_layers=3, cell=gru, head_layers=3, head_hidden=7, rng=0, reset="before")
+    model = deep.init(gru, 3, 6, 2, num_layers=3, head_layers=3, head_hidden=7, rng=0, reset="before")
     assert [p.reset for p in model.layers] == ["before"] * 3
     assert [p.W.shape for p in model.head] == [(7, 6), (7, 7), (2, 7)]
     assert [p.activation for p in model.head] == ["tanh", "tanh", "identity"]
@@ -121,7 +122,7 @@ def test_init_builds_the_requested_shapes_and_activations():
 
 
 def test_float32_model_runs_in_float32():
-    model = deep.init(3, 4, 2, num_layers=2, cell=lstm, head_layers=2, rng=0, dtype=np.float32)
+    model = deep.init(lstm, 3, 4, 2, num_layers=2, head_layers=2, rng=0, dtype=np.float32)
     x = np.random.default_rng(1).standard_normal((3, 2, 3)).astype(np.float32)
     out, states, cache = deep.forward(model, x)
     grads, dx, _ = deep.backward(model, cache, np.ones_like(out))
@@ -210,7 +211,28 @@ def test_deep_forward_and_backward_reject_bad_arguments():
     out, _, cache = deep.forward(model, x, s0)
     with pytest.raises(ValueError, match=r"dout: expected shape \(T, B, O\)"):
         deep.backward(model, cache, out[:-1])
-    with pytest.raises(ValueError, match="dstates_T: expected a sequence of 2"):
-        deep.backward(model, cache, out, dstates_T=(None,))
+    with pytest.raises(ValueError, match="dstate_T: expected a sequence of 2"):
+        deep.backward(model, cache, out, dstate_T=(None,))
     with pytest.raises(ValueError, match="num_layers: expected a positive integer"):
-        deep.init(3, 4, 2, num_layers=0)
+        deep.init(gru, 3, 4, 2, num_layers=0)
+
+
+def test_init_takes_the_cell_first_and_the_former_order_still_builds_the_same_model():
+    new = deep.init(lstm, 3, 4, 2, num_layers=2, head_layers=2, rng=0)
+    with pytest.warns(DeprecationWarning, match="pass the cell first"):
+        old = deep.init(3, 4, 2, num_layers=2, cell=lstm, head_layers=2, rng=0)
+    for a, b in zip(new.parts(), old.parts()):
+        for name, arr in a.arrays().items():
+            np.testing.assert_array_equal(arr, b.arrays()[name])
+    # the layers are stack.init's, with its options
+    ref = stack.init(lstm, 3, 4, 2, rng=0)
+    np.testing.assert_array_equal(new.layers[1].W_h, ref[1].W_h)
+    both = deep.init(gru, 3, 4, 2, bidirectional=True, rng=0)
+    assert both.head[0].W.shape == (2, 8)  # the head reads both directions' outputs
+
+
+def test_stack_init_refuses_a_cell_that_is_not_a_cell_module():
+    with pytest.raises(TypeError, match="cell: expected a cell module"):
+        stack.init(GRUParams, 3, 4)
+    with pytest.raises(ValueError, match="hidden_size: expected a positive integer"):
+        stack.init(gru, 3, 0)

@@ -9,7 +9,8 @@ import sys
 SCRIPT = r"""
 import torch  # loads the OpenMP runtime numba's parallel loops then run on
 import numpy as np
-from refrnn import gru, lstm, stack
+from refrnn import gru, lstm
+from refrnn.layers import stack
 from refrnn.jit import wavefront
 x = np.random.default_rng(0).standard_normal((6, 64, 64)).astype(np.float32)
 for cell in (gru, lstm):

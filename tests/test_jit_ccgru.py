@@ -265,7 +265,7 @@ def test_bad_input():
         fast.forward_inference(p, x[0], h0)
     with pytest.raises(ValueError, match=r"x: .*D=4"):
         fast.forward_inference(p, np.zeros((3, 2, 5)), h0)
-    with pytest.raises(ValueError, match="h0"):
+    with pytest.raises(ValueError, match="state0"):
         fast.forward_inference(p, x, h0[:1])
     with pytest.raises(TypeError, match="dtype"):
         fast.forward_inference(p, x.astype(np.float32), h0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from refrnn import gru, lstm
-from refrnn import wavefront as reference_wavefront
+from refrnn.layers import wavefront as reference_wavefront
 from refrnn.cells import ccgru
 
 pytest.importorskip("numba")

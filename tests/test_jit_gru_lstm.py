@@ -250,7 +250,7 @@ def test_gru_bad_input(fn):
         run(p, np.zeros((3, 2, 5)), h0)
     with pytest.raises(ValueError, match="x: expected a 3-d array"):
         run(p, x[0], h0)
-    with pytest.raises(ValueError, match=r"h0: expected shape \(B, H\)"):
+    with pytest.raises(ValueError, match=r"state0: expected shape \(B, H\)"):
         run(p, x, h0[:1])
     bad = x.copy()
     bad[1, 0, 2] = np.nan

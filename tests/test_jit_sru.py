@@ -256,7 +256,7 @@ def test_bad_forward_input(fn):
         run(p, np.zeros((3, 2, 5)), c0)
     with pytest.raises(ValueError, match="x: expected a 3-d array"):
         run(p, x[0], c0)
-    with pytest.raises(ValueError, match=r"c0: expected shape \(B, H\)"):
+    with pytest.raises(ValueError, match=r"state0: expected shape \(B, H\)"):
         run(p, x, c0[:1])
     bad = x.copy()
     bad[1, 0, 2] = np.nan

@@ -1,6 +1,6 @@
-"""Numba wavefront executor (refrnn.jit.wavefront) against layer-by-layer evaluation (refrnn.stack): every cell, bad input.
+"""Numba wavefront executor (refrnn.jit.wavefront) against layer-by-layer evaluation (refrnn.layers.stack): every cell, bad input.
 
-float64: y and every final state equal :func:`refrnn.stack.forward` within 1e-12 absolute (the same
+float64: y and every final state equal :func:`refrnn.layers.stack.forward` within 1e-12 absolute (the same
 products, grouped into other BLAS calls).
 
 float32 tolerance. The float32 executor is compared with the *float64* reference stack run on the same
@@ -17,7 +17,8 @@ to 1.1e-5; a dropped bias, a wrong gate or a state read from the wrong diagonal 
 import numpy as np
 import pytest
 
-from refrnn import gru, lstm, stack
+from refrnn import gru, lstm
+from refrnn.layers import stack
 from refrnn.cells import ccgru, module_for, sru
 
 wavefront = pytest.importorskip("refrnn.jit.wavefront")
@@ -175,7 +176,7 @@ def test_threads_change_nothing(kind):
 
 def test_cell_by_cell_path_runs_diagonal_by_diagonal(monkeypatch):
     """Record which layer each one-step call belongs to: the sequence must be the schedule."""
-    from refrnn.wavefront import schedule
+    from refrnn.layers.wavefront import schedule
 
     layers = _stack(["sru", "lstm", "gru-before"], hidden=[4, 5, 3])
     T = 4
@@ -237,11 +238,11 @@ def test_forward_rejects_bad_input():
         wavefront.forward(layers, np.full_like(x, np.nan))
     with pytest.raises(ValueError, match="state0: expected a sequence of 2"):
         wavefront.forward(layers, x, (np.zeros((2, 4)),))
-    with pytest.raises(ValueError, match=r"h0: expected shape \(B, H\) with B=2, H=4, got shape \(2, 5\)"):
+    with pytest.raises(ValueError, match=r"state0: expected shape \(B, H\) with B=2, H=4, got shape \(2, 5\)"):
         wavefront.forward(layers, x, (None, np.zeros((2, 5))))
-    with pytest.raises(TypeError, match="h0: dtype float32 does not match"):
+    with pytest.raises(TypeError, match="state0: dtype float32 does not match"):
         wavefront.forward(layers, x, (np.zeros((2, 4), np.float32), None))
-    with pytest.raises(ValueError, match="h0: contains NaN"):
+    with pytest.raises(ValueError, match="state0: contains NaN"):
         wavefront.forward(layers, x, (np.full((2, 4), np.nan), None))
     with pytest.raises(TypeError, match=r"state0: expected the pair \(h, c\)"):
         wavefront.forward(_stack(["lstm", "lstm"]), x, (None, np.zeros((2, 4))))
@@ -258,7 +259,7 @@ def test_forward_rejects_bad_input():
 
 
 def test_bidirectional_layers_are_refused():
-    from refrnn.bidirectional import BiLayer
+    from refrnn.layers.bidirectional import BiLayer
 
     layer = BiLayer(gru.init(3, 4, rng=0), gru.init(3, 4, rng=1))
     with pytest.raises(ValueError, match="bidirectional layer's reverse direction needs the whole input"):
@@ -268,11 +269,11 @@ def test_bidirectional_layers_are_refused():
 
 
 def test_import_is_lazy_about_numba():
-    """refrnn.wavefront (the reference) must not pull in numba; only refrnn.jit does."""
+    """refrnn.layers.wavefront (the reference) must not pull in numba; only refrnn.jit does."""
     import subprocess
     import sys
 
-    code = "import sys, refrnn, refrnn.wavefront; assert 'numba' not in sys.modules, 'numba imported'"
+    code = "import sys, refrnn, refrnn.layers.wavefront; assert 'numba' not in sys.modules, 'numba imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from refrnn import bidirectional as bi
-from refrnn import gru, lstm, stack
+from refrnn.layers import bidirectional as bi
+from refrnn import gru, lstm
+from refrnn.layers import stack
 from refrnn.layouts.keras import from_keras, to_keras
 
 

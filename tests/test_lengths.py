@@ -6,10 +6,11 @@ import types
 import numpy as np
 import pytest
 
-from refrnn import bidirectional as bi
-from refrnn import gradcheck, gru, lengths, lstm, module_for, stack
+from refrnn.layers import bidirectional as bi
+from refrnn import gradcheck, gru, lstm, module_for
+from refrnn.layers import lengths, stack
 from refrnn.cells import _MODULES, register
-from refrnn.lengths import tree_map
+from refrnn.layers.lengths import tree_map
 
 LENGTHS = np.array([5, 3, 0, 5, 1])
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from refrnn import LSTMParams, gradcheck, lstm, stack
+from refrnn import LSTMParams, gradcheck, lstm
+from refrnn.layers import stack
 from refrnn.cells.lstm import LSTMCache
 
 

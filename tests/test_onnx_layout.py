@@ -4,8 +4,9 @@ linear_before_reset seen by the oracle, and refrnn vs the ONNX reference evaluat
 import numpy as np
 import pytest
 
-from refrnn import bidirectional as bi
-from refrnn import gru, lstm, stack
+from refrnn.layers import bidirectional as bi
+from refrnn import gru, lstm
+from refrnn.layers import stack
 from refrnn.layouts.onnx import from_onnx, to_onnx
 
 T, B, D, H = 6, 3, 4, 5

@@ -21,7 +21,8 @@ SMOKE = r"""
 import sys
 assert sys.version_info[:2] == (3, 10), sys.version
 import exceptiongroup
-from refrnn import stack, gru, gradcheck
+from refrnn import gru, gradcheck
+from refrnn.layers import stack
 from refrnn.verify import verify, _ExceptionGroup
 assert _ExceptionGroup is exceptiongroup.BaseExceptionGroup
 group = exceptiongroup.ExceptionGroup("two", [ValueError("a"), KeyError("b")])

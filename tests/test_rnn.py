@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from refrnn import bidirectional, gradcheck, lengths, rnn, stack
+from refrnn import gradcheck, rnn
+from refrnn.layers import bidirectional, lengths, stack
 from refrnn.layouts.torch import from_torch, state_from_torch, state_to_torch, to_torch
 from refrnn.verify import verify
 from refrnn.verify.adapters import torch_module
@@ -162,7 +163,7 @@ def test_bad_input_names_the_argument():
         rnn.RNNParams(np.zeros((4, 3)), np.zeros((4, 4)), np.zeros(4), np.zeros(3))
     with pytest.raises(ValueError, match="x: "):
         rnn.forward(p, np.zeros((2, 1, 5)))
-    with pytest.raises(ValueError, match="h0"):
+    with pytest.raises(ValueError, match="state0"):
         rnn.forward(p, np.zeros((2, 1, 3)), np.zeros((2, 4)))
     with pytest.raises(TypeError, match="x: dtype float32"):
         rnn.forward(p, np.zeros((2, 1, 3), np.float32))
@@ -172,7 +173,7 @@ def test_bad_input_names_the_argument():
     with pytest.raises(TypeError, match="cache"):
         rnn.backward(p, (cache.x, cache.h), np.zeros((2, 1, 4)))
     relu = p.replace(activation="relu", W_h=np.eye(4) * 1e200)
-    with pytest.raises(ValueError, match="h0"):
+    with pytest.raises(ValueError, match="state0"):
         rnn.forward(relu, np.zeros((3, 1, 3)), np.full((1, 4), 1e200))
     with pytest.raises(ValueError, match="nonlinearity"):
         torch_module("RNN", nonlinearity="sigmoid")

@@ -5,7 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from refrnn import gradcheck, stack
+from refrnn import gradcheck
+from refrnn.layers import stack
 from refrnn.cells import SRUParams, module_for, sru
 from refrnn.cells._common import sigmoid
 from refrnn.layouts.sru import from_sru, to_sru
@@ -103,7 +104,7 @@ def test_bidirectional_gradients(masked):
 
 
 def test_stack_of_sru_layers_gradients():
-    """SRU is a registered cell: refrnn.stack runs it (projection skip below, identity above)."""
+    """SRU is a registered cell: refrnn.layers.stack runs it (projection skip below, identity above)."""
     layers = (_params("projection", True, "identity", False, D=2, H=3), _params("identity", True, "identity", True, H=3, seed=2))
     assert module_for(layers[0]) is sru
     x = np.random.default_rng(0).standard_normal((4, 2, 2))
@@ -287,8 +288,8 @@ def _good():
         (lambda p, x, c0: (p, x.astype(np.float32), c0, None), TypeError, r"x: dtype float32 does not match"),
         (lambda p, x, c0: (p, np.where(x > 1, np.nan, x), c0, None), ValueError, r"x: contains NaN"),
         (lambda p, x, c0: (p, x.astype(int), c0, None), TypeError, r"x: expected a float32 or float64"),
-        (lambda p, x, c0: (p, x, c0[:1], None), ValueError, r"c0: .*B=1, expected 2"),
-        (lambda p, x, c0: (p, x, c0[:, :2], None), ValueError, r"c0: .*H=2, expected 3"),
+        (lambda p, x, c0: (p, x, c0[:1], None), ValueError, r"state0: .*B=1, expected 2"),
+        (lambda p, x, c0: (p, x, c0[:, :2], None), ValueError, r"state0: .*H=2, expected 3"),
         (
             lambda p, x, c0: (p, x, c0, np.zeros((5, 3), bool)),
             ValueError,
@@ -309,7 +310,7 @@ def test_bad_backward_input():
     y, c_T, cache = sru.forward(p, x, c0)
     with pytest.raises(ValueError, match=r"dy: expected shape"):
         sru.backward(p, cache, y[:-1])
-    with pytest.raises(ValueError, match=r"dc_T: "):
+    with pytest.raises(ValueError, match=r"dstate_T: "):
         sru.backward(p, cache, y, c_T[:, :1])
     with pytest.raises(TypeError, match=r"dy: dtype float32"):
         sru.backward(p, cache, y.astype(np.float32))

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from refrnn import gradcheck, gru, lstm, stack
+from refrnn import gradcheck, gru, lstm
+from refrnn.layers import stack
 
 
 def _layers(kinds, D=3, H=4, seed=0):

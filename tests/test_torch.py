@@ -28,7 +28,7 @@ def test_compare_sees_a_wrong_convention():
     """The cross-check is not vacuous: reset-before weights run by torch as reset-after are far off."""
     params, x, state0 = random_case("GRU", T=20, B=3, D=5, H=7, seed=0)
     before = tuple(p.replace(reset="before") for p in params)
-    from refrnn import stack
+    from refrnn.layers import stack
 
     y_before, _, _ = stack.forward(before, x, state0)
     y_after, _, _ = stack.forward(params, x, state0)

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from refrnn import bidirectional as bi
-from refrnn import gru, lstm, module_for, stack
+from refrnn.layers import bidirectional as bi
+from refrnn import gru, lstm, module_for
+from refrnn.layers import stack
 from refrnn.layouts.torch import from_torch, state_from_torch, state_to_torch, to_torch
-from refrnn.lengths import tree_map
+from refrnn.layers.lengths import tree_map
 
 SORTED = [7, 5, 5, 2, 1, 1]
 UNSORTED = [2, 7, 1, 5, 1, 5]

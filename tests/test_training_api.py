@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from refrnn import bidirectional, gru, lstm, map_params, stack
+from refrnn import gru, lstm, map_params
+from refrnn.layers import bidirectional, stack
 
 
 def _stack():

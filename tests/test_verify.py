@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from refrnn import stack
+from refrnn.layers import stack
 from refrnn.verify import Tolerance, compare, default_tolerance, verify
 from refrnn.verify import strategies as S
 from refrnn.verify.adapters import get_layout, torch_module

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from refrnn import gru, lstm, module_for, stack
+from refrnn import gru, lstm, module_for
+from refrnn.layers import stack
 from refrnn.verify import CONVENTIONS, compare, verify
 from refrnn.verify import strategies as S
 from refrnn.verify.adapters import torch_module
@@ -184,7 +185,7 @@ def test_unbatched_and_missing_initial_state_match_torch(kind):
 
 def test_fixed_case_comparison_is_not_vacuous():
     """A wrong convention on a fixed case fails far beyond the tolerance (swapped directions)."""
-    from refrnn.bidirectional import BiLayer
+    from refrnn.layers.bidirectional import BiLayer
 
     params, x, s0 = _case("GRU", layers=1)
     swapped = (BiLayer(params[0].rev, params[0].fwd),)

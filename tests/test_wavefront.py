@@ -6,7 +6,8 @@ import types
 import numpy as np
 import pytest
 
-from refrnn import gru, lstm, stack, wavefront
+from refrnn import gru, lstm
+from refrnn.layers import stack, wavefront
 from refrnn.cells import module_for
 
 # Cell kinds, each a maker (input size, hidden size, rng) -> params. Hidden sizes differ per layer below,
@@ -184,7 +185,7 @@ def test_forward_rejects_bad_input():
         wavefront.forward(layers, np.full_like(x, np.nan))
     with pytest.raises(ValueError, match="state0: expected a sequence of 2"):
         wavefront.forward(layers, x, (np.zeros((2, 4)),))
-    with pytest.raises(ValueError, match=r"h0: expected shape \(B, H\) with B=2, H=4, got shape \(2, 5\)"):
+    with pytest.raises(ValueError, match=r"state0: expected shape \(B, H\) with B=2, H=4, got shape \(2, 5\)"):
         wavefront.forward(layers, x, (np.zeros((2, 5)), None))
     with pytest.raises(TypeError, match=r"state0: expected the pair \(h, c\)"):
         wavefront.forward(layers, x, (None, np.zeros((2, 5))))
@@ -195,7 +196,7 @@ def test_forward_rejects_bad_input():
 
 
 def test_bidirectional_layers_are_refused():
-    from refrnn.bidirectional import BiLayer
+    from refrnn.layers.bidirectional import BiLayer
 
     layer = BiLayer(gru.init(3, 4, rng=0), gru.init(3, 4, rng=1))
     with pytest.raises(ValueError, match="bidirectional layer's reverse direction needs the whole input"):

@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-from .._checks import FLOAT_DTYPES, _describe, as_array, count, float_array
+from .._checks import FLOAT_DTYPES, _describe, as_array, count, float_array, instance
 
 
 def _writable_somewhere(a) -> bool:
@@ -53,11 +53,26 @@ def zero_h(params, batch: int) -> np.ndarray:
     return np.zeros((count("batch", batch), params.hidden_size), dtype=params.dtype)
 
 
+def torch_uniform(rng, hidden_size: int, dtype):
+    """``u(*shape)``: an array of ``shape`` drawn from U(-1/sqrt(H), 1/sqrt(H)), PyTorch's
+    initialisation of every recurrent weight and bias, from ``rng`` (a seed or a Generator)."""
+    rng = np.random.default_rng(rng)
+    k = 1.0 / np.sqrt(hidden_size)
+    return lambda *shape: rng.uniform(-k, k, size=shape).astype(dtype)
+
+
+def check_x_h0(params, cls, x, h0) -> tuple[np.ndarray, np.ndarray]:
+    """``params`` of class ``cls``, ``x`` (T, B, D) and ``h0`` (B, H) checked; None means zeros."""
+    instance("params", params, cls)
+    x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
+    return x, check_h0(params, h0, x.shape[1])
+
+
 def check_h0(params, h0, B: int) -> np.ndarray:
     """``h0`` (B, H) checked against ``params`` (its class is the caller's to check); None means zeros."""
     if h0 is None:
         return zero_h(params, B)
-    return float_array("h0", h0, ("B", "H"), {"B": B, "H": params.hidden_size}, dtype=params.dtype)
+    return float_array("state0", h0, ("B", "H"), {"B": B, "H": params.hidden_size}, dtype=params.dtype)
 
 
 def sigmoid(a: np.ndarray) -> np.ndarray:

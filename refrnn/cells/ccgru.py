@@ -87,6 +87,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from .._moved import renamed
 from .._checks import finite_result, float_array, one_of, positive_int
 from ._common import Params, cache_fields, check_cache, check_h0, check_weight, frozen, gradients, sigmoid, split_gates, zero_h
 
@@ -368,7 +369,7 @@ def _batch_statistics(params) -> bool:
 
 
 def couples_samples(params) -> bool:
-    """True when a batch's samples depend on each other (batch statistics in training mode); refrnn.lengths
+    """True when a batch's samples depend on each other (batch statistics in training mode); refrnn.layers.lengths
     refuses variable lengths then, since a sample's statistics would depend on how the batch is grouped."""
     return _batch_statistics(params)
 
@@ -386,13 +387,14 @@ def cliptanh(v: np.ndarray) -> np.ndarray:
     return np.where(v > 0, np.tanh(v), 0.0).astype(v.dtype, copy=False)
 
 
-def forward(params, x, h0=None):
-    """Run the cell over ``x``; returns ``(y, h_T, cache)``. ``h0=None`` means zeros.
+@renamed(h0="state0")
+def forward(params, x, state0=None):
+    """Run the cell over ``x``; returns ``(y, h_T, cache)``. ``state0`` (B, H) is h_0; None means zeros.
 
     Input-side products of all T steps are one product each; only the ``U`` products are per step.
     ``y`` is a read-only view of the cache; ``cache.running_*`` hold the updated running statistics.
     """
-    x, h0 = check_inputs(params, x, h0)
+    x, h0 = check_inputs(params, x, state0)
     T, B, _ = x.shape
     H, K, dt = params.hidden_size, params.gate_width, params.dtype
     variant, batch_stats = params.variant, _batch_statistics(params)
@@ -434,7 +436,7 @@ def forward(params, x, h0=None):
             var = (centred * centred).mean(axis=0)
             if not np.all(np.isfinite(var)):  # finite but huge inputs: BN would zero the gate silently
                 raise ValueError(f"x: the batch variance of the update gate's pre-activation overflowed at step {t}; "
-                                 f"the input (or h0) is too large for {dt}")
+                                 f"the input (or state0) is too large for {dt}")
             inv_std[t] = 1.0 / np.sqrt(var + params.eps)
             n_hat[t] = centred * inv_std[t]
             b_z = params.b_z if variant != "block" else 0.0  # left out of a above, but part of the true mean
@@ -446,15 +448,16 @@ def forward(params, x, h0=None):
         z[t] = z_k if variant != "block" else np.repeat(z_k, params.block_size, axis=-1)
         h[t + 1] = (1.0 - z[t]) * h[t] + z[t] * h_hat[t]
 
-    finite_result("h0", h[T], "the recurrence (x, h0 -> h_T)")
+    finite_result("state0", h[T], "the recurrence (x, h_0 -> h_T)")
     arrays = [h, r, h_hat, Uh, z, n_hat, inv_std, running_mean, running_var] + ([] if z_lr is None else [z_lr])
     frozen(*arrays)
     cache = CCGRUCache(x, h, r, h_hat, Uh, z, z_lr, n_hat, inv_std, running_mean, running_var)
     return h[1:], h[T].copy(), cache
 
 
-def backward(params, cache: CCGRUCache, dy, dh_T=None):
-    """Backprop through time. ``dy`` (T, B, H) is dL/dy, ``dh_T`` (B, H) is dL/dh_T (None: zero).
+@renamed(dh_T="dstate_T")
+def backward(params, cache: CCGRUCache, dy, dstate_T=None):
+    """Backprop through time. ``dy`` (T, B, H) is dL/dy, ``dstate_T`` (B, H) is dL/dh_T (None: zero).
 
     Returns ``(grads, dx, dh0)`` with ``grads`` in the class of ``params``. In training mode with
     ``norm="batch"`` the gradient flows through each step's batch mean and variance.
@@ -468,7 +471,7 @@ def backward(params, cache: CCGRUCache, dy, dh_T=None):
     K, dt, variant = params.gate_width, params.dtype, params.variant
     dims = {"T": T, "B": B, "H": H}
     dy = float_array("dy", dy, ("T", "B", "H"), dims, dtype=dt)
-    dh = np.zeros((B, H), dt) if dh_T is None else float_array("dh_T", dh_T, ("B", "H"), dims, dtype=dt).copy()
+    dh = np.zeros((B, H), dt) if dstate_T is None else float_array("dstate_T", dstate_T, ("B", "H"), dims, dtype=dt).copy()
     batch_stats = _batch_statistics(params)
     W_zx, _ = _z_input_side(params)
     U_zh = params.U_z if variant == "full" else params.U_z_lr

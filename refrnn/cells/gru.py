@@ -35,9 +35,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._moved import renamed
 from .._checks import finite_result, float_array, instance, one_of, positive_int
 from ._common import (
-    Params, cache_fields, check_cache, check_h0, check_weight, frozen, gradients, option, sigmoid, split_gates, zero_h,
+    Params, cache_fields, check_cache, check_weight, check_x_h0, frozen, gradients, option, sigmoid, split_gates,
+    torch_uniform, zero_h,
 )
 
 GATES = ("r", "z", "n")
@@ -91,13 +93,8 @@ def init(input_size: int, hidden_size: int, *, reset: str = "after", rng=None, d
     input_size = positive_int("input_size", input_size)
     hidden_size = positive_int("hidden_size", hidden_size)
     one_of("reset", reset, RESETS)
-    rng = np.random.default_rng(rng)
-    k = 1.0 / np.sqrt(hidden_size)
+    u = torch_uniform(rng, hidden_size, dtype)
     H3 = 3 * hidden_size
-
-    def u(*shape):
-        return rng.uniform(-k, k, size=shape).astype(dtype)
-
     return GRUParams(u(H3, input_size), u(H3, hidden_size), u(H3), u(H3), reset=reset)
 
 
@@ -107,18 +104,17 @@ def zero_state(params: GRUParams, batch: int) -> np.ndarray:
 
 
 def check_inputs(params: GRUParams, x, h0) -> tuple[np.ndarray, np.ndarray]:
-    instance("params", params, GRUParams)
-    x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
-    return x, check_h0(params, h0, x.shape[1])
+    return check_x_h0(params, GRUParams, x, h0)
 
 
-def forward(params: GRUParams, x, h0=None) -> tuple[np.ndarray, np.ndarray, GRUCache]:
-    """Run the GRU over ``x``; returns ``(y, h_T, cache)``. ``h0=None`` means zeros.
+@renamed(h0="state0")
+def forward(params: GRUParams, x, state0=None) -> tuple[np.ndarray, np.ndarray, GRUCache]:
+    """Run the GRU over ``x``; returns ``(y, h_T, cache)``. ``state0`` (B, H) is h_0; None means zeros.
 
     The input-side products of all T steps are one product over T*B rows; only ``W_h h`` is per step.
     ``y`` is a read-only view of the cache.
     """
-    x, h0 = check_inputs(params, x, h0)
+    x, h0 = check_inputs(params, x, state0)
     T, B, _ = x.shape
     H = params.hidden_size
     W_hr, W_hz, W_hn = split_gates(params.W_h, GATES, axis=0)
@@ -140,13 +136,14 @@ def forward(params: GRUParams, x, h0=None) -> tuple[np.ndarray, np.ndarray, GRUC
             g[t] = (r[t] * h[t]) @ W_hn.T + b_hn
             n[t] = np.tanh(ax_n + g[t])
         h[t + 1] = (1.0 - z[t]) * n[t] + z[t] * h[t]
-    finite_result("h0", h[T], "the recurrence (x, h0 -> h_T)")  # a huge finite h0 overflows W_h h
+    finite_result("state0", h[T], "the recurrence (x, h_0 -> h_T)")  # a huge finite h0 overflows W_h h
     frozen(h, r, z, n, g)
     return h[1:], h[T].copy(), GRUCache(x, h, r, z, n, g)
 
 
-def backward(params: GRUParams, cache: GRUCache, dy, dh_T=None) -> tuple[GRUParams, np.ndarray, np.ndarray]:
-    """Backprop through time. ``dy`` (T, B, H) is dL/dy, ``dh_T`` (B, H) is dL/dh_T (None: zero).
+@renamed(dh_T="dstate_T")
+def backward(params: GRUParams, cache: GRUCache, dy, dstate_T=None) -> tuple[GRUParams, np.ndarray, np.ndarray]:
+    """Backprop through time. ``dy`` (T, B, H) is dL/dy, ``dstate_T`` (B, H) is dL/dh_T (None: zero).
 
     Returns ``(grads, dx, dh0)`` with ``grads`` a :class:`GRUParams`.
     """
@@ -155,7 +152,7 @@ def backward(params: GRUParams, cache: GRUCache, dy, dh_T=None) -> tuple[GRUPara
     T, B, H = r.shape
     dims = {"T": T, "B": B, "H": H}
     dy = float_array("dy", dy, ("T", "B", "H"), dims, dtype=params.dtype)
-    dh = np.zeros((B, H), params.dtype) if dh_T is None else float_array("dh_T", dh_T, ("B", "H"), dims, dtype=params.dtype).copy()
+    dh = np.zeros((B, H), params.dtype) if dstate_T is None else float_array("dstate_T", dstate_T, ("B", "H"), dims, dtype=params.dtype).copy()
     W_hr, W_hz, W_hn = split_gates(params.W_h, GATES, axis=0)
     W_hrz = params.W_h[: 2 * H]
     # da_x[t]: gradient at the input-side pre-activations [a_r, a_z, a_n]; da_h[t]: at the outputs of

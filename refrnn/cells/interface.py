@@ -1,5 +1,5 @@
-"""The cell-module interface, written down: what :mod:`refrnn.stack`, :mod:`refrnn.lengths`,
-:mod:`refrnn.bidirectional`, :func:`refrnn.gradcheck.gradcheck` and :mod:`refrnn.verify` rely on when
+"""The cell-module interface, written down: what :mod:`refrnn.layers.stack`, :mod:`refrnn.layers.lengths`,
+:mod:`refrnn.layers.bidirectional`, :func:`refrnn.gradcheck` and :mod:`refrnn.verify` rely on when
 they take "any registered cell".
 
 A cell is a *module* (not a class) of pure functions over plain arrays, registered with its parameter
@@ -42,17 +42,19 @@ OPTIONAL = {
     "couples_samples": "couples_samples(params) -> bool: True when a sample's result depends on the "
     "other samples of the batch (batch statistics); per-sample lengths are then refused",
     "ACCEPTS_LENGTHS": "ACCEPTS_LENGTHS = True: forward takes lengths= itself (a bidirectional layer) "
-    "instead of refrnn.lengths grouping the samples by length",
+    "instead of refrnn.layers.lengths grouping the samples by length",
+    "TAKES_BACKEND": "TAKES_BACKEND = True: forward and backward take backend= (a layer built from cells, "
+    "which runs them on it) instead of refrnn.layers.lengths choosing the cell's twin through refrnn.fast",
 }
 """What a cell module may add, and what it means."""
 
 
 def optional(module, name: str):
     """``module``'s optional member ``name`` (one of :data:`OPTIONAL`), or its default: no coupling,
-    lengths handled by :mod:`refrnn.lengths`."""
+    lengths handled by :mod:`refrnn.layers.lengths`."""
     if name not in OPTIONAL:
         raise ValueError(f"name: expected one of {', '.join(OPTIONAL)}, got {name!r}")
-    default = {"couples_samples": None, "ACCEPTS_LENGTHS": False}[name]
+    default = {"couples_samples": None, "ACCEPTS_LENGTHS": False, "TAKES_BACKEND": False}[name]
     return getattr(module, name, default)
 
 

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import count, finite_result, float_array, instance, positive_int
-from ._common import Params, cache_fields, check_cache, check_weight, frozen, gradients, sigmoid, split_gates
+from ._common import Params, cache_fields, check_cache, check_weight, frozen, gradients, sigmoid, split_gates, torch_uniform
 
 GATES = ("i", "f", "g", "o")
 PEEPHOLES = ("w_ic", "w_fc", "w_oc")
@@ -140,13 +140,9 @@ def init(
     hidden_size = positive_int("hidden_size", hidden_size)
     if proj_size != 0:
         proj_size = positive_int("proj_size", proj_size)
-    rng = np.random.default_rng(rng)
-    k = 1.0 / np.sqrt(hidden_size)
+    u = torch_uniform(rng, hidden_size, dtype)
     H4 = 4 * hidden_size
     P = proj_size or hidden_size
-
-    def u(*shape):
-        return rng.uniform(-k, k, size=shape).astype(dtype)
 
     p = LSTMParams(u(H4, input_size), u(H4, P), u(H4), u(H4), W_hr=u(P, hidden_size) if proj_size else None)
     if peepholes:

@@ -26,8 +26,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._moved import renamed
 from .._checks import finite_result, float_array, instance, one_of, positive_int
-from ._common import Params, cache_fields, check_cache, check_h0, check_weight, frozen, gradients, option, zero_h
+from ._common import (
+    Params, cache_fields, check_cache, check_weight, check_x_h0, frozen, gradients, option, torch_uniform, zero_h,
+)
 
 GATES = ("h",)  # one block: the stacked-gate helpers (saturation pins, reports) see a one-gate cell
 ACTIVATIONS = ("tanh", "relu")
@@ -77,12 +80,7 @@ def init(input_size: int, hidden_size: int, *, activation: str = "tanh", rng=Non
     input_size = positive_int("input_size", input_size)
     hidden_size = positive_int("hidden_size", hidden_size)
     one_of("activation", activation, ACTIVATIONS)
-    rng = np.random.default_rng(rng)
-    k = 1.0 / np.sqrt(hidden_size)
-
-    def u(*shape):
-        return rng.uniform(-k, k, size=shape).astype(dtype)
-
+    u = torch_uniform(rng, hidden_size, dtype)
     return RNNParams(u(hidden_size, input_size), u(hidden_size, hidden_size), u(hidden_size), u(hidden_size), activation=activation)
 
 
@@ -92,18 +90,17 @@ def zero_state(params: RNNParams, batch: int) -> np.ndarray:
 
 
 def check_inputs(params: RNNParams, x, h0) -> tuple[np.ndarray, np.ndarray]:
-    instance("params", params, RNNParams)
-    x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
-    return x, check_h0(params, h0, x.shape[1])
+    return check_x_h0(params, RNNParams, x, h0)
 
 
-def forward(params: RNNParams, x, h0=None) -> tuple[np.ndarray, np.ndarray, RNNCache]:
-    """Run the RNN over ``x``; returns ``(y, h_T, cache)``. ``h0=None`` means zeros.
+@renamed(h0="state0")
+def forward(params: RNNParams, x, state0=None) -> tuple[np.ndarray, np.ndarray, RNNCache]:
+    """Run the RNN over ``x``; returns ``(y, h_T, cache)``. ``state0`` (B, H) is h_0; None means zeros.
 
     The input-side products of all T steps are one product over T*B rows; only ``W_h h`` is per step.
     ``y`` is a read-only view of the cache.
     """
-    x, h0 = check_inputs(params, x, h0)
+    x, h0 = check_inputs(params, x, state0)
     T, B, _ = x.shape
     ax = finite_result("x", x @ params.W_x.T + params.b_x, "the input projection W_x x + b_x")  # (T, B, H)
     h = np.empty((T + 1, B, params.hidden_size), dtype=params.dtype)
@@ -112,13 +109,14 @@ def forward(params: RNNParams, x, h0=None) -> tuple[np.ndarray, np.ndarray, RNNC
     for t in range(T):
         a = ax[t] + h[t] @ params.W_h.T + params.b_h
         h[t + 1] = np.maximum(a, 0.0) if relu else np.tanh(a)
-    finite_result("h0", h[T], "the recurrence (x, h0 -> h_T)")  # relu is unbounded: a huge h0 overflows
+    finite_result("state0", h[T], "the recurrence (x, h_0 -> h_T)")  # relu is unbounded: a huge h0 overflows
     frozen(h)
     return h[1:], h[T].copy(), RNNCache(x, h)
 
 
-def backward(params: RNNParams, cache: RNNCache, dy, dh_T=None) -> tuple[RNNParams, np.ndarray, np.ndarray]:
-    """Backprop through time. ``dy`` (T, B, H) is dL/dy, ``dh_T`` (B, H) is dL/dh_T (None: zero).
+@renamed(dh_T="dstate_T")
+def backward(params: RNNParams, cache: RNNCache, dy, dstate_T=None) -> tuple[RNNParams, np.ndarray, np.ndarray]:
+    """Backprop through time. ``dy`` (T, B, H) is dL/dy, ``dstate_T`` (B, H) is dL/dh_T (None: zero).
 
     Returns ``(grads, dx, dh0)`` with ``grads`` an :class:`RNNParams`.
     """
@@ -127,7 +125,7 @@ def backward(params: RNNParams, cache: RNNCache, dy, dh_T=None) -> tuple[RNNPara
     T, B, H = h.shape[0] - 1, h.shape[1], h.shape[2]
     dims = {"T": T, "B": B, "H": H}
     dy = float_array("dy", dy, ("T", "B", "H"), dims, dtype=params.dtype)
-    dh = np.zeros((B, H), params.dtype) if dh_T is None else float_array("dh_T", dh_T, ("B", "H"), dims, dtype=params.dtype).copy()
+    dh = np.zeros((B, H), params.dtype) if dstate_T is None else float_array("dstate_T", dstate_T, ("B", "H"), dims, dtype=params.dtype).copy()
     # act'(a_t) from the output h_t: 1 - h^2 (tanh), [h > 0] (relu)
     out = h[1:]
     slope = (out > 0).astype(params.dtype) if params.activation == "relu" else 1.0 - out * out

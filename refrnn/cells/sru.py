@@ -63,6 +63,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._moved import renamed
 from .._checks import count, finite_result, float_array, instance, one_of, positive_int
 from ._common import Params, cache_fields, check_cache, check_weight, frozen, gradients, option, sigmoid, split_gates
 
@@ -232,7 +233,7 @@ def check_inputs(params: SRUParams, x, c0, mask_pad=None):
     pad = check_mask(mask_pad, x.shape[0], x.shape[1])
     if c0 is None:
         return x, zero_state(params, x.shape[1]), pad
-    c0 = float_array("c0", c0, ("B", "H"), {**dims, "B": x.shape[1]}, dtype=params.dtype)
+    c0 = float_array("state0", c0, ("B", "H"), {**dims, "B": x.shape[1]}, dtype=params.dtype)
     return x, c0, pad
 
 
@@ -245,10 +246,11 @@ def _gate_terms(params: SRUParams):
     return v_f, v_r, b_f, b_r
 
 
-def forward(params: SRUParams, x, c0=None, mask_pad=None) -> tuple[np.ndarray, np.ndarray, SRUCache]:
-    """Run the SRU over ``x``; returns ``(y, c_T, cache)``. ``c0=None`` means zeros; ``mask_pad`` (T, B)
+@renamed(c0="state0")
+def forward(params: SRUParams, x, state0=None, mask_pad=None) -> tuple[np.ndarray, np.ndarray, SRUCache]:
+    """Run the SRU over ``x``; returns ``(y, c_T, cache)``. ``state0`` (B, H) is c_0, None means zeros; ``mask_pad`` (T, B)
     marks padded steps (see the module docstring). ``y`` is read-only."""
-    x, c0, pad = check_inputs(params, x, c0, mask_pad)
+    x, c0, pad = check_inputs(params, x, state0, mask_pad)
     T, B, _ = x.shape
     H = params.hidden_size
     dt = params.dtype
@@ -280,7 +282,7 @@ def forward(params: SRUParams, x, c0=None, mask_pad=None) -> tuple[np.ndarray, n
             padded = pad[t][:, None]
             c[t + 1] = np.where(padded, c_prev, c[t + 1])
             h[t] = np.where(padded, 0.0, h[t])
-    finite_result("c0", c[T], "the recurrence (x, c0 -> c_T)")
+    finite_result("state0", c[T], "the recurrence (x, c_0 -> c_T)")
     U_c = np.ascontiguousarray(U_c)
     if s is not None:
         s = np.ascontiguousarray(s)
@@ -291,8 +293,9 @@ def forward(params: SRUParams, x, c0=None, mask_pad=None) -> tuple[np.ndarray, n
     return h, c[T].copy(), SRUCache(x, c, f, r, g, U_c, s, pad)
 
 
-def backward(params: SRUParams, cache: SRUCache, dy, dc_T=None) -> tuple[SRUParams, np.ndarray, np.ndarray]:
-    """Backprop through time. ``dy`` (T, B, H) is dL/dy, ``dc_T`` (B, H) is dL/dc_T (None: zero).
+@renamed(dc_T="dstate_T")
+def backward(params: SRUParams, cache: SRUCache, dy, dstate_T=None) -> tuple[SRUParams, np.ndarray, np.ndarray]:
+    """Backprop through time. ``dy`` (T, B, H) is dL/dy, ``dstate_T`` (B, H) is dL/dc_T (None: zero).
 
     Returns ``(grads, dx, dc0)`` with ``grads`` an :class:`SRUParams` (``grads.v`` is None when
     ``params.v`` is). Padded steps (the cache's mask) pass ``dc`` through and contribute nothing else.
@@ -305,7 +308,7 @@ def backward(params: SRUParams, cache: SRUCache, dy, dc_T=None) -> tuple[SRUPara
     dims = {"T": T, "B": B, "H": H}
     dt = params.dtype
     dy = float_array("dy", dy, ("T", "B", "H"), dims, dtype=dt)
-    dc = np.zeros((B, H), dt) if dc_T is None else float_array("dc_T", dc_T, ("B", "H"), dims, dtype=dt).copy()
+    dc = np.zeros((B, H), dt) if dstate_T is None else float_array("dstate_T", dstate_T, ("B", "H"), dims, dtype=dt).copy()
     v_f, v_r, _, _ = _gate_terms(params)
     # dU[t]: gradient at the blocks of U = x W^T, [U_c, U_f, U_r (, U_s)]; ds: at the skip term s_t.
     dU = np.zeros((T, B, params.k * H), dt)
@@ -363,19 +366,21 @@ def _flip(a):
     return None if a is None else np.asarray(a)[::-1]
 
 
-def reverse_forward(params: SRUParams, x, c0=None, mask_pad=None) -> tuple[np.ndarray, np.ndarray, SRUCache]:
+@renamed(c0="state0")
+def reverse_forward(params: SRUParams, x, state0=None, mask_pad=None) -> tuple[np.ndarray, np.ndarray, SRUCache]:
     """Run one SRU from t = T-1 down to 0: :func:`forward` on time-flipped ``x`` and ``mask_pad``, output
     flipped back so ``y[t]`` is the state after reading ``x[T-1], ..., x[t]``. ``c_T`` is the state after
     ``x[0]``. The cache is in the flipped order; pass it to :func:`reverse_backward`."""
     x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
-    y, c_end, cache = forward(params, x[::-1], c0, _flip(mask_pad))
+    y, c_end, cache = forward(params, x[::-1], state0, _flip(mask_pad))
     return y[::-1], c_end, cache
 
 
-def reverse_backward(params: SRUParams, cache: SRUCache, dy, dc_T=None) -> tuple[SRUParams, np.ndarray, np.ndarray]:
+@renamed(dc_T="dstate_T")
+def reverse_backward(params: SRUParams, cache: SRUCache, dy, dstate_T=None) -> tuple[SRUParams, np.ndarray, np.ndarray]:
     """Backward of :func:`reverse_forward`; ``dy`` in the caller's (unflipped) time order."""
     dy = float_array("dy", dy, ("T", "B", "H"), {"H": params.hidden_size}, dtype=params.dtype)
-    grads, dx, dc0 = backward(params, cache, dy[::-1], dc_T)
+    grads, dx, dc0 = backward(params, cache, dy[::-1], dstate_T)
     return grads, dx[::-1].copy(), dc0
 
 

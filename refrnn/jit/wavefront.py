@@ -1,6 +1,6 @@
-r"""Fast wavefront executor for stacked layers (numba): the twin of :mod:`refrnn.wavefront`, forward for inference.
+r"""Fast wavefront executor for stacked layers (numba): the twin of :mod:`refrnn.layers.wavefront`, forward for inference.
 
-Equations (layer l = 0..N-1, step t = 0..T-1, ``h^{-1}_t = x_t``; those of :mod:`refrnn.wavefront`)::
+Equations (layer l = 0..N-1, step t = 0..T-1, ``h^{-1}_t = x_t``; those of :mod:`refrnn.layers.wavefront`)::
 
     h^l_t = cell_l(h^l_{t-1}, h^{l-1}_t)
 
@@ -8,7 +8,7 @@ Equations (layer l = 0..N-1, step t = 0..T-1, ``h^{-1}_t = x_t``; those of :mod:
                                (each reads only cells of diagonal k - 1)
 
 The critical path is ``T + N - 1`` dependent diagonals instead of the ``T * N`` dependent steps of
-running the layers one after the other (:func:`refrnn.stack.forward`, :func:`refrnn.jit.gru.forward_inference`
+running the layers one after the other (:func:`refrnn.layers.stack.forward`, :func:`refrnn.jit.gru.forward_inference`
 layer by layer). The FLOPs are the same; what changes is which products may run side by side.
 
 Two executors, chosen by the layers (:func:`plan` says which):
@@ -51,7 +51,7 @@ weak point: GNU OpenMP (Numba's default threading layer here) spins at barriers,
 thread whose partner was descheduled burns its time slice. ``OMP_WAIT_POLICY=passive`` (set before
 the first parallel call) or ``NUMBA_THREADING_LAYER=workqueue`` make the wait sleep instead.
 
-Precision. float64 equals :func:`refrnn.stack.forward` to rounding (the same products, grouped into
+Precision. float64 equals :func:`refrnn.layers.stack.forward` to rounding (the same products, grouped into
 other BLAS calls; libm activations): ``tests/test_jit_wavefront.py`` asserts 1e-12. float32 uses the
 polynomial ``exp`` of :mod:`refrnn.jit._kernels`, like the single-layer fast paths.
 
@@ -70,8 +70,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
-from .. import stack
-from .. import wavefront as reference
+from ..layers import stack
+from ..layers import wavefront as reference
 from .._checks import positive_int
 from ..cells import ccgru as ccgru_ref
 from ..cells import module_for
@@ -320,10 +320,10 @@ def _check_dtypes(layers) -> None:
 
 
 def forward(layers, x, state0=None, *, prepared: Prepared | None = None, threads: int | None = None):
-    """Run the stack over ``x`` along anti-diagonals; returns ``(y, states_T)`` like :func:`refrnn.wavefront.forward`.
+    """Run the stack over ``x`` along anti-diagonals; returns ``(y, states_T)`` like :func:`refrnn.layers.wavefront.forward`.
 
     ``layers``: cell parameter containers, bottom first (any registered cells, mixed allowed; no
-    :class:`refrnn.bidirectional.BiLayer`). ``state0``: None (zeros) or one state per layer (None
+    :class:`refrnn.layers.bidirectional.BiLayer`). ``state0``: None (zeros) or one state per layer (None
     entries mean zeros). ``prepared``: :func:`prepare` of these very layers. ``threads``: None or 1
     (the cells of a diagonal one after the other, each product on every core BLAS uses) or n >= 2
     (side by side on at most n threads); see the module docstring for the measurements.

@@ -27,7 +27,7 @@ LSTM's single bias works the same way. Everything else is a re-ordering, bit-exa
 
 ``keras.layers.Bidirectional`` lists the forward layer's weights, then the backward layer's; its
 backward layer runs ``go_backwards=True`` and its outputs are re-aligned in time (merge_mode="concat"
-gives [forward, backward] per step), which is :class:`refrnn.bidirectional.BiLayer`.
+gives [forward, backward] per step), which is :class:`refrnn.layers.bidirectional.BiLayer`.
 
 ``SimpleRNN`` is :mod:`refrnn.cells.rnn`: kernel (D, U), recurrent_kernel (U, U), one bias (U,) =
 ``b_x + b_h`` (read back as ``b_x = bias, b_h = 0``, like the LSTM's); its ``activation`` is not in
@@ -43,12 +43,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..cells import GRUParams, LSTMParams, RNNParams
+from ..cells import GRUParams, LSTMParams, RNNParams, gru, lstm, rnn
 from . import same_dtype, to_numpy
 
 KINDS = ("GRU", "LSTM", "SimpleRNN")
 KERAS_GATES = {"GRU": ("z", "r", "n"), "LSTM": ("i", "f", "g", "o"), "SimpleRNN": ("h",)}  # refrnn names of Keras's blocks
-_REFRNN_GATES = {"GRU": ("r", "z", "n"), "LSTM": ("i", "f", "g", "o"), "SimpleRNN": ("h",)}
+_REFRNN_GATES = {"GRU": gru.GATES, "LSTM": lstm.GATES, "SimpleRNN": rnn.GATES}  # the cells' own order
 _BLOCKS = {"GRU": 3, "LSTM": 4, "SimpleRNN": 1}
 ACTIVATIONS = ("tanh", "relu")  # SimpleRNN activations refrnn.cells.rnn implements
 _NAMES = ("kernel", "recurrent_kernel", "bias")
@@ -141,7 +141,7 @@ def from_keras(weights, kind: str, *, reset_after: bool = True, bidirectional: b
         raise ValueError(f"weights: expected {what} arrays (kernel, recurrent_kernel[, bias] per direction), got {len(arrays)}")
     if not bidirectional:
         return _one_from_keras(arrays, kind, reset_after, "", activation)
-    from ..bidirectional import BiLayer
+    from ..layers.bidirectional import BiLayer
 
     return BiLayer(
         _one_from_keras(arrays[:per], kind, reset_after, "forward ", activation),
@@ -188,7 +188,7 @@ def to_keras(params, *, reset_after: bool | None = None, use_bias: bool = True) 
     ``reset_after`` defaults to the weights' own convention; asking for the other one raises
     ``ValueError`` (see the module docstring). A BiLayer gives a ``Bidirectional`` layer's list.
     """
-    from ..bidirectional import BiLayer
+    from ..layers.bidirectional import BiLayer
 
     if isinstance(params, BiLayer):
         same = all(getattr(params.fwd, o, None) == getattr(params.rev, o, None) for o in ("reset", "activation"))

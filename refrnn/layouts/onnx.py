@@ -28,20 +28,20 @@ The RNN's ``activations`` attribute lists one activation per direction; ``Tanh``
 
 Not representable: the LSTM projection (ONNX has none), and the operators' non-default options
 (``activations``, ``clip``, ``input_forget``), which :func:`to_onnx` never emits. ``sequence_lens``
-corresponds to refrnn's ``lengths`` (:mod:`refrnn.lengths`) and ``layout=1`` to ``batch_first``
-(:mod:`refrnn.stack`); both are run-time inputs, not weights.
+corresponds to refrnn's ``lengths`` (:mod:`refrnn.layers.lengths`) and ``layout=1`` to ``batch_first``
+(:mod:`refrnn.layers.stack`); both are run-time inputs, not weights.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..cells import GRUParams, LSTMParams, RNNParams
+from ..cells import GRUParams, LSTMParams, RNNParams, gru, lstm, rnn
 from . import same_dtype, to_numpy
 
 KINDS = ("GRU", "LSTM", "RNN")
 ONNX_GATES = {"GRU": ("z", "r", "n"), "LSTM": ("i", "o", "f", "g"), "RNN": ("h",)}  # refrnn names of ONNX's blocks
-_REFRNN_GATES = {"GRU": ("r", "z", "n"), "LSTM": ("i", "f", "g", "o"), "RNN": ("h",)}
+_REFRNN_GATES = {"GRU": gru.GATES, "LSTM": lstm.GATES, "RNN": rnn.GATES}  # the cells' own order
 _BLOCKS = {"GRU": 3, "LSTM": 4, "RNN": 1}
 RNN_ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu"}  # refrnn.cells.rnn's activation -> the ONNX name
 ONNX_PEEPHOLES = ("w_ic", "w_oc", "w_fc")  # the blocks of P, in order
@@ -83,7 +83,7 @@ def from_onnx(kind: str, W, R, B=None, P=None, *, linear_before_reset: int = 0, 
 
     ``linear_before_reset`` is the GRU node's attribute (ONNX default 0: reset="before"). ``direction``
     defaults to "forward" for one direction and "bidirectional" for two; a bidirectional node gives a
-    :class:`~refrnn.bidirectional.BiLayer`, a one-direction node the cell's parameters (for
+    :class:`~refrnn.layers.bidirectional.BiLayer`, a one-direction node the cell's parameters (for
     ``direction="reverse"``, run them over the reversed sequence, as the operator does).
     """
     if kind not in KINDS:
@@ -132,7 +132,7 @@ def from_onnx(kind: str, W, R, B=None, P=None, *, linear_before_reset: int = 0, 
             out.append(LSTMParams(**arrays))
     if ndir == 1:
         return out[0]
-    from ..bidirectional import BiLayer
+    from ..layers.bidirectional import BiLayer
 
     return BiLayer(*out)
 
@@ -145,7 +145,7 @@ def to_onnx(params, *, linear_before_reset: int | None = None) -> tuple[dict[str
     ``attributes`` has ``hidden_size``, ``direction`` and, for a GRU, ``linear_before_reset``, which
     defaults to the weights' own convention; asking for the other raises ``ValueError``.
     """
-    from ..bidirectional import BiLayer
+    from ..layers.bidirectional import BiLayer
 
     directions = (params.fwd, params.rev) if isinstance(params, BiLayer) else (params,)
     first = directions[0]

@@ -13,13 +13,13 @@ strictly (:func:`_parse_keys`): a layer number is written as PyTorch writes it (
 absent (a lone ``bias_ih`` is a truncated dict, not a ``bias=False`` module).
 
 ``bidirectional=True`` adds the reverse direction's entries, suffixed ``_reverse``, which become a
-:class:`refrnn.bidirectional.BiLayer` per layer. ``nn.LSTM(proj_size=P)`` adds ``weight_hr_l{k}`` (P, H),
+:class:`refrnn.layers.bidirectional.BiLayer` per layer. ``nn.LSTM(proj_size=P)`` adds ``weight_hr_l{k}`` (P, H),
 refrnn's ``W_hr`` (:mod:`refrnn.cells.lstm`); ``weight_hh_l{k}`` is then (4H, P). PyTorch has no
 peephole connections, so an LSTM with peepholes is refused.
 
 States: PyTorch's ``h_n`` is one array (L * num_directions, B, H_out) ordered layer 0 forward, layer 0
 reverse, layer 1 forward, ...; ``c_n`` likewise with the cell size H. :func:`state_to_torch` and
-:func:`state_from_torch` convert between that and refrnn's per-layer tuples (:mod:`refrnn.stack`).
+:func:`state_from_torch` convert between that and refrnn's per-layer tuples (:mod:`refrnn.layers.stack`).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def from_torch(state_dict: Mapping, kind: str, *, bidirectional: bool = False, n
     """Parameters from a PyTorch state dict: a tuple of layers for ``GRU``/``LSTM``, one container for cells.
 
     ``bidirectional=True`` (as the module was built) reads the ``_reverse`` entries: every layer is
-    then a :class:`~refrnn.bidirectional.BiLayer`. Keys PyTorch would not write for ``kind`` (a
+    then a :class:`~refrnn.layers.bidirectional.BiLayer`. Keys PyTorch would not write for ``kind`` (a
     ``_reverse`` entry without ``bidirectional=True``, ``weight_hr`` outside ``LSTM``, a stray suffix,
     a layer number with a leading zero), a missing weight, or one bias of a pair raise ``ValueError``
     rather than being dropped or zero-filled. ``nonlinearity`` is an ``RNN``/``RNNCell``'s (``"tanh"`` or
@@ -136,7 +136,7 @@ def from_torch(state_dict: Mapping, kind: str, *, bidirectional: bool = False, n
                 keys = ", ".join(names[f] + suffix for f in arrays if f in names)
                 raise type(err)(f"state_dict: the entries {keys} do not form a torch.nn.{kind} layer: {err}") from None
         if bidirectional:
-            from ..bidirectional import BiLayer
+            from ..layers.bidirectional import BiLayer
 
             try:
                 out.append(BiLayer(*per_direction))
@@ -148,7 +148,7 @@ def from_torch(state_dict: Mapping, kind: str, *, bidirectional: bool = False, n
 
 
 def _directions(p) -> tuple:
-    from ..bidirectional import BiLayer
+    from ..layers.bidirectional import BiLayer
 
     return (p.fwd, p.rev) if isinstance(p, BiLayer) else (p,)
 
@@ -205,7 +205,7 @@ def to_torch(params, kind: str, *, bias: bool = True) -> dict[str, np.ndarray]:
 
 def _state_layers(layers) -> tuple:
     """``layers`` as a non-empty tuple of GRU, LSTM or RNN layers (BiLayers of them allowed), or raise."""
-    from ..bidirectional import BiLayer
+    from ..layers.bidirectional import BiLayer
 
     if isinstance(layers, (*_CELLS, BiLayer)):
         layers = (layers,)

@@ -31,8 +31,8 @@ keyword arguments ``lengths=`` (an int array, or None) and ``batch_first=`` on e
 
 Equations compared: those of the reference cells (:mod:`refrnn.cells.gru` with ``reset`` "after" or
 "before", :mod:`refrnn.cells.lstm` with its peephole and projection options, :mod:`refrnn.cells.sru`,
-:mod:`refrnn.cells.ccgru`), stacked as in :mod:`refrnn.stack`, bidirectional as in
-:mod:`refrnn.bidirectional` and with lengths as in :mod:`refrnn.lengths`.
+:mod:`refrnn.cells.ccgru`), stacked as in :mod:`refrnn.layers.stack`, bidirectional as in
+:mod:`refrnn.layers.bidirectional` and with lengths as in :mod:`refrnn.layers.lengths`.
 
 Failures are shrunk by kind: a candidate whose outputs are wrong is reported with a minimal example
 where the outputs differ (even if a smaller one exists where only a gradient does); crashes and

@@ -16,7 +16,7 @@ candidate's *layout*:
   states (B, H), grads as above.
 * ``sru-cell`` -- ``sru.SRUCell``: ``{"state_dict": ..., "options": ...}`` (see :class:`SRUCellLayout`);
   state ``c`` (B, H); grads ``"x"``, ``"state0"``, ``"weight"``, ``"weight_c"``, ``"bias"``.
-* ``refrnn`` -- a tuple of refrnn parameter containers, bottom first (:mod:`refrnn.stack`'s
+* ``refrnn`` -- a tuple of refrnn parameter containers, bottom first (:mod:`refrnn.layers.stack`'s
   signature): states one per layer in the cell's form; grads ``{"layers": (containers...), "x": dx,
   "state0": (per layer...)}`` or the triple ``(layer grads, dx, dstate0)``.
 
@@ -30,7 +30,7 @@ express them (``torch`` and ``refrnn`` all; ``torch-cell`` unbatched and no init
 
 =====================  ==========================================================================
 ``bidirectional``      ``torch``: the ``*_reverse`` weights, ``h_n`` (L*2, B, H) ordered layer 0
-                       forward, layer 0 reverse, ...; ``refrnn``: :class:`~refrnn.bidirectional.BiLayer`
+                       forward, layer 0 reverse, ...; ``refrnn``: :class:`~refrnn.layers.bidirectional.BiLayer`
 ``lengths``            keyword ``lengths=`` (B,) int64 in 1..T, any order (``pack_padded_sequence(...,
                        enforce_sorted=False)``): outputs past a length are 0, final states at the length
 ``batch_first``        keyword ``batch_first=``: x, y, dy, dx are (B, T, ...); states keep their shape
@@ -53,7 +53,7 @@ import numpy as np
 
 from ..layouts import to_numpy
 from ..layouts import torch as torch_layout
-from ..lengths import tree_map
+from ..layers.lengths import tree_map
 from .strategies import CELLS, Case, CellConfig
 
 
@@ -301,7 +301,7 @@ class TorchLayout(Layout):
 
 # -------------------------------------------------------------------------------------------- refrnn
 class RefrnnLayout(Layout):
-    """refrnn's own containers: a candidate with :mod:`refrnn.stack`'s signature (a fast path, a port)."""
+    """refrnn's own containers: a candidate with :mod:`refrnn.layers.stack`'s signature (a fast path, a port)."""
 
     name = "refrnn"
     CONVENTIONS = {

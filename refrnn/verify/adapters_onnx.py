@@ -14,12 +14,12 @@ The layout ``onnx`` hands a candidate one node's tensors and attributes (:func:`
 (and ``Y_c``), in the operator's own shapes. How each spec convention maps onto the reference:
 
 =======================  ===============================================================================
-``direction``            ``forward``: a refrnn cell; ``bidirectional``: a :class:`~refrnn.bidirectional.BiLayer`;
+``direction``            ``forward``: a refrnn cell; ``bidirectional``: a :class:`~refrnn.layers.bidirectional.BiLayer`;
                          ``reverse``: with ``split_directions=True`` a bidirectional problem is run as two
                          nodes, ``direction="forward"`` on the forward weights and ``direction="reverse"``
                          on the reverse ones, concatenated on the ``num_directions`` axis -- a reverse-only
                          node checked against the BiLayer's reverse half, which is the reference's reverse
-``sequence_lens``        refrnn's ``lengths`` (:mod:`refrnn.lengths`): Y is 0 past a length, Y_h the state
+``sequence_lens``        refrnn's ``lengths`` (:mod:`refrnn.layers.lengths`): Y is 0 past a length, Y_h the state
                          at it; the reverse direction starts at each sequence's last valid step
 ``linear_before_reset``  0: GRU ``reset="before"``, 1: ``reset="after"`` (both are drawn)
 ``initial_h/initial_c``  present, or omitted (zeros): the ``no_initial_state`` convention

@@ -131,7 +131,7 @@ def verify_sru(examples: int, seed: int, max_T: int, dtypes) -> bool:
 
 def gradcheck_reference() -> bool:
     from ..cells import gru, lstm
-    from ..gradcheck import gradcheck
+    from ..finite_differences import gradcheck
 
     tol = 1e-6
     print(f"\nreference backward vs central finite differences (float64); tolerance {tol:g} relative")

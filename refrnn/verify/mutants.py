@@ -32,7 +32,8 @@ import re
 
 import numpy as np
 
-from .. import stack
+from ..layers import stack
+from ..cells import gru
 from ..cells._common import gate_rows
 from ..layouts.torch import from_torch, to_torch
 
@@ -144,7 +145,7 @@ class MissingBhn(Mutant):
         out = []
         for p in layers:
             b_h = p.b_h.copy()
-            b_h[gate_rows(("r", "z", "n"), "n", p.hidden_size)] = 0.0
+            b_h[gate_rows(gru.GATES, "n", p.hidden_size)] = 0.0
             out.append(p.replace(b_h=b_h))
         return tuple(out)
 
@@ -152,7 +153,7 @@ class MissingBhn(Mutant):
         out = []
         for g in grads:
             b_h = g.b_h.copy()
-            b_h[gate_rows(("r", "z", "n"), "n", g.hidden_size)] = 0.0  # the code never reads b_hn
+            b_h[gate_rows(gru.GATES, "n", g.hidden_size)] = 0.0  # the code never reads b_hn
             out.append(g.replace(b_h=b_h))
         return tuple(out)
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..bidirectional import BiLayer
+from ..layers.bidirectional import BiLayer
 from ..cells import GRUParams, LSTMParams
 from .strategies import Case
 

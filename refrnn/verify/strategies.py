@@ -51,7 +51,7 @@ candidate fit in a few seconds and the time goes to shrinking, which only failur
 Conventions
 -----------
 Beyond sizes, :func:`configs` draws the input conventions a candidate declares (``conventions``):
-``bidirectional`` layers (:class:`refrnn.bidirectional.BiLayer`), variable ``lengths`` (one per
+``bidirectional`` layers (:class:`refrnn.layers.bidirectional.BiLayer`), variable ``lengths`` (one per
 sample in 1..T, unsorted, with 1 and T drawn often), ``batch_first`` input, ``unbatched`` input
 (x of shape (T, D): one sample, so B = 1; a quarter of the examples, since it hides every batch bug)
 and ``no_initial_state`` (the candidate gets ``None`` and the reference starts from zeros; a quarter of
@@ -71,8 +71,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from .. import stack
-from ..bidirectional import BiLayer
+from ..layers import stack
+from ..layers.bidirectional import BiLayer
 from ..cells import gru, lstm, module_for
 
 SATURATE = 1000.0  # sigmoid(+-1000) is exactly 1.0 / 0.0 in float32 and float64 (exp overflows to inf)

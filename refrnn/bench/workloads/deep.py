@@ -13,7 +13,7 @@ others), float32. Candidates, all over the same seeded data:
   :mod:`refrnn.jit.wavefront`);
 * ``layer by layer``: :func:`refrnn.jit.gru.forward_inference` for each layer in turn (its input
   products one GEMM over all T*B rows, then T dependent steps);
-* ``MLP, M layers over T*B rows``: :func:`refrnn.mlp.forward`, M dense layers H -> H (tanh, the last
+* ``MLP, M layers over T*B rows``: :func:`refrnn.layers.mlp.forward`, M dense layers H -> H (tanh, the last
   linear), one product per layer over all T*B rows. It computes something else (no recurrence),
   so its ``.twin`` is the same head written as plain products: the output check compares with that.
 
@@ -45,7 +45,7 @@ MLP = "MLP, M layers over T*B rows"
 
 
 def plain_mlp(head, x):
-    """The head of :func:`refrnn.mlp.forward` as plain products: the MLP candidate's twin."""
+    """The head of :func:`refrnn.layers.mlp.forward` as plain products: the MLP candidate's twin."""
     T, B, _ = x.shape
     a = x.reshape(T * B, -1)
     for p in head:
@@ -62,7 +62,7 @@ def flop_counts(T: int, B: int, D: int, H: int, N: int) -> tuple[float, float]:
 
 
 def _case(scale: str, T: int, B: int, N: int) -> Case:
-    from ... import mlp
+    from ...layers import mlp
     from ...cells import gru
     from ...jit import gru as fast
     from ...jit import wavefront

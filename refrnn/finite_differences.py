@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import stack
+from .layers import stack
 from .cells import module_for
 from .cells._common import Params
 
@@ -112,7 +112,7 @@ def gradcheck(
     """Compare ``backward`` with central differences of ``forward`` for every parameter, ``x`` and ``state0``.
 
     ``params`` is one cell's parameter container, or a sequence of them (a stack). ``forward`` and
-    ``backward`` default to that cell's (or :mod:`refrnn.stack`'s); pass your own to check them.
+    ``backward`` default to that cell's (or :mod:`refrnn.layers.stack`'s); pass your own to check them.
     Everything must be float64: finite differences in float32 measure rounding, not gradients.
     ``atol`` (default 1e-8, a hundred times the noise of ``eps = 1e-6`` on an O(1) loss) lets an
     exactly-zero gradient pass against that noise; ``atol=0`` judges on relative error alone.

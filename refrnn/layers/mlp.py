@@ -16,7 +16,7 @@ Activations, named by ``DenseParams.activation``: ``"tanh"``, ``"relu"`` (``max(
 linear (``"identity"``), the usual regression/logit head.
 
 A head is a tuple of :class:`DenseParams`, first layer first, the same convention as the layers of
-:mod:`refrnn.stack`; gradients come back as a tuple of the same shape.
+:mod:`refrnn.layers.stack`; gradients come back as a tuple of the same shape.
 
 Shapes: y (T, B, H); out (T, B, O); layer k: W (O_k, I_k), b (O_k,), with I_1 = H, I_{k+1} = O_k, O_M = O.
 """
@@ -29,8 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import float_array, instance, one_of
-from .cells._common import Params, check_weight, frozen, gradients, option, owned
+from .._checks import float_array, instance, one_of
+from ..cells._common import Params, check_weight, frozen, gradients, option, owned
 
 ACTIVATIONS = ("tanh", "relu", "identity")
 

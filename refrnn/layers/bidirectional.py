@@ -14,8 +14,8 @@ step 1 (index 0), i.e. ``s^r_1``; its initial state is the one it starts from at
 ``L_b`` (not at the padding) and its outputs are aligned with the forward ones, as packed sequences do.
 
 :class:`BiLayer` is a parameter container for the pair; it registers itself in
-:func:`refrnn.cells.module_for`, with this module as its "cell", so :mod:`refrnn.stack`,
-:mod:`refrnn.lengths` and :func:`refrnn.gradcheck.gradcheck` take it like any cell. Its state is the
+:func:`refrnn.cells.module_for`, with this module as its "cell", so :mod:`refrnn.layers.stack`,
+:mod:`refrnn.layers.lengths` and :func:`refrnn.gradcheck` take it like any cell. Its state is the
 pair ``(state_f, state_r)`` of the two cells' states; its gradients are a ``BiLayer``. Its arrays are
 named after PyTorch's convention: the forward cell's names, and the reverse cell's with the suffix
 ``_reverse`` (``W_x``, ..., ``W_x_reverse``, ...).
@@ -31,12 +31,13 @@ from typing import NamedTuple
 import numpy as np
 
 from . import lengths as _lengths
-from ._checks import float_array, instance
-from .cells import module_for, register
-from .cells._common import Params, frozen, owned
+from .._checks import float_array, instance
+from ..cells import module_for, register
+from ..cells._common import Params, frozen, owned
 
 SUFFIX = "_reverse"
-ACCEPTS_LENGTHS = True  # :mod:`refrnn.lengths` hands ``lengths`` to forward() instead of grouping samples
+TAKES_BACKEND = True  # the backend= of refrnn.layers.lengths reaches both directions' cells
+ACCEPTS_LENGTHS = True  # :mod:`refrnn.layers.lengths` hands ``lengths`` to forward() instead of grouping samples
 
 
 class BiLayer(Params):
@@ -151,8 +152,9 @@ def _pair(name: str, value):
     return value
 
 
-def forward(params: BiLayer, x, state0=None, lengths=None):
-    """Run both directions; returns ``(y, (state_f, state_r), cache)``. ``state0=None`` means zeros."""
+def forward(params: BiLayer, x, state0=None, lengths=None, *, backend: str = "reference"):
+    """Run both directions; returns ``(y, (state_f, state_r), cache)``. ``state0=None`` means zeros.
+    ``backend`` runs both cells on it (:func:`refrnn.layers.lengths.cell_functions`)."""
     instance("params", params, BiLayer)
     # owned once here, so the two directions' caches share one read-only x instead of copying it twice
     x = owned(float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype))
@@ -161,13 +163,13 @@ def forward(params: BiLayer, x, state0=None, lengths=None):
     s0_f, s0_r = _pair("state0", state0)
     x_r = reverse_valid(x, lengths)
     frozen(x_r)  # a view of x, or (with lengths) a fresh array: either way nobody else can write it
-    y_f, s_f, cache_f = _lengths.forward(params.fwd, x, s0_f, lengths)
-    y_r, s_r, cache_r = _lengths.forward(params.rev, x_r, s0_r, lengths)
+    y_f, s_f, cache_f = _lengths.forward(params.fwd, x, s0_f, lengths, backend=backend)
+    y_r, s_r, cache_r = _lengths.forward(params.rev, x_r, s0_r, lengths, backend=backend)
     y = np.concatenate([y_f, reverse_valid(y_r, lengths)], axis=-1)
     return y, (s_f, s_r), BiCache(cache_f, cache_r, lengths, y_f.shape[-1], x.shape)
 
 
-def backward(params: BiLayer, cache: BiCache, dy, dstate_T=None):
+def backward(params: BiLayer, cache: BiCache, dy, dstate_T=None, *, backend: str = "reference"):
     """Backprop through both directions; returns ``(grads, dx, (dstate0_f, dstate0_r))`` with ``grads`` a BiLayer."""
     instance("params", params, BiLayer)
     instance("cache", cache, BiCache)
@@ -180,8 +182,9 @@ def backward(params: BiLayer, cache: BiCache, dy, dstate_T=None):
     # dy is the whole layer's (O = O_f + O_r, 2H for two cells of size H): checked before it is split
     dy = float_array("dy", dy, ("T", "B", "O"), {"T": T, "B": B, "O": params.output_size}, dtype=params.dtype)
     ds_f, ds_r = _pair("dstate_T", dstate_T)
-    g_f, dx_f, ds0_f = _lengths.backward(params.fwd, cache.fwd, dy[..., : cache.split], ds_f)
-    g_r, dx_r, ds0_r = _lengths.backward(params.rev, cache.rev, reverse_valid(dy[..., cache.split :], cache.lengths), ds_r)
+    g_f, dx_f, ds0_f = _lengths.backward(params.fwd, cache.fwd, dy[..., : cache.split], ds_f, backend=backend)
+    g_r, dx_r, ds0_r = _lengths.backward(params.rev, cache.rev, reverse_valid(dy[..., cache.split :], cache.lengths), ds_r,
+                                          backend=backend)
     return BiLayer(g_f, g_r), dx_f + reverse_valid(dx_r, cache.lengths), (ds0_f, ds0_r)
 
 

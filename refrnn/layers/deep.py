@@ -1,15 +1,15 @@
 r"""Deep RNN: N stacked recurrent layers (any cells, mixed allowed) followed by an M-layer per-step MLP head.
 
-Equations (``cell_l`` the cell of layer l, ``h^0_t = x_t``; the head as in :mod:`refrnn.mlp`)::
+Equations (``cell_l`` the cell of layer l, ``h^0_t = x_t``; the head as in :mod:`refrnn.layers.mlp`)::
 
-    h^l_t  = cell_l(h^l_{t-1}, h^{l-1}_t)          l = 1..N, t = 1..T     (refrnn.stack)
+    h^l_t  = cell_l(h^l_{t-1}, h^{l-1}_t)          l = 1..N, t = 1..T     (refrnn.layers.stack)
     out_t  = MLP(h^N_t)                             every t at once: one product over T*B rows per layer
 
 This is the architecture of the deep-RNN seed note: the recurrent layers must be walked step by step
-(layer by layer here, or along anti-diagonals in :mod:`refrnn.wavefront`), while the head, having no
+(layer by layer here, or along anti-diagonals in :mod:`refrnn.layers.wavefront`), while the head, having no
 connection across time, costs M plain matrix products however long the sequence.
 
-The recurrent part is :mod:`refrnn.stack` and the head is :mod:`refrnn.mlp`; this module only joins
+The recurrent part is :mod:`refrnn.layers.stack` and the head is :mod:`refrnn.layers.mlp`; this module only joins
 them and checks that they fit. States are those of the stack: a tuple with one entry per layer, bottom
 first, each in its cell's form (``h`` for a GRU, ``(h, c)`` for an LSTM).
 
@@ -19,13 +19,17 @@ Shapes: x (T, B, D); out (T, B, O); hidden sizes H_1..H_N per layer; the head ma
 from __future__ import annotations
 
 import dataclasses
+import functools
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from . import mlp, stack
-from .cells import gru, module_for
+from .._checks import positive_int
+from .._moved import renamed
+from ..cells import gru, module_for
 from .mlp import DenseParams
 
 
@@ -34,7 +38,7 @@ class DeepRNN:
     """The parameters of a deep RNN: ``layers`` (cell parameters, bottom first) and ``head`` (DenseParams, first first).
 
     Gradients come back in the same class. For tools that walk a flat sequence of parameter
-    containers (:func:`refrnn.gradcheck.gradcheck`), :meth:`parts` flattens the model and
+    containers (:func:`refrnn.gradcheck`), :meth:`parts` flattens the model and
     :meth:`with_parts` rebuilds it::
 
         def fwd(parts, x, s0):
@@ -109,13 +113,35 @@ class DeepCache(NamedTuple):
     head: mlp.MLPCache
 
 
+def _former_argument_order(init_fn):
+    """``init`` once took ``(input_size, hidden_size, output_size, cell=gru, ...)``; it now takes the
+    cell first, as :func:`refrnn.layers.stack.init` does. A call in the former order (an integer
+    first) still works for one release, with a DeprecationWarning."""
+
+    @functools.wraps(init_fn)
+    def call(*args, **kwargs):
+        if args and isinstance(args[0], (int, np.integer)) and not isinstance(args[0], bool):
+            warnings.warn(
+                "deep.init(input_size, hidden_size, output_size, cell=...) is deprecated: pass the cell first, "
+                "deep.init(cell, input_size, hidden_size, output_size, ...), as stack.init takes it",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return init_fn(kwargs.pop("cell", gru), *args, **kwargs)
+        return init_fn(*args, **kwargs)
+
+    return call
+
+
+@_former_argument_order
 def init(
+    cell,
     input_size: int,
     hidden_size: int,
     output_size: int,
     *,
     num_layers: int = 1,
-    cell=gru,
+    bidirectional: bool = False,
     head_layers: int = 1,
     head_hidden: int | None = None,
     activation: str = "tanh",
@@ -123,23 +149,22 @@ def init(
     dtype=np.float64,
     **cell_options,
 ) -> DeepRNN:
-    """``num_layers`` layers of ``cell`` (a cell module; ``cell_options`` go to its ``init``) of width
-    ``hidden_size``, and a head of ``head_layers`` dense layers (hidden width ``head_hidden``, default
-    ``hidden_size``; ``activation`` on the hidden ones, the last linear).
+    """``num_layers`` layers of ``cell`` (a cell module; ``cell_options`` go to its ``init``), built
+    by :func:`refrnn.layers.stack.init` with the same arguments, and a head of ``head_layers`` dense
+    layers (hidden width ``head_hidden``, default ``hidden_size``; ``activation`` on the hidden ones,
+    the last linear) from the top layer's output to ``output_size``.
 
     Mixed stacks: build the layers yourself and call ``DeepRNN(layers, head)``.
     """
-    for name, n in [("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size),
-                    ("num_layers", num_layers), ("head_layers", head_layers)] + ([] if head_hidden is None else [("head_hidden", head_hidden)]):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {n!r}")
+    for name, n in [("output_size", output_size), ("head_layers", head_layers)] + (
+        [] if head_hidden is None else [("head_hidden", head_hidden)]
+    ):
+        positive_int(name, n)
     rng = np.random.default_rng(rng)
-    layers = tuple(
-        cell.init(input_size if k == 0 else hidden_size, hidden_size, rng=rng, dtype=dtype, **cell_options)
-        for k in range(num_layers)
-    )
+    layers = stack.init(cell, input_size, hidden_size, num_layers, bidirectional=bidirectional, rng=rng, dtype=dtype,
+                        **cell_options)
     width = hidden_size if head_hidden is None else head_hidden
-    sizes = (hidden_size,) + (width,) * (head_layers - 1) + (output_size,)
+    sizes = (layers[-1].output_size,) + (width,) * (head_layers - 1) + (output_size,)
     return DeepRNN(layers, mlp.init(sizes, activation=activation, rng=rng, dtype=dtype))
 
 
@@ -153,28 +178,30 @@ def zero_state(model: DeepRNN, batch: int) -> tuple:
     return tuple(module_for(p).zero_state(p, batch) for p in _model(model).layers)
 
 
-def forward(model: DeepRNN, x, state0=None) -> tuple[np.ndarray, tuple, DeepCache]:
+def forward(model: DeepRNN, x, state0=None, *, backend: str = "reference") -> tuple[np.ndarray, tuple, DeepCache]:
     """Run the stack over ``x`` and the head over every step; returns ``(out, states_T, cache)``.
 
-    ``state0`` is None (zeros) or one state per layer, bottom first.
+    ``state0`` is None (zeros) or one state per layer, bottom first; ``backend`` as in
+    :func:`refrnn.layers.stack.forward` (the cache keeps it for :func:`backward`).
     """
     model = _model(model)
-    y, states_T, stack_cache = stack.forward(model.layers, x, state0)
+    y, states_T, stack_cache = stack.forward(model.layers, x, state0, backend=backend)
     out, head_cache = mlp.forward(model.head, y)
     return out, states_T, DeepCache(stack_cache, head_cache)
 
 
-def backward(model: DeepRNN, cache: DeepCache, dout, dstates_T=None) -> tuple[DeepRNN, np.ndarray, tuple]:
+@renamed(dstates_T="dstate_T")
+def backward(model: DeepRNN, cache: DeepCache, dout, dstate_T=None) -> tuple[DeepRNN, np.ndarray, tuple]:
     """Backprop through the head, then through time and the layers; returns ``(grads, dx, dstates0)``.
 
-    ``dout`` (T, B, O) is dL/dout; ``dstates_T`` is None (zero) or one state gradient per layer.
+    ``dout`` (T, B, O) is dL/dout; ``dstate_T`` is None (zero) or one state gradient per layer.
     ``grads`` is a :class:`DeepRNN`.
     """
     model = _model(model)
     if not isinstance(cache, DeepCache):
         raise TypeError(f"cache: expected the DeepCache that forward returned for this model, got {type(cache).__name__}")
     head_grads, dy = mlp.backward(model.head, cache.head, dout)
-    layer_grads, dx, dstates0 = stack.backward(model.layers, cache.stack, dy, dstates_T)
+    layer_grads, dx, dstates0 = stack.backward(model.layers, cache.stack, dy, dstate_T)
     return DeepRNN(layer_grads, head_grads), dx, dstates0
 
 

@@ -1,7 +1,7 @@
 """Stacked recurrent layers: the output sequence of layer l is the input sequence of layer l+1.
 
 Layers may be of any cell (and mixed), including bidirectional layers
-(:class:`refrnn.bidirectional.BiLayer`); each layer's state has that layer's form (``h`` for a GRU,
+(:class:`refrnn.layers.bidirectional.BiLayer`); each layer's state has that layer's form (``h`` for a GRU,
 ``(h, c)`` for an LSTM, ``(state_f, state_r)`` for a bidirectional layer). States are tuples with one
 entry per layer, bottom layer first; :func:`refrnn.layouts.torch.state_to_torch` turns them into
 PyTorch's ``h_n`` (layer 0 forward, layer 0 reverse, layer 1 forward, ...).
@@ -9,7 +9,7 @@ PyTorch's ``h_n`` (layer 0 forward, layer 0 reverse, layer 1 forward, ...).
 This module is also the entry point with PyTorch's input conventions (``torch.nn.GRU/LSTM``):
 
 * ``lengths`` (B,): variable-length batch, as with ``pack_padded_sequence`` (any order, i.e.
-  ``enforce_sorted=False``); every layer sees the same lengths (:mod:`refrnn.lengths`).
+  ``enforce_sorted=False``); every layer sees the same lengths (:mod:`refrnn.layers.lengths`).
 * ``batch_first=True``: x (B, T, D), y (B, T, O); states keep the batch first as always (as in PyTorch,
   where ``batch_first`` does not apply to ``h_0``/``h_n``).
 * unbatched input: x (T, D), y (T, O), every state array without its batch axis ((H,) instead of (B, H)).
@@ -28,14 +28,16 @@ from typing import NamedTuple
 import numpy as np
 
 from . import lengths as _lengths
-from ._checks import as_array, float_array, instance, positive_int
-from .cells import module_for
+from .._moved import renamed
+from .._checks import as_array, float_array, instance, one_of, positive_int
+from ..cells import module_for
 
 
 class StackCache(NamedTuple):
     layers: tuple  # one cell cache per layer, bottom first
     batch_first: bool = False
     unbatched: bool = False
+    backend: str = "reference"  # the one forward ran the cells on; backward runs them on it too
 
 
 def _layers(layers) -> tuple:
@@ -98,6 +100,10 @@ def init(
     """
     from . import bidirectional as bi
 
+    if not callable(getattr(cell, "init", None)) or not callable(getattr(cell, "forward", None)):
+        raise TypeError(f"cell: expected a cell module (refrnn.gru, refrnn.lstm, ...), got {cell!r}")
+    positive_int("input_size", input_size)
+    positive_int("hidden_size", hidden_size)
     rng = np.random.default_rng(rng)
     layers, d = [], input_size
     for _ in range(positive_int("num_layers", num_layers)):
@@ -110,12 +116,15 @@ def init(
     return tuple(layers)
 
 
-def forward(layers, x, state0=None, *, lengths=None, batch_first: bool = False):
+def forward(layers, x, state0=None, *, lengths=None, batch_first: bool = False, backend: str = "reference"):
     """Run every layer over the sequence in turn; returns ``(y, states_T, cache)``.
 
-    ``lengths``, ``batch_first`` and unbatched (2-d) ``x`` as in the module docstring.
+    ``lengths``, ``batch_first`` and unbatched (2-d) ``x`` as in the module docstring. ``backend="jit"``
+    runs every cell on its compiled twin (:func:`refrnn.layers.lengths.cell_functions`); the cache
+    remembers it, so :func:`backward` uses the same.
     """
     layers = _layers(layers)
+    one_of("backend", backend, _lengths.LAYER_BACKENDS)
     state0 = _per_layer("state0", state0, len(layers))
     if not isinstance(batch_first, (bool, np.bool_)):
         raise TypeError(f"batch_first: expected True or False, got {batch_first!r}")
@@ -134,7 +143,7 @@ def forward(layers, x, state0=None, *, lengths=None, batch_first: bool = False):
         x = xa.transpose(1, 0, 2)
     states, caches = [], []
     for params, s0 in zip(layers, state0):
-        x, s_T, cache = _lengths.forward(params, x, s0, lengths)
+        x, s_T, cache = _lengths.forward(params, x, s0, lengths, backend=backend)
         states.append(s_T)
         caches.append(cache)
     y, states = x, tuple(states)
@@ -143,7 +152,7 @@ def forward(layers, x, state0=None, *, lengths=None, batch_first: bool = False):
         states = _lengths.tree_map(lambda a: a[0], states)
     elif batch_first:
         y = y.transpose(1, 0, 2)
-    return y, states, StackCache(tuple(caches), bool(batch_first) and not unbatched, unbatched)
+    return y, states, StackCache(tuple(caches), bool(batch_first) and not unbatched, unbatched, backend)
 
 
 def _time_and_batch(layer_cache) -> tuple[int, int]:
@@ -157,13 +166,14 @@ def _time_and_batch(layer_cache) -> tuple[int, int]:
     return shape[0], shape[1]
 
 
-def backward(layers, cache: StackCache, dy, dstates_T=None):
+@renamed(dstates_T="dstate_T")
+def backward(layers, cache: StackCache, dy, dstate_T=None):
     """Backprop through every layer, top first; returns ``(grads, dx, dstates0)`` (tuples per layer).
 
     ``dy``, ``dx`` and the states have the layout :func:`forward` was called with.
     """
     layers = _layers(layers)
-    dstates_T = _per_layer("dstates_T", dstates_T, len(layers))
+    dstate_T = _per_layer("dstate_T", dstate_T, len(layers))
     instance("cache", cache, StackCache)
     if not isinstance(cache.layers, tuple) or len(cache.layers) != len(layers):
         got = len(cache.layers) if isinstance(cache.layers, tuple) else type(cache.layers).__name__
@@ -173,14 +183,14 @@ def backward(layers, cache: StackCache, dy, dstates_T=None):
     # dy in the caller's layout, checked before any transpose so the error quotes the caller's shape
     if cache.unbatched:
         dy = float_array("dy", dy, ("T", "O"), {"T": T, "O": top.output_size}, dtype=top.dtype)[:, None]
-        dstates_T = tuple(_add_batch_axis(f"dstates_T[{k}]", s) for k, s in enumerate(dstates_T))
+        dstate_T = tuple(_add_batch_axis(f"dstate_T[{k}]", s) for k, s in enumerate(dstate_T))
     elif cache.batch_first:
         dy = float_array("dy", dy, ("B", "T", "O"), {"T": T, "B": B, "O": top.output_size}, dtype=top.dtype).transpose(1, 0, 2)
     else:
         dy = float_array("dy", dy, ("T", "B", "O"), {"T": T, "B": B, "O": top.output_size}, dtype=top.dtype)
     grads, dstates0 = [None] * len(layers), [None] * len(layers)
     for k in reversed(range(len(layers))):
-        grads[k], dy, dstates0[k] = _lengths.backward(layers[k], cache.layers[k], dy, dstates_T[k])
+        grads[k], dy, dstates0[k] = _lengths.backward(layers[k], cache.layers[k], dy, dstate_T[k], backend=cache.backend)
     dx, dstates0 = dy, tuple(dstates0)
     if cache.unbatched:
         dx = dx[:, 0]

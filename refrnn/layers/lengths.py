@@ -23,7 +23,7 @@ A cell whose samples are *coupled* (the conditional-computation GRU normalising 
 in training mode: every sample's gate depends on the whole batch) has no per-sample meaning for a
 length, so it is refused: a cell module opts out by defining ``couples_samples(params) -> bool``
 (:mod:`refrnn.cells.interface` writes the cell-module interface down).
-A module that handles lengths itself (:mod:`refrnn.bidirectional`) sets ``ACCEPTS_LENGTHS = True`` and
+A module that handles lengths itself (:mod:`refrnn.layers.bidirectional`) sets ``ACCEPTS_LENGTHS = True`` and
 takes ``forward(params, x, state0, lengths=...)``.
 
 States are the cell's own (an array, or a tuple of arrays such as the LSTM's ``(h, c)``): every array
@@ -34,14 +34,15 @@ Shapes: x (T, B, D); lengths (B,) integers; y (T, B, O).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import float_array, instance
-from .cells import module_for
-from .cells.interface import optional
-from .cells._common import frozen
+from .._checks import float_array, instance, one_of
+from ..cells import module_for
+from ..cells.interface import optional
+from ..cells._common import frozen
 
 
 class LengthsCache(NamedTuple):
@@ -87,16 +88,51 @@ def _add(a, b):
     return a.replace(**{name: arr + other[name] for name, arr in a.arrays().items()})
 
 
-def forward(params, x, state0=None, lengths=None):
-    """Run one layer (any registered cell, or a :class:`~refrnn.bidirectional.BiLayer`) over a padded batch.
+LAYER_BACKENDS = ("reference", "jit")
+
+
+class _Cell(NamedTuple):
+    """The functions a layer calls for one cell on one backend."""
+
+    module: object  # the reference module: zero_state, couples_samples, ACCEPTS_LENGTHS
+    forward: object
+    backward: object
+
+
+def cell_functions(params, backend: str = "reference") -> _Cell:
+    """``forward``/``backward`` of the cell of ``params`` on ``backend`` ("reference" or "jit").
+
+    A layer module that is itself built from cells (a :class:`~refrnn.layers.bidirectional.BiLayer`,
+    ``TAKES_BACKEND = True``) gets the backend passed on to its directions. Other cells go through
+    :mod:`refrnn.fast`, which falls back to the reference backward where the jit twin has none;
+    both backends' caches are the reference's, so the results are the same arrays either way.
+    """
+    one_of("backend", backend, LAYER_BACKENDS)
+    mod = module_for(params)
+    if backend == "reference":
+        return _Cell(mod, mod.forward, mod.backward)
+    if optional(mod, "TAKES_BACKEND"):
+        return _Cell(mod, functools.partial(mod.forward, backend=backend), functools.partial(mod.backward, backend=backend))
+    from .. import fast
+
+    cell = mod.__name__.rsplit(".", 1)[-1]
+    if cell not in fast.CELLS:
+        raise ValueError(f"backend: {backend!r} has no {cell} cell (it has {', '.join(fast.CELLS)}); use backend='reference'")
+    return _Cell(mod, functools.partial(fast.forward, backend=backend), functools.partial(fast.backward, backend=backend))
+
+
+def forward(params, x, state0=None, lengths=None, *, backend: str = "reference"):
+    """Run one layer (any registered cell, or a :class:`~refrnn.layers.bidirectional.BiLayer`) over a padded batch.
 
     Returns ``(y, state_T, cache)`` like a cell's ``forward``; ``lengths=None`` is the cell's own forward.
+    ``backend`` runs the cell's compiled twin (:func:`cell_functions`).
     """
-    mod = module_for(params)
+    cell = cell_functions(params, backend)
+    mod = cell.module
     if lengths is None:
-        return mod.forward(params, x, state0)
+        return cell.forward(params, x, state0)
     if optional(mod, "ACCEPTS_LENGTHS"):
-        return mod.forward(params, x, state0, lengths=lengths)
+        return cell.forward(params, x, state0, lengths=lengths)
     couples = optional(mod, "couples_samples")
     if couples is not None and couples(params):
         raise ValueError(
@@ -110,7 +146,7 @@ def forward(params, x, state0=None, lengths=None):
     # A zero-step run over the whole batch checks every sample's state0 with the cell's own rules (a
     # length-0 sample's state is never read by a real step) and returns it as a fresh array: the
     # final state of the length-0 samples. It also gives the output width.
-    y_e, state_T, empty = mod.forward(params, x[:0], state0)
+    y_e, state_T, empty = cell.forward(params, x[:0], state0)
     state_T = tree_map(np.array, state_T)  # writable: the groups' final states go into it
     if state0 is None:
         state0 = mod.zero_state(params, B)
@@ -120,7 +156,7 @@ def forward(params, x, state0=None, lengths=None):
         idx = np.flatnonzero(lengths == L)
         x_g = x[:L, idx]  # a fresh copy: frozen here, so the cell's cache keeps it without another copy
         frozen(x_g)
-        y_g, s_g, cache_g = mod.forward(params, x_g, tree_map(lambda a: np.asarray(a)[idx], state0))
+        y_g, s_g, cache_g = cell.forward(params, x_g, tree_map(lambda a: np.asarray(a)[idx], state0))
         y[:L, idx] = y_g
         _put(state_T, idx, s_g)
         groups.append((idx, int(L), cache_g))
@@ -141,22 +177,22 @@ def _check_cache(params, cache) -> tuple:
     return shape
 
 
-def backward(params, cache, dy, dstate_T=None):
+def backward(params, cache, dy, dstate_T=None, *, backend: str = "reference"):
     """Backprop through :func:`forward`; returns ``(grads, dx, dstate0)``. ``dy`` past a sample's length is ignored."""
+    cell = cell_functions(params, backend)
     if not isinstance(cache, LengthsCache):  # forward ran without lengths (or the module handled them)
-        return module_for(params).backward(params, cache, dy, dstate_T)
-    mod = module_for(params)
+        return cell.backward(params, cache, dy, dstate_T)
     T, B, D = _check_cache(params, cache)
     dy = float_array("dy", dy, ("T", "B", "O"), {"T": T, "B": B}, dtype=params.dtype)
     # The zero-step run's backward checks every sample's dstate_T (as forward did state0) and returns
     # it as dstate0 for the length-0 samples; it also checks that the cache fits these parameters.
-    _, _, dstate0 = mod.backward(params, cache.empty, dy[:0], dstate_T)
+    _, _, dstate0 = cell.backward(params, cache.empty, dy[:0], dstate_T)
     dstate0 = tree_map(np.array, dstate0)
     dx = np.zeros((T, B, D), dtype=params.dtype)
     grads = None
     for idx, L, cache_g in cache.groups:
         ds_g = None if dstate_T is None else tree_map(lambda a: np.asarray(a)[idx], dstate_T)
-        g, dx_g, ds0_g = mod.backward(params, cache_g, dy[:L, idx], ds_g)
+        g, dx_g, ds0_g = cell.backward(params, cache_g, dy[:L, idx], ds_g)
         grads = g if grads is None else _add(grads, g)
         dx[:L, idx] = dx_g
         _put(dstate0, idx, ds0_g)

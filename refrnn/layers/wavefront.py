@@ -13,11 +13,11 @@ nothing later, so all cells of one diagonal are independent of each other and co
     k = 2:  (0,2) (1,1) (2,0)          ...          k = T+N-2:  (N-1,T-1)
 
 The critical path is ``T + N - 1`` diagonals, against ``T * N`` dependent steps when the layers run one
-after the other (:mod:`refrnn.stack`), which is the parallelism the deep-RNN seed note points at.
+after the other (:mod:`refrnn.layers.stack`), which is the parallelism the deep-RNN seed note points at.
 
 This module is the *reference* for that order: it computes the cells diagonal by diagonal, one cell at a
 time, each with its cell module's own ``forward`` on a one-step slice and the carried state, so its
-results equal :func:`refrnn.stack.forward` up to rounding (the products are the same, only their
+results equal :func:`refrnn.layers.stack.forward` up to rounding (the products are the same, only their
 grouping into BLAS calls differs). Fast executors that batch a diagonal are checked against it.
 Inference only: no cache, no backward.
 
@@ -31,9 +31,9 @@ from typing import NamedTuple
 import numpy as np
 
 from . import stack
-from ._checks import float_array, positive_int
+from .._checks import float_array, positive_int
 from .bidirectional import BiLayer
-from .cells import module_for
+from ..cells import module_for
 
 
 class Schedule(NamedTuple):
@@ -74,7 +74,7 @@ def check_inputs(layers, x, state0):
 
 
 def forward(layers, x, state0=None) -> tuple[np.ndarray, tuple]:
-    """Run the stack over ``x`` in anti-diagonal order; returns ``(y, states_T)`` like :func:`refrnn.stack.forward`.
+    """Run the stack over ``x`` in anti-diagonal order; returns ``(y, states_T)`` like :func:`refrnn.layers.stack.forward`.
 
     ``layers`` is a sequence of cell parameter containers (any registered cells, mixed allowed), bottom
     first; ``state0`` is None (zeros) or one state per layer. ``x`` must have at least one step.
