@@ -201,3 +201,17 @@ def test_verify_finds_that_the_sru_package_cannot_run_an_empty_batch():
     report = verify(SRUCellModule(), max_examples=20, min_B=0)
     assert not report.passed
     assert report.failure.config.B == 0 and "candidate raised RuntimeError" in report.failure.reason
+
+
+def test_the_failing_arguments_name_the_gate_of_each_pinned_weight():
+    """The shrunk example's non-zero weights are listed with where they sit (layer, gate, unit), as
+    the gradient failures are, so a reader sees which gate's bias the bug needs."""
+    from refrnn.verify.report import Failure
+
+    report = verify(MUTANTS["gru-missing-b_hn"](), max_examples=40, seed=0)
+    listing = report.failure.describe_arguments()
+    bias = next(line for line in listing.splitlines() if "bias_hh_l0" in line)
+    assert "zero except" in bias and "(layer 0, gate n, unit 0)" in bias, listing
+    # without a locator (a Failure built by hand) the listing still works, without annotations
+    bare = Failure("r", report.failure.config, (), None, report.failure.arguments)
+    assert "gate" not in bare.describe_arguments()

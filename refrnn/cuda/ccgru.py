@@ -35,6 +35,7 @@ import math
 
 import numpy as np
 
+from .._moved import renamed
 from .._checks import one_of
 from ..cells.ccgru import CCGRUBlockParams, PARAM_CLASSES
 from . import _activations, _device, matmul
@@ -150,16 +151,18 @@ def _check(host):
 ALGORITHMS = ("block",)  # the one GPU algorithm: block-sparse
 
 
-def forward(params, x, h0=None, *, algorithm="block", tile: int = TILE):
+@renamed(h0="state0")
+def forward(params, x, state0=None, *, algorithm="block", tile: int = TILE):
     """Block-sparse inference over ``x``; returns ``(y, h_T, None)``: the reference's first two results,
     and no cache (inference only).
 
     Placement as everywhere in :mod:`refrnn.cuda`: NumPy in, NumPy out; device arrays in, device arrays out.
     """
-    return (*forward_inference(params, x, h0, algorithm=algorithm, tile=tile), None)
+    return (*forward_inference(params, x, state0, algorithm=algorithm, tile=tile), None)
 
 
-def forward_inference(params, x, h0=None, *, algorithm="block", tile: int = TILE):
+@renamed(h0="state0")
+def forward_inference(params, x, state0=None, *, algorithm="block", tile: int = TILE):
     """Block-sparse inference over ``x``: ``(y, h_T)``."""
     one_of("algorithm", algorithm, ALGORITHMS)
     host = params.host if isinstance(params, _device.DeviceParams) else params
@@ -169,7 +172,7 @@ def forward_inference(params, x, h0=None, *, algorithm="block", tile: int = TILE
     X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
     T, B, _ = X.shape
     h = _device.empty((T + 1, B, H), dt)
-    h[0].copy_to_device(_device.device_state("h0", h0, ("B", "H"), {"B": B, "H": H}, dtype=dt))
+    h[0].copy_to_device(_device.device_state("state0", state0, ("B", "H"), {"B": B, "H": H}, dtype=dt))
     if T > 0 and B > 0:
         P = params if isinstance(params, _device.DeviceParams) else _device.upload(host)
         gate, block_product, copy_forward = _kernels(dt, tile)

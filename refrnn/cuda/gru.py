@@ -41,7 +41,7 @@ import numpy as np
 
 from ..cells.gru import GRUParams
 from . import _activations, _device, matmul
-from .._moved import algorithm_keyword
+from .._moved import algorithm_keyword, renamed
 from ._device import upload  # noqa: F401 - part of this module's API (upload(params) once, call many times)
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
@@ -188,22 +188,24 @@ def _kernels(dtype: np.dtype, tile: int):
     }
 
 
-def forward(params, x, h0=None, *, algorithm="tiled", tile: int = TILE, product=None):
+@renamed(h0="state0")
+def forward(params, x, state0=None, *, algorithm="tiled", tile: int = TILE, product=None):
     """Run the GRU over ``x`` on the GPU; returns ``(y, h_T, None)``: the reference's first two results,
     and no cache (there is no GPU backward).
 
-    ``x`` and ``h0`` may be NumPy arrays (copied in; results copied out) or device arrays (used in place;
+    ``x`` and ``state0`` (h_0) may be NumPy arrays (copied in; results copied out) or device arrays (used in place;
     results returned as device arrays). ``algorithm`` picks the recurrent product (module docstring;
     ``product=`` is its former name); ``tile`` is the thread-block tile edge of refrnn's kernels (a
     power of two <= 32).
     """
-    y, h_T = _run(params, x, h0, algorithm_keyword(algorithm, product=product), tile)
+    y, h_T = _run(params, x, state0, algorithm_keyword(algorithm, product=product), tile)
     return y, h_T, None
 
 
-def forward_inference(params, x, h0=None, *, algorithm="tiled", tile: int = TILE, product=None):
+@renamed(h0="state0")
+def forward_inference(params, x, state0=None, *, algorithm="tiled", tile: int = TILE, product=None):
     """:func:`forward` without the cache: ``(y, h_T)``."""
-    return _run(params, x, h0, algorithm_keyword(algorithm, product=product), tile)
+    return _run(params, x, state0, algorithm_keyword(algorithm, product=product), tile)
 
 
 def _run(params, x, h0, product, tile):
@@ -215,7 +217,7 @@ def _run(params, x, h0, product, tile):
     X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
     T, B, _ = X.shape
     h = _device.empty((T + 1, B, H), dt)  # h_0..h_T: each step reads h[t] and writes h[t+1]
-    h[0].copy_to_device(_device.device_state("h0", h0, ("B", "H"), {"B": B, "H": H}, dtype=dt))
+    h[0].copy_to_device(_device.device_state("state0", h0, ("B", "H"), {"B": B, "H": H}, dtype=dt))
     if T == 0 or B == 0:
         return _device.output(h[1:], on_device), _device.output(h[T], on_device)
     P = _device.upload(host) if not isinstance(params, _device.DeviceParams) else params

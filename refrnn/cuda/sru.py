@@ -42,7 +42,7 @@ import numpy as np
 
 from ..cells.sru import SRUParams, check_mask
 from . import _activations, _device, matmul
-from .._moved import algorithm_keyword
+from .._moved import algorithm_keyword, renamed
 from ._device import upload  # noqa: F401 - part of this module's API
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
@@ -243,7 +243,8 @@ def _recurrence(host, P, U, X, C0, d_pad, h, c, c_T):
     )
 
 
-def forward(params, x, c0=None, mask_pad=None, *, algorithm="auto", tile: int = TILE, store_cache: bool = True,
+@renamed(c0="state0")
+def forward(params, x, state0=None, mask_pad=None, *, algorithm="auto", tile: int = TILE, store_cache: bool = True,
             product=None):
     """Run the SRU over ``x`` on the GPU; returns ``(y, c_T, cache)`` (``cache`` None without ``store_cache``).
 
@@ -256,7 +257,7 @@ def forward(params, x, c0=None, mask_pad=None, *, algorithm="auto", tile: int = 
     dt, D, H, k = host.dtype, host.input_size, host.hidden_size, host.k
     X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
     T, B, _ = X.shape
-    C0 = _device.device_state("c0", c0, ("B", "H"), {"B": B, "H": H}, dtype=dt)
+    C0 = _device.device_state("state0", state0, ("B", "H"), {"B": B, "H": H}, dtype=dt)
     pad = check_mask(mask_pad, T, B)
     P = params if isinstance(params, _device.DeviceParams) else _device.upload(host)
     U = _device.empty((T, B, k * H), dt)
@@ -271,14 +272,16 @@ def forward(params, x, c0=None, mask_pad=None, *, algorithm="auto", tile: int = 
     return _device.output(h, on_device), _device.output(c_T, on_device), cache
 
 
-def forward_inference(params, x, c0=None, mask_pad=None, *, algorithm="auto", tile: int = TILE, product=None):
+@renamed(c0="state0")
+def forward_inference(params, x, state0=None, mask_pad=None, *, algorithm="auto", tile: int = TILE, product=None):
     """Inference forward: ``(y, c_T)``, nothing kept for backward (only ``c_T`` of the states is written)."""
-    y, c_T, _ = forward(params, x, c0, mask_pad, algorithm=algorithm_keyword(algorithm, product=product), tile=tile,
+    y, c_T, _ = forward(params, x, state0, mask_pad, algorithm=algorithm_keyword(algorithm, product=product), tile=tile,
                         store_cache=False)
     return y, c_T
 
 
-def backward(params, cache: SRUDeviceCache, dy, dc_T=None, *, algorithm="auto", tile: int = TILE, product=None):
+@renamed(dc_T="dstate_T")
+def backward(params, cache: SRUDeviceCache, dy, dstate_T=None, *, algorithm="auto", tile: int = TILE, product=None):
     """Backprop through time on the GPU; returns ``(grads, dx, dc0)`` equal to the reference's.
 
     ``grads`` is an :class:`SRUParams` of NumPy arrays; ``dx`` and ``dc0`` follow the placement of the
@@ -296,7 +299,7 @@ def backward(params, cache: SRUDeviceCache, dy, dc_T=None, *, algorithm="auto", 
         raise ValueError(f"cache: its U has shape {tuple(U.shape)}, but params need (T, B, kH) = {(T, B, k * H)}")
     dims = {"T": T, "B": B, "H": H}
     dY, _ = _device.device_input("dy", dy, ("T", "B", "H"), dims, dtype=dt)
-    dC = _device.device_state("dc_T", dc_T, ("B", "H"), dims, dtype=dt)
+    dC = _device.device_state("dstate_T", dstate_T, ("B", "H"), dims, dtype=dt)
     P = params if isinstance(params, _device.DeviceParams) else _device.upload(host)
     _, recurrence_backward, column_sums, add_skip = _kernels(dt)
 

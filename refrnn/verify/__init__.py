@@ -423,10 +423,12 @@ def verify(
             raise rest
         found = list(_flat(mismatches))
     found.sort(key=lambda e: _ORDER.index(type(e)))
-    failures = [Failure(o.reason, e.outcome.case.config, o.failing, o.divergence, o.arguments) for e in found for o in [e.outcome.outcome]]
+    failures = [Failure(o.reason, e.outcome.case.config, o.failing, o.divergence, o.arguments, _locator(lay, e.outcome.case))
+                for e in found for o in [e.outcome.outcome]]
     cut_calls = 0
     if found:  # cut the leading failure's sizes down by slicing where Hypothesis stopped short
-        failures[0], cut_calls = _refined(found[0], lambda c: compare(candidate, c, layout=lay, dtype=dtype, tol=tolerance, grads=grads, conventions=declared), failures[0])
+        failures[0], cut_calls = _refined(found[0], lambda c: compare(candidate, c, layout=lay, dtype=dtype, tol=tolerance, grads=grads, conventions=declared), failures[0],
+                                          lay)
     calls["n"] += cut_calls
     failures = tuple(failures)
     return Report(
@@ -456,7 +458,7 @@ def _kind(outcome: Outcome) -> type:
     return _GradientMismatch
 
 
-def _refined(err: "_Mismatch", run, failure: Failure) -> tuple[Failure, int]:
+def _refined(err: "_Mismatch", run, failure: Failure, layout) -> tuple[Failure, int]:
     """``failure`` cut down by :func:`refrnn.verify.refine.refine`, keeping its kind of failure;
     ``run(case)`` compares the candidate on a case. Returns the failure and the candidate calls spent."""
     from .refine import refine
@@ -475,7 +477,13 @@ def _refined(err: "_Mismatch", run, failure: Failure) -> tuple[Failure, int]:
     if case is err.outcome.case:
         return failure, spent
     o = run(case)
-    return Failure(o.reason, case.config, o.failing, o.divergence, o.arguments), spent + 1
+    return Failure(o.reason, case.config, o.failing, o.divergence, o.arguments, _locator(layout, case)), spent + 1
+
+
+def _locator(layout, case):
+    """``(name, index) -> where`` for a failure's argument listing: the layout's own description of
+    an entry (the one gradient failures use), for this case's sizes."""
+    return lambda name, index: layout.describe(case, name, index)
 
 
 def _flat(group):

@@ -11,6 +11,7 @@ noise into a failure. ``ratio`` is error / allowed: below 1 passes, and the repo
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -100,7 +101,10 @@ class Divergence:
         )
 
 
-def _show_array(a) -> str:
+def _show_array(a, where=None) -> str:
+    """``a`` in one line; ``where(index)`` says where an entry sits in the model (gate, unit, ...)
+    and is added to each entry of a short list, so a weight pinned in the shrunk example reads as
+    ``[0]=1.5 (layer 0, gate r, unit 0)`` rather than a bare row number."""
     if not isinstance(a, np.ndarray):
         return repr(a)
     if a.size == 0:
@@ -109,8 +113,11 @@ def _show_array(a) -> str:
     if len(nz) == 0:
         return f"zeros {a.shape}"
     if len(nz) <= 6:
-        entries = ", ".join(f"[{', '.join(map(str, ix))}]={a[tuple(ix)]:.6g}" for ix in nz)
-        return f"{a.shape} zero except {entries}"
+        def entry(ix):
+            place = where(tuple(int(i) for i in ix)) if where is not None else ""
+            return f"[{', '.join(map(str, ix))}]={a[tuple(ix)]:.6g}" + (f" ({place})" if place else "")
+
+        return f"{a.shape} zero except " + ", ".join(entry(ix) for ix in nz)
     if a.size <= 24:
         return f"{a.shape} " + np.array2string(a.ravel(), precision=4, separator=", ", max_line_width=10_000)
     return f"{a.shape} {len(nz)} non-zero entries, range [{a.min():.4g}, {a.max():.4g}]"
@@ -141,12 +148,32 @@ class Failure:
     failing_outputs: tuple[str, ...]
     divergence: Divergence | None
     arguments: dict  # what the candidate was called with: {"weights": ..., "x": ..., ...}, to rerun it by hand
+    # (name, index) -> where that entry of an argument sits in the model ("layer 0, gate r, unit 0"),
+    # or "" where the layout has nothing to say (the layout's own describe, bound to the case)
+    locate: object = None
 
     def describe_arguments(self) -> str:
         flat: dict = {}
         _flatten("", self.arguments, flat)
         width = max((len(k) for k in flat), default=0)
-        return "\n".join(f"    {k:<{width}}  {_show_array(v)}" for k, v in flat.items())
+        return "\n".join(f"    {k:<{width}}  {_show_array(v, self._where(k))}" for k, v in flat.items())
+
+    def _where(self, key: str):
+        if self.locate is None:
+            return None
+        # the argument's own name: the last key or field of its flattened path (weights['bias_hh_l0'] -> bias_hh_l0)
+        m = re.search(r"(?:\['([^']+)'\]|\.(\w+)|^(\w+))$", key)
+        name = next((g for g in m.groups() if g), key) if m else key
+
+        def where(index):
+            try:
+                text = self.locate(name, index)
+            except Exception:  # a name the layout does not know: no annotation rather than a broken report
+                return ""
+            inner = re.search(r"\((.*)\)$", text)
+            return inner.group(1) if inner else ""
+
+        return where
 
 
 # A size past these was beyond what a tile, a batch tile or a time chunk of that width covers: the

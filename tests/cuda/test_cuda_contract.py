@@ -45,3 +45,16 @@ def test_former_product_keyword_warns_and_still_works(cell):
     with pytest.warns(DeprecationWarning, match="product= is deprecated"):
         y_old = mod.forward_inference(p, x, product="tiled")[0]
     np.testing.assert_array_equal(y_old, mod.forward_inference(p, x, algorithm="tiled")[0])
+
+
+@pytest.mark.parametrize("cell, old", [("gru", "h0"), ("ccgru", "h0"), ("sru", "c0")])
+def test_former_state_keyword_warns_and_still_works(cell, old):
+    """The initial state is ``state0`` on every backend; the former per-cell name still works."""
+    p = CELLS[cell]()
+    x = np.random.default_rng(0).standard_normal((2, 2, 3))
+    s0 = np.random.default_rng(1).standard_normal((2, p.hidden_size))
+    mod = fast.module(cell, backend="cuda")
+    y_new, s_new = mod.forward_inference(p, x, state0=s0)
+    with pytest.warns(DeprecationWarning, match="deprecated: pass state0="):
+        y_old, s_old = mod.forward_inference(p, x, **{old: s0})
+    np.testing.assert_array_equal(y_old, y_new)

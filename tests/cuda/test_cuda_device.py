@@ -45,7 +45,7 @@ def test_device_dtype_mismatch_is_a_type_error():
 def test_device_shape_mismatch_names_the_argument():
     with pytest.raises(ValueError, match=r"x: expected shape \(T, B, D\) with D=3, got shape \(2, 1, 5\)"):
         gru.forward_inference(_params(), cuda.to_device(np.zeros((2, 1, 5))))
-    with pytest.raises(ValueError, match=r"h0: expected shape \(B, H\)"):
+    with pytest.raises(ValueError, match=r"state0: expected shape \(B, H\)"):
         gru.forward_inference(_params(), np.zeros((2, 1, 3)), cuda.to_device(np.zeros((2, 4))))
 
 

@@ -124,5 +124,5 @@ def test_bad_input():
         sru.backward(p, ref_cache, dy)
     with pytest.raises(ValueError, match=r"mask_pad: expected shape \(T, B\) with T=2, B=2"):
         sru.forward(p, x, c0, np.zeros((2, 3), bool))
-    with pytest.raises(ValueError, match=r"c0: expected shape \(B, H\)"):
+    with pytest.raises(ValueError, match=r"state0: expected shape \(B, H\)"):
         sru.forward(p, x, np.zeros((2, 4)))
