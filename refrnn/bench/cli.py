@@ -13,7 +13,7 @@ import time
 
 from . import workloads  # noqa: F401  (registers every workload, in run order)
 from .registry import WORKLOADS
-from .report import environment, format_result, format_summary, summarise
+from .report import environment, format_blas, format_result, format_summary, summarise
 from .baselines import bench_threads
 from .timer import interleaved, to_stderr
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         f"{threads} threads (BLAS, numba{', torch' if env['torch'] else ''}); numpy {env['numpy']}, numba {env['numba']}"
         + (f", torch {env['torch']}" if env["torch"] else ", torch not installed")
     )
-    print(header, flush=True)
+    print("\n".join([header, *format_blas(env)]), flush=True)
     results = []
     start = time.perf_counter()
     selected = [WORKLOADS[n] for n in args.only] if args.only else list(WORKLOADS.values())

@@ -139,6 +139,8 @@ def format_summary(results: list[dict]) -> str:
 def environment(threads: int) -> dict:
     import numba
 
+    from ..jit import _blas
+
     env = {
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -148,6 +150,8 @@ def environment(threads: int) -> dict:
         "numpy": np.__version__,
         "numba": numba.__version__,
         "numba_threads": numba.get_num_threads(),
+        "blas": _blas.describe(),
+        "blas_forced_core": _blas.forced_core(),
     }
     try:
         import torch
@@ -159,3 +163,20 @@ def environment(threads: int) -> dict:
     return env
 
 
+
+
+def format_blas(env: dict) -> list[str]:
+    """The BLAS lines of the header: each loaded OpenBLAS with its version, core type and threads,
+    and one warning line when the environment forces the core type (figures then are not native)."""
+    lines = [
+        f"BLAS ({b['owner']}'s): {b.get('config', '?').split('  ')[0].split(' DYNAMIC')[0]}, core {b.get('core', '?')}, "
+        f"{b['threads']} threads"
+        for b in env.get("blas", ())
+    ]
+    forced = env.get("blas_forced_core")
+    if forced:
+        lines.append(
+            f"warning: OPENBLAS_CORETYPE={forced} forces OpenBLAS's {forced} kernels (torch's oneDNN ignores it); "
+            "for native figures run: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE refrnn bench ..."
+        )
+    return lines

@@ -16,18 +16,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import os
 
-_NAMES = (  # (setter, getter) by symbol prefix: plain OpenBLAS, and the scipy-openblas wheels (32/64-bit ints)
-    ("openblas_set_num_threads", "openblas_get_num_threads"),
-    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
-    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-    ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-)
+# Symbol spellings of the functions below: plain OpenBLAS, and the scipy-openblas wheels (32/64-bit ints).
+_SPELLINGS = (("openblas_", ""), ("scipy_openblas_", ""), ("scipy_openblas_", "64_"), ("openblas_", "64_"))
 
 
 @functools.cache
-def _libraries() -> tuple:
-    """(set, get) of every OpenBLAS loaded in this process, once SciPy's is loaded too."""
+def _loaded() -> tuple:
+    """``(path, function)`` of every OpenBLAS loaded in this process, once SciPy's is loaded too;
+    ``function(name)`` is that library's ``openblas_<name>`` in its own spelling."""
     import numpy  # noqa: F401
 
     try:
@@ -45,13 +43,55 @@ def _libraries() -> tuple:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for set_name, get_name in _NAMES:
-            setter, getter = getattr(lib, set_name, None), getattr(lib, get_name, None)
-            if setter is not None and getter is not None:
-                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
-                found.append((setter, getter))
+        for prefix, suffix in _SPELLINGS:
+            if getattr(lib, f"{prefix}get_num_threads{suffix}", None) is not None:
+                found.append((path, functools.partial(_function, lib, prefix, suffix)))
                 break
     return tuple(found)
+
+
+def _function(lib, prefix, suffix, name):
+    return getattr(lib, f"{prefix}{name}{suffix}", None)
+
+
+@functools.cache
+def _libraries() -> tuple:
+    """(set, get) of the thread count of every loaded OpenBLAS."""
+    found = []
+    for _, function in _loaded():
+        setter, getter = function("set_num_threads"), function("get_num_threads")
+        if setter is not None and getter is not None:
+            setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+            found.append((setter, getter))
+    return tuple(found)
+
+
+def describe() -> list[dict]:
+    """Every loaded OpenBLAS: ``path``, ``owner`` (the package that bundles it: "numpy", "scipy"),
+    ``config`` (version and build options), ``core`` (the CPU kernel set it runs: the one
+    ``OPENBLAS_CORETYPE`` forces, else the one it detected) and ``threads``."""
+    out = []
+    for path, function in _loaded():
+        info = {"path": path, "owner": next((o for o in ("numpy", "scipy", "torch") if f"{o}.libs" in path or f"/{o}/" in path), "other")}
+        for key, name in (("config", "get_config"), ("core", "get_corename")):
+            f = function(name)
+            if f is not None:
+                f.restype = ctypes.c_char_p
+                info[key] = f().decode(errors="replace").strip()
+        getter = function("get_num_threads")
+        getter.restype = ctypes.c_int
+        info["threads"] = getter()
+        out.append(info)
+    return out
+
+
+def forced_core() -> str | None:
+    """The core type the environment forces on OpenBLAS (``OPENBLAS_CORETYPE``), or None.
+
+    A forced type is read when each library loads: a kernel set older than the CPU (Haswell's AVX2
+    on an AVX-512 machine) runs at a fraction of the native rate, and torch's oneDNN ignores the
+    variable, so a comparison with torch under it is not what a user's machine would show."""
+    return os.environ.get("OPENBLAS_CORETYPE") or None
 
 
 def get_threads() -> list[int]:
