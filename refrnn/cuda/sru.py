@@ -211,7 +211,7 @@ def _dummy(shape, dtype):
     return cuda.to_device(np.zeros(shape, dtype=dtype))
 
 
-def _product(gemm, tile):
+def _gemm_for(gemm, tile):
     """The strategy's ``gemm(A, B, C, trans_a, trans_b)``: the vendor one, or refrnn's tiled kernel."""
     if gemm is not None:
         return gemm
@@ -253,7 +253,7 @@ def forward(params, x, state0=None, mask_pad=None, *, algorithm="auto", tile: in
     """
     host = _device.host_params(params, SRUParams)
     tile = _device.check_tile(tile)
-    gemm = _product(matmul.resolve_product(algorithm_keyword(algorithm, product=product)), tile)
+    gemm = _gemm_for(matmul.resolve_product(algorithm_keyword(algorithm, product=product)), tile)
     dt, D, H, k = host.dtype, host.input_size, host.hidden_size, host.k
     X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
     T, B, _ = X.shape
@@ -291,7 +291,7 @@ def backward(params, cache: SRUDeviceCache, dy, dstate_T=None, *, algorithm="aut
     if not isinstance(cache, SRUDeviceCache):
         raise TypeError(f"cache: expected the SRUDeviceCache of refrnn.cuda.sru.forward, got {type(cache).__name__}")
     tile = _device.check_tile(tile)
-    gemm = _product(matmul.resolve_product(algorithm_keyword(algorithm, product=product)), tile)
+    gemm = _gemm_for(matmul.resolve_product(algorithm_keyword(algorithm, product=product)), tile)
     dt, D, H, k = host.dtype, host.input_size, host.hidden_size, host.k
     X, U, c, d_pad, on_device = cache
     T, B, _ = X.shape

@@ -5,7 +5,7 @@ Equations (``cell_l`` the cell of layer l, ``h^0_t = x_t``; the head as in :mod:
     h^l_t  = cell_l(h^l_{t-1}, h^{l-1}_t)          l = 1..N, t = 1..T     (refrnn.layers.stack)
     out_t  = MLP(h^N_t)                             every t at once: one product over T*B rows per layer
 
-This is the architecture of the deep-RNN seed note: the recurrent layers must be walked step by step
+The point of the split: the recurrent layers must be walked step by step
 (layer by layer here, or along anti-diagonals in :mod:`refrnn.layers.wavefront`), while the head, having no
 connection across time, costs M plain matrix products however long the sequence.
 

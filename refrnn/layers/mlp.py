@@ -2,8 +2,8 @@ r"""Per-step MLP head: M dense layers applied to every timestep, as one product 
 
 The head has no recurrence: row (t, b) of the output depends on row (t, b) of the input only. So the
 T*B rows of a sequence go through each layer together, one matrix product per layer, instead of T
-small products (the point of the deep-RNN seed note: these layers parallelise where recurrent ones
-cannot).
+small products: these layers parallelise over time where recurrent ones cannot, which is why a deep
+RNN's per-step head costs so much less than its recurrent layers.
 
 Equations (row-vector convention, ``phi_k`` the activation of layer k, ``a_0`` the input rows)::
 

@@ -13,7 +13,8 @@ nothing later, so all cells of one diagonal are independent of each other and co
     k = 2:  (0,2) (1,1) (2,0)          ...          k = T+N-2:  (N-1,T-1)
 
 The critical path is ``T + N - 1`` diagonals, against ``T * N`` dependent steps when the layers run one
-after the other (:mod:`refrnn.layers.stack`), which is the parallelism the deep-RNN seed note points at.
+after the other (:mod:`refrnn.layers.stack`): layer l at step t needs only layer l at t-1 and layer l-1
+at t, so the cells of one diagonal are independent.
 
 This module is the *reference* for that order: it computes the cells diagonal by diagonal, one cell at a
 time, each with its cell module's own ``forward`` on a one-step slice and the carried state, so its
