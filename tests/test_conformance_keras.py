@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from refrnn import rnn
+from refrnn import lstm, rnn
 from refrnn.layouts.keras import from_keras, to_keras
 from refrnn.verify import verify
 
@@ -45,6 +45,34 @@ def test_float32_layers_pass_with_masking_bidirectional_and_no_initial_state(kin
     report = verify(keras_layer(kind, dtype="float32"), max_examples=EX, **SMALL)
     assert report.passed, str(report)
     assert {"batch_first", "unbatched"} <= set(report.coverage.not_drawn)
+    assert report.grads and {"dx", "dkernel", "drecurrent_kernel", "dbias"} <= set(report.worst), str(report)
+
+
+class _DoubledBiasGrad:
+    """A Keras candidate whose one LSTM bias gradient is read as db_x + db_h (twice the true gradient of a folded bias)."""
+
+    def __init__(self):
+        self.base = keras_layer("LSTM", dtype="float32")
+        for a in ("cell", "layout", "grads", "max_layers", "dtype", "conventions"):
+            setattr(self, a, getattr(self.base, a))
+
+    def __call__(self, *args, **kw):
+        y, states, g = self.base(*args, **kw)
+        g["weights"][2] = 2 * g["weights"][2]
+        return y, states, g
+
+
+def test_gradients_through_torch_autograd_with_a_mask_and_a_planted_bias_gradient():
+    from refrnn.verify import compare
+    from refrnn.verify.strategies import case_from
+
+    rng = np.random.default_rng(0)
+    p = lstm.init(3, 4, rng=rng).map(lambda a: a + 0.3 * rng.standard_normal(a.shape))
+    case = case_from([p], rng.standard_normal((5, 2, 3)), ((np.zeros((2, 4)), np.zeros((2, 4))),), lengths=[2, 5], seed=1)
+    out = compare(keras_layer("LSTM", dtype="float32"), case)
+    assert out.passed and "dbias" in out.errors and "dc_0" in out.errors, out.reason
+    out = compare(_DoubledBiasGrad(), case)
+    assert not out.passed and out.failing == ("dbias",), out.reason
 
 
 def test_go_backwards_passes_as_the_reverse_direction():

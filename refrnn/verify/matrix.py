@@ -162,8 +162,7 @@ def _keras_rows() -> list[Row]:
         def make(dtype, column, op=op):
             return keras_layer(op, dtype=dtype, split_directions=(column == "reverse"))
 
-        rows.append(Row("keras", v, op, make, ne, False, same_as={"batch-major": "init present"},
-                        not_checked={"gradients": "the Keras adapter compares outputs only"}, examples=12))
+        rows.append(Row("keras", v, op, make, ne, True, same_as={"batch-major": "init present"}, examples=12))
     return rows
 
 
