@@ -272,6 +272,14 @@ def _program(cell_name: str, features: int, activation: str, dtype: str, bidirec
     return jax.jit(run)
 
 
+def _x64(jax):
+    """JAX's thread-local ``jax_enable_x64`` context manager (``jax.experimental.enable_x64`` before it was public)."""
+    found = getattr(jax, "enable_x64", None)
+    if found is None:
+        from jax.experimental import enable_x64 as found
+    return found
+
+
 def _tuples(a):
     """Nested lists -> tuples (JAX matches cotangents to outputs by pytree structure)."""
     if isinstance(a, (tuple, list)):
@@ -329,7 +337,7 @@ class FlaxRNN:
             self.split_directions and bool(config["bidirectional"]), bool(batch_first), grads,
             tuple(sorted(self.cell_kwargs.items())), tuple(sorted(self.rnn_kwargs.items())),
         )
-        with jax.enable_x64(self.dtype == np.float64):
+        with _x64(jax)(self.dtype == np.float64):
             lens = None if lengths is None else jax.numpy.asarray(np.asarray(lengths, dtype=np.int32))
             args = (params, np.asarray(x), _tuples(state0), lens)
             if grads:
