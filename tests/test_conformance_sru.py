@@ -44,3 +44,6 @@ def test_finding_sru_float64_inference_fails_on_cpu():
     assert not out.passed and "expected scalar type Float but found Double" in out.reason
     assert compare(SRUCellModule(dtype="float64"), _case(), grads=True).passed
     assert compare(SRUCellModule(dtype="float32"), _case(), grads=False).passed
+    (row,) = matrix.TARGETS["sru"][1]()
+    cell = matrix._probe(row, "float64", 2, 0)  # the matrix's note ends with what the TorchScript traceback ends with
+    assert cell.status == "FAIL" and cell.detail.endswith("expected scalar type Float but found Double"), cell.detail

@@ -286,7 +286,9 @@ def _probe(row: Row, column: str, examples: int, seed: int) -> Cell:
     if report.passed:
         return Cell("PASS", report=report)
     f = report.failure
-    reason = f.reason.splitlines()[0].split(" (raised at ")[0]
+    lines = [ln.strip() for ln in f.reason.split(" (raised at ")[0].splitlines() if ln.strip()]
+    # a multi-line exception (a TorchScript traceback) says what went wrong on its last line
+    reason = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
     return Cell("FAIL", f"{f.config} | {reason}", report)
 
 
