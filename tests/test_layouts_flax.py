@@ -4,8 +4,9 @@ refrnn vs Flax's published equations (always, NumPy only) and vs flax.linen itse
 import numpy as np
 import pytest
 
-from refrnn import bidirectional as bi
-from refrnn import gru, lstm, rnn, stack
+from refrnn.layers import bidirectional as bi
+from refrnn import gru, lstm, rnn
+from refrnn.layers import stack
 from refrnn.layouts.flax import from_flax, state_from_flax, state_to_flax, to_flax
 
 

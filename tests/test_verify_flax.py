@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from refrnn import bidirectional as bi
+from refrnn.layers import bidirectional as bi
 from refrnn import gru, lstm, rnn
 
 pytest.importorskip("hypothesis")

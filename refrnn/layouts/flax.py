@@ -33,7 +33,7 @@ gate, the SimpleCell), Flax keeps one; where they are not (GRU n: ``b_xn`` outsi
   model with one bias there has them); Flax -> refrnn splits it exactly, copying it into both ``b_x``
   and ``b_h``.
 
-A bidirectional layer (:class:`refrnn.bidirectional.BiLayer`) is ``nn.Bidirectional(nn.RNN(cell),
+A bidirectional layer (:class:`refrnn.layers.bidirectional.BiLayer`) is ``nn.Bidirectional(nn.RNN(cell),
 nn.RNN(cell))``'s tree ``{"forward_rnn": {"cell": ...}, "backward_rnn": {"cell": ...}}``; one
 cell is the cell's own tree, which ``nn.RNN`` nests under ``"cell"``. :func:`from_flax` reads any
 of those, with or without the outer ``{"params": ...}`` of ``module.init``. A SimpleCell's
@@ -128,7 +128,7 @@ def to_flax(params, *, gradient: bool = False) -> dict:
     gets the common gradient of ``b_x`` and ``b_h`` (see the module docstring), and unequal ones are
     refused with ``ValueError``.
     """
-    from ..bidirectional import BiLayer
+    from ..layers.bidirectional import BiLayer
 
     if isinstance(params, BiLayer):
         if type(params.fwd) is not type(params.rev) or getattr(params.fwd, "activation", None) != getattr(params.rev, "activation", None):
@@ -230,7 +230,7 @@ def from_flax(tree, *, activation: str = "tanh", gradient: bool = False):
     if {"forward_rnn", "backward_rnn"} & set(tree):
         if set(tree) != {"forward_rnn", "backward_rnn"}:
             raise ValueError(f"tree: an nn.Bidirectional tree has exactly forward_rnn and backward_rnn, got {sorted(map(str, tree))}")
-        from ..bidirectional import BiLayer
+        from ..layers.bidirectional import BiLayer
 
         parts = []
         for d in ("forward_rnn", "backward_rnn"):
@@ -250,7 +250,7 @@ def from_flax(tree, *, activation: str = "tanh", gradient: bool = False):
 def state_to_flax(params, state):
     """refrnn's state of one layer (``h``, an LSTM's ``(h, c)``, a BiLayer's pair of those) -> Flax's carry
     (``h``, ``(c, h)``, ``(forward carry, backward carry)``); None stays None."""
-    from ..bidirectional import BiLayer
+    from ..layers.bidirectional import BiLayer
 
     if state is None:
         return None
@@ -264,7 +264,7 @@ def state_to_flax(params, state):
 
 def state_from_flax(params, carry):
     """The inverse of :func:`state_to_flax`."""
-    from ..bidirectional import BiLayer
+    from ..layers.bidirectional import BiLayer
 
     if carry is None:
         return None

@@ -131,7 +131,7 @@ class KerasLayout(Layout):
     def _weight_grads(g) -> list[np.ndarray]:
         """refrnn gradients -> Keras's get_weights() list: a bias Keras keeps for b_x + b_h gets their common
         gradient (d(b_x + b_h) is the gradient of each), so b_h is zeroed before the layout sums them."""
-        from ..bidirectional import BiLayer
+        from ..layers.bidirectional import BiLayer
 
         if isinstance(g, BiLayer):
             return KerasLayout._weight_grads(g.fwd) + KerasLayout._weight_grads(g.rev)
