@@ -88,13 +88,14 @@ def test_float64_gru_reset_after_without_a_mask_is_exact():
 def test_finding_keras_float64_generic_cell_rounds_to_float32():
     """keras 3.15.1 on torch: a dtype="float64" SimpleRNN (and a GRU with reset_after=False or any masked
     layer, which take the same generic cell path) rounds its products to float32 (Keras's result_type maps
-    float64 operands to float32): errors ~1e-8, above the float64 bound 1e-10, well within float32's."""
+    float64 operands to float32): errors ~1e-8, above the float64 bound 1e-10, well within float32's; its
+    gradients (torch autograd through the same path) agree to 1e-6."""
     import keras
 
     if keras.__version__ != "3.15.1":
         pytest.skip(f"finding pinned for keras 3.15.1; {keras.__version__} is installed: re-run `refrnn verify keras`")
     cand = keras_layer("SimpleRNN")
-    report = verify(cand, conventions=(), max_examples=EX, **SMALL)
+    report = verify(cand, conventions=(), max_examples=EX, grads=False, **SMALL)  # a forward finding: shrink the forward
     assert not report.passed and "y" in report.failure.failing_outputs, str(report)
     assert verify(cand, conventions=(), max_examples=EX, tol=1e-6, **SMALL).passed
 
