@@ -222,3 +222,25 @@ def test_bad_candidate_arguments_name_themselves():
     # a convention Flax cannot hold is refused by the layout, before anything runs
     with pytest.raises(ValueError, match="reset gate after the recurrent product"):
         verify(_flax_rnn("GRUCell"), options={"reset": ("before",)}, max_examples=1)
+
+
+@needs_flax
+def test_reverse_without_keep_order_returns_processing_order_with_padding_at_the_end():
+    """``nn.RNN(reverse=True, keep_order=False)`` with ``seq_lengths``: "processed from right to left, and returned
+    in reverse order ... padding will always remain at the end" -- step t of sample b is the reverse direction's
+    output at step L_b - 1 - t of the reference, for t < L_b."""
+    import jax
+    from flax import linen as nn
+
+    from refrnn.layers import stack
+    from refrnn.layouts.flax import to_flax
+
+    rng = np.random.default_rng(3)
+    p = gru.init(3, 4, rng=rng).map(lambda a: a + 0.3 * rng.standard_normal(a.shape))
+    x, lengths = rng.standard_normal((5, 2, 3)), np.array([3, 5])
+    y, _, _ = stack.forward([bi.BiLayer(p, p)], x, lengths=lengths)
+    with jax.enable_x64(True):
+        module = nn.RNN(nn.GRUCell(4, param_dtype=np.float64), time_major=True, reverse=True, keep_order=False)
+        fy = np.asarray(module.apply({"params": {"cell": to_flax(p)}}, x, seq_lengths=lengths))
+    for b, L in enumerate(lengths):
+        np.testing.assert_allclose(fy[:L, b], y[L - 1 :: -1, b, 4:], rtol=0, atol=1e-12)
