@@ -205,7 +205,7 @@ def test_missing_flax_is_not_installed_in_the_matrix_and_a_usage_error_by_name(m
     ran = []
     monkeypatch.setattr(matrix, "build", lambda *a, **k: ran.append(a))
     assert main(["flax"]) == 2 and not ran
-    assert "jax, flax not installed (pip install 'refrnn[flax]'" in capsys.readouterr().err
+    assert "jax, flax not installed (pip install 'refrnn[flax]')" in capsys.readouterr().err  # one hint for both
     with pytest.raises(SystemExit) as err:
         main(["flaxx"])
     assert err.value.code == 2

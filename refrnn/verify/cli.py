@@ -171,7 +171,7 @@ def _matrix_main(args) -> int:
                     "keras": "pip install keras==3.15.1", "torch": "pip install torch==2.13.0",
                     "jax": "pip install 'refrnn[flax]'", "flax": "pip install 'refrnn[flax]'"}
             print(
-                f"refrnn verify {args.target}: {', '.join(absent)} not installed ({'; '.join(hint.get(m, 'pip install ' + m) for m in absent)})",
+                f"refrnn verify {args.target}: {', '.join(absent)} not installed ({'; '.join(dict.fromkeys(hint.get(m, 'pip install ' + m) for m in absent))})",
                 file=sys.stderr,
             )
             return 2
