@@ -28,7 +28,15 @@ initial state absent   ``initial_state`` not passed (zeros)
 =====================  ==================================================================================
 
 Not expressible: peepholes and the projection (Keras has neither), unbatched input (rank 3 only),
-several layers (a stack is a model, not a layer option). Gradients are not compared here (forward only).
+several layers (a stack is a model, not a layer option).
+
+Gradients. On the torch backend a layer's weights are ``torch.nn.Parameter``\ s and its call is
+differentiable, so the candidate takes ``dy`` and ``dstate_T`` and returns, through torch autograd,
+``{"weights": [...], "x": dx, "state0": [...]}`` in ``get_weights()`` order (forward layer, then
+backward). Where Keras keeps one bias for refrnn's ``b_x + b_h`` (LSTM, SimpleRNN, a
+``reset_after=False`` GRU), its gradient is the gradient of each of the two (they are equal in the
+reference, which the layout checks), not their sum. With a mask the upstream gradient of y is zero
+past each length, where Keras's y is its own convention and not compared.
 """
 
 from __future__ import annotations
@@ -114,7 +122,28 @@ class KerasLayout(Layout):
                   "activation": getattr(cell, "activation", "tanh"), "bidirectional": case.config.bidirectional}
         weights = {"weights": keras_layout.to_keras(p), "config": config}
         state = None if case.state0 is None else self._flat_state(case, case.state0[0])
-        return (weights, np.swapaxes(case.x, 0, 1), state)
+        args = (weights, np.swapaxes(case.x, 0, 1), state)
+        if case.dy is not None:
+            args += (self._masked_y(case, np.swapaxes(case.dy, 0, 1)).astype(case.dy.dtype), self._flat_state(case, case.dstate_T[0]))
+        return args
+
+    @staticmethod
+    def _weight_grads(g) -> list[np.ndarray]:
+        """refrnn gradients -> Keras's get_weights() list: a bias Keras keeps for b_x + b_h gets their common
+        gradient (d(b_x + b_h) is the gradient of each), so b_h is zeroed before the layout sums them."""
+        from ..layers.bidirectional import BiLayer
+
+        if isinstance(g, BiLayer):
+            return KerasLayout._weight_grads(g.fwd) + KerasLayout._weight_grads(g.rev)
+        if getattr(g, "reset", None) == "after":  # two biases in Keras too: a plain re-ordering
+            return keras_layout.to_keras(g)
+        if not np.array_equal(g.b_x, g.b_h):
+            raise ValueError("grads: Keras keeps one bias where refrnn has b_x + b_h, so their gradients must be equal, but they differ")
+        return keras_layout.to_keras(g.replace(b_h=np.zeros_like(g.b_h)))
+
+    def _weight_names(self, case: Case) -> list[str]:
+        one = ["dkernel", "drecurrent_kernel", "dbias"]
+        return one + ([n + "_reverse" for n in one] if case.config.bidirectional else [])
 
     def _masked_y(self, case: Case, y: np.ndarray) -> np.ndarray:
         valid = _valid(case)
@@ -123,15 +152,30 @@ class KerasLayout(Layout):
     def reference_outputs(self, case, y, states_T, grads, dx, dstates0):
         out = {"y": self._masked_y(case, np.swapaxes(y, 0, 1))}
         out.update(zip(self._names(case), self._flat_state(case, states_T[0])))
+        if grads is not None:
+            out["dx"] = np.swapaxes(dx, 0, 1)
+            if case.state0 is not None:
+                out.update(zip(self._state0_names(case), self._flat_state(case, dstates0[0])))
+            out.update(zip(self._weight_names(case), self._weight_grads(grads[0])))
         return out
 
+    def _state0_names(self, case: Case) -> list[str]:
+        return ["d" + n.replace("_T", "_0") for n in self._names(case)]
+
     def candidate_outputs(self, case, result, grads: bool):
-        y, states, _ = _unpack(result, False)
+        y, states, g = _unpack(result, grads)
         out = {"y": self._masked_y(case, _np("y", y))}
         names = self._names(case)
         if not isinstance(states, (list, tuple)) or len(states) != len(names):
             raise TypeError(f"candidate: expected the {len(names)} returned states {names}, got {type(states).__name__}")
         out.update({n: _np(n, a) for n, a in zip(names, states)})
+        if grads:
+            if not isinstance(g, dict) or "weights" not in g:
+                raise TypeError(f"candidate: grads must be a dict with 'weights', 'x' and 'state0', got {type(g).__name__}")
+            out["dx"] = _np("grads['x']", g["x"])
+            if case.state0 is not None and g.get("state0") is not None:
+                out.update({n: _np(n, a) for n, a in zip(self._state0_names(case), g["state0"])})
+            out.update({n: _np(n, a) for n, a in zip(self._weight_names(case), g["weights"])})
         return out
 
     def describe(self, case: Case, name: str, index: tuple) -> str:
@@ -151,11 +195,12 @@ if "keras" not in LAYOUTS:
 
 class KerasLayer:
     """A candidate that runs ``keras.layers.<kind>`` ("GRU", "LSTM", "SimpleRNN") in ``dtype`` on the torch
-    backend, forward only. ``split_directions=True`` checks ``go_backwards`` (module docstring);
-    ``layer_kwargs`` are passed to every layer's constructor (a way to plant a wrong conversion)."""
+    backend, with gradients through torch autograd. ``split_directions=True`` checks ``go_backwards``
+    (module docstring); ``layer_kwargs`` are passed to every layer's constructor (a way to plant a wrong
+    conversion)."""
 
     layout = "keras"
-    grads = False
+    grads = True
     max_layers = 1
 
     def __init__(self, kind: str = "GRU", *, dtype="float64", split_directions: bool = False, layer_kwargs: dict | None = None,
@@ -183,36 +228,62 @@ class KerasLayer:
         return getattr(keras.layers, self.kind)(config["units"], **kw)
 
     def _call(self, layer, weights, x, state, mask):
-        layer.build(x.shape)
+        """Run ``layer`` on torch tensors (x, state) with ``weights`` set; its outputs as torch tensors."""
+        layer.build(tuple(x.shape))
         layer.set_weights(weights)
         kwargs = {}
         if state is not None:
-            kwargs["initial_state"] = [np.ascontiguousarray(s) for s in state]
+            kwargs["initial_state"] = list(state)
         if mask is not None:
             kwargs["mask"] = mask
-        out = layer(np.ascontiguousarray(x), **kwargs)
-        return [np.asarray(o.detach().cpu().numpy() if hasattr(o, "detach") else o) for o in out]
+        return list(layer(x, **kwargs))
 
     def __call__(self, weights, x, state0, dy=None, dstate_T=None, *, lengths=None):
+        import torch
+
         keras = import_keras()
         config, arrays = weights["config"], list(weights["weights"])
-        x = np.asarray(x)
-        mask = None if lengths is None else np.arange(x.shape[1])[None, :] < np.asarray(lengths)[:, None]
+        want = dy is not None
+
+        def leaf(a):
+            return torch.from_numpy(np.array(a, copy=True)).requires_grad_(want)
+
+        tx = leaf(x)
+        ts0 = None if state0 is None else [leaf(s) for s in state0]
+        mask = None if lengths is None else np.arange(tx.shape[1])[None, :] < np.asarray(lengths)[:, None]
         n = len(arrays) // 2
         k = 2 if self.kind == "LSTM" else 1  # states per direction
-        if not config["bidirectional"]:
-            out = self._call(self._layer(keras, config), arrays, x, state0, mask)
-            return out[0], out[1:]
-        if not self.split_directions:
-            layer = keras.layers.Bidirectional(self._layer(keras, config), merge_mode="concat", dtype=self.dtype.name)
-            out = self._call(layer, arrays, x, state0, mask)
-            return out[0], out[1:]
-        fwd = self._call(self._layer(keras, config), arrays[:n], x, None if state0 is None else state0[:k], mask)
-        bwd = self._call(self._layer(keras, config, go_backwards=True), arrays[n:], x, None if state0 is None else state0[k:], mask)
-        # go_backwards returns outputs in processing order (step T-1 first): flip them back; with a mask
-        # the padded steps come first in that order and stay zero, so the flip puts them back at the end
-        y = np.concatenate([fwd[0], bwd[0][:, ::-1]], axis=-1)
-        return y, fwd[1:] + bwd[1:]
+        with torch.set_grad_enabled(want):
+            if not config["bidirectional"]:
+                layer = self._layer(keras, config)
+                out = self._call(layer, arrays, tx, ts0, mask)
+                y, states, variables = out[0], out[1:], list(layer.weights)
+            elif not self.split_directions:
+                layer = keras.layers.Bidirectional(self._layer(keras, config), merge_mode="concat", dtype=self.dtype.name)
+                out = self._call(layer, arrays, tx, ts0, mask)
+                y, states = out[0], out[1:]
+                variables = list(layer.forward_layer.weights) + list(layer.backward_layer.weights)
+            else:
+                f_layer, b_layer = self._layer(keras, config), self._layer(keras, config, go_backwards=True)
+                fwd = self._call(f_layer, arrays[:n], tx, None if ts0 is None else ts0[:k], mask)
+                bwd = self._call(b_layer, arrays[n:], tx, None if ts0 is None else ts0[k:], mask)
+                # go_backwards returns outputs in processing order (step T-1 first): flip them back; with a mask
+                # the padded steps come first in that order and stay zero, so the flip puts them back at the end
+                y = torch.cat([fwd[0], torch.flip(bwd[0], dims=(1,))], dim=-1)
+                states, variables = fwd[1:] + bwd[1:], list(f_layer.weights) + list(b_layer.weights)
+        y_np, states_np = y.detach().cpu().numpy(), [s.detach().cpu().numpy() for s in states]
+        if not want:
+            return y_np, states_np
+        loss = (y * torch.from_numpy(np.asarray(dy))).sum()
+        for s, g in zip(states, dstate_T):
+            loss = loss + (s * torch.from_numpy(np.asarray(g))).sum()
+        loss.backward()
+
+        def grad(t):
+            return np.zeros(tuple(t.shape), dtype=self.dtype) if t.grad is None else t.grad.detach().cpu().numpy()
+
+        grads = {"weights": [grad(v.value) for v in variables], "x": grad(tx), "state0": None if ts0 is None else [grad(s) for s in ts0]}
+        return y_np, states_np, grads
 
 
 def keras_layer(kind: str = "GRU", *, dtype="float64", split_directions: bool = False, layer_kwargs: dict | None = None,

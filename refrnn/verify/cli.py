@@ -12,9 +12,10 @@ anything fails, 2 when PyTorch or Hypothesis is missing. ``refrnn verify sru`` d
 ``sru`` package's ``SRUCell`` (float64 and float32; its first import compiles a C++ extension).
 ``refrnn verify onnxruntime`` and ``refrnn verify onnx-reference`` print the conformance matrix
 (:mod:`refrnn.verify.matrix`) of ONNX ``GRU``/``LSTM``/``RNN`` nodes on that runtime, ``refrnn verify
-keras`` that of Keras 3's ``GRU``/``LSTM``/``SimpleRNN`` (torch backend); ``refrnn verify
-all`` the matrix of every installed target (a missing one is listed as not installed; asked for by
-name, it is exit status 2 and nothing runs).
+keras`` that of Keras 3's ``GRU``/``LSTM``/``SimpleRNN`` (torch backend), ``refrnn verify flax`` that
+of Flax's ``GRUCell``/``LSTMCell``/``OptimizedLSTMCell``/``SimpleCell`` in ``nn.RNN`` (JAX on CPU);
+``refrnn verify all`` the matrix of every installed target, the sru package's ``SRUCell`` among them
+(a missing one is listed as not installed; asked for by name, it is exit status 2 and nothing runs).
 """
 
 from __future__ import annotations
@@ -153,11 +154,11 @@ def gradcheck_reference() -> bool:
     return ok
 
 
-MATRIX_TARGETS = ("onnxruntime", "onnx-reference", "keras")
+MATRIX_TARGETS = ("onnxruntime", "onnx-reference", "keras", "flax")
 
 
 def _matrix_main(args) -> int:
-    """``refrnn verify onnxruntime|onnx-reference|all``: the conformance matrix of :mod:`refrnn.verify.matrix`."""
+    """``refrnn verify onnxruntime|onnx-reference|keras|flax|all``: the conformance matrix of :mod:`refrnn.verify.matrix`."""
     import json
 
     from . import matrix
@@ -167,9 +168,10 @@ def _matrix_main(args) -> int:
         absent = matrix.missing(args.target)
         if absent:
             hint = {"onnxruntime": "pip install onnxruntime==1.31.1", "onnx": "pip install onnx", "hypothesis": "pip install hypothesis",
-                    "keras": "pip install keras==3.15.1", "torch": "pip install torch==2.13.0"}
+                    "keras": "pip install keras==3.15.1", "torch": "pip install torch==2.13.0",
+                    "jax": "pip install 'refrnn[flax]'", "flax": "pip install 'refrnn[flax]'"}
             print(
-                f"refrnn verify {args.target}: {', '.join(absent)} not installed ({'; '.join(hint.get(m, 'pip install ' + m) for m in absent)})",
+                f"refrnn verify {args.target}: {', '.join(absent)} not installed ({'; '.join(dict.fromkeys(hint.get(m, 'pip install ' + m) for m in absent))})",
                 file=sys.stderr,
             )
             return 2
@@ -185,16 +187,17 @@ def _matrix_main(args) -> int:
 
 
 def main(argv=None) -> int:
-    """``refrnn verify torch|sru|onnxruntime|onnx-reference|keras|all [--examples N] [--seed S] [--max-steps T]
+    """``refrnn verify torch|sru|onnxruntime|onnx-reference|keras|flax|all [--examples N] [--seed S] [--max-steps T]
     [--dtype float64|float32|both] [--json]``."""
     parser = argparse.ArgumentParser(prog="refrnn verify", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "target", choices=["torch", "sru", *MATRIX_TARGETS, "all"],
         help="the implementation to verify (sru: the sru package's SRUCell; onnxruntime / onnx-reference: ONNX GRU, "
-        "LSTM and RNN nodes; keras: Keras 3 GRU, LSTM, SimpleRNN on torch; all: every installed target, as one conformance matrix)",
+        "LSTM and RNN nodes; keras: Keras 3 GRU, LSTM, SimpleRNN on torch; flax: flax.linen GRUCell, LSTMCell, OptimizedLSTMCell, "
+        "SimpleCell in nn.RNN; all: every installed target, as one conformance matrix)",
     )
-    parser.add_argument("--json", action="store_true", help="onnxruntime, onnx-reference, all: print the matrix as JSON")
-    parser.add_argument("--png", metavar="FILE", help="onnxruntime, onnx-reference, all: also draw the matrix into this PNG")
+    parser.add_argument("--json", action="store_true", help="onnxruntime, onnx-reference, keras, flax, all: print the matrix as JSON")
+    parser.add_argument("--png", metavar="FILE", help="onnxruntime, onnx-reference, keras, flax, all: also draw the matrix into this PNG")
     parser.add_argument("--examples", type=int, default=EXAMPLES, help=f"Hypothesis examples per module and dtype (default {EXAMPLES})")
     parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0; runs are deterministic)")
     steps = VERIFY_SIZES["max_T"]

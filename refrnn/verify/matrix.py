@@ -27,6 +27,13 @@ number), ``n/e`` (not expressible: the framework has no such option, with the re
 ``n/c`` (not checked: the adapter does not compare it),
 ``-`` (not this op's) or ``not installed``. Forward-only frameworks show ``n/e`` for gradients.
 
+Rows: ``torch`` (``nn.GRU``, ``nn.LSTM``, ``nn.RNN``), ``sru`` (the sru package's ``SRUCell``: none
+of the GRU/LSTM/RNN columns are its own, and its adapter passes none of the conventions, so only
+``init present`` and the dtype and gradient columns run), ``onnxruntime`` and ``onnx-reference``
+(ONNX ``GRU``, ``LSTM``, ``RNN`` nodes), ``keras`` (``GRU``, ``LSTM``, ``SimpleRNN`` on torch; gradients
+through torch autograd) and ``flax`` (``GRUCell``, ``LSTMCell``, ``OptimizedLSTMCell``, ``SimpleCell``
+in ``nn.RNN``; gradients from ``jax.vjp``).
+
 Below the matrix, *attribute probes* check ONNX attributes refrnn cannot express (``clip``,
 ``input_forget``, non-default ``activations``): each is set to a value that must change the result,
 and a runtime whose output still equals the attribute-free reference ignores it (a finding).
@@ -59,7 +66,10 @@ _OP_COLUMNS = {
         "projection": {"peepholes": (False,), "proj": (True,)},
     },
     "RNN": {"RNN tanh": {"activation": ("tanh",)}, "RNN relu": {"activation": ("relu",)}},
+    "SRU": {},  # none of the option columns is an SRU's
 }
+# a row's op name -> the cell family whose option columns it has
+_FAMILY = {"SimpleRNN": "RNN", "GRUCell": "GRU", "LSTMCell": "LSTM", "OptimizedLSTMCell": "LSTM", "SimpleCell": "RNN", "SRUCell": "SRU"}
 
 
 @dataclasses.dataclass
@@ -152,16 +162,65 @@ def _keras_rows() -> list[Row]:
         def make(dtype, column, op=op):
             return keras_layer(op, dtype=dtype, split_directions=(column == "reverse"))
 
-        rows.append(Row("keras", v, op, make, ne, False, same_as={"batch-major": "init present"},
-                        not_checked={"gradients": "the Keras adapter compares outputs only"}, examples=12))
+        rows.append(Row("keras", v, op, make, ne, True, same_as={"batch-major": "init present"}, examples=12))
+    return rows
+
+
+def _sru_rows() -> list[Row]:
+    import warnings
+
+    import torch
+
+    from .adapters import SRUCellModule
+
+    torch.set_num_threads(1)  # tiny problems: see refrnn.verify.cli
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # without CUDA the package warns that it uses a dummy extension
+        import sru
+    adapter = "the sru-cell adapter does not pass it"
+    ne = {
+        "reverse": "sru.SRUCell has no reverse-only form (bidirectional=True runs both directions)",
+        "batch-major": "sru.SRUCell takes time-major input (length, batch, features) only",
+    }
+    nc = {
+        "bidirectional": f"sru.SRUCell(bidirectional=True); {adapter}",
+        "lengths": f"sru.SRUCell's mask_pad; {adapter}",
+        "init absent": f"sru.SRUCell's c0=None; {adapter}",
+    }
+
+    def make(dtype, column):
+        return SRUCellModule(dtype=dtype)
+
+    return [Row("sru", f"sru {getattr(sru, '__version__', '?')}", "SRUCell", make, ne, True, not_checked=nc)]
+
+
+def _flax_rows() -> list[Row]:
+    from .adapters_flax import CELLS, flax_rnn, flax_version
+
+    v = flax_version()
+    rows = []
+    for cell in CELLS:
+        ne = {}
+        if cell == "GRUCell":
+            ne["GRU reset before"] = "Flax's GRUCell applies the reset gate after the recurrent product only"
+        if "LSTM" in cell:
+            ne = {"peepholes": "Flax's LSTM cells have no peepholes", "projection": "Flax's LSTM cells have no projection"}
+
+        def make(dtype, column, cell=cell):
+            return flax_rnn(cell, dtype=dtype, split_directions=(column == "reverse"))
+
+        # XLA compiles every new shape (about a second each on 2 busy cores): few examples per cell
+        rows.append(Row("flax", v, cell, make, ne, True, examples=6))
     return rows
 
 
 TARGETS = {
     "torch": (("torch", "hypothesis"), _torch_rows),
+    "sru": (("sru", "torch", "hypothesis"), _sru_rows),
     "onnxruntime": (("onnx", "onnxruntime", "hypothesis"), lambda: _onnx_rows("onnxruntime")),
     "onnx-reference": (("onnx", "hypothesis"), lambda: _onnx_rows("reference")),
     "keras": (("keras", "torch", "hypothesis"), _keras_rows),
+    "flax": (("jax", "flax", "hypothesis"), _flax_rows),
 }
 """CLI target -> (the modules it needs, a function building its rows)."""
 
@@ -174,7 +233,7 @@ def missing(target: str) -> list[str]:
 
 
 def _op_of(row: Row) -> str:
-    return {"SimpleRNN": "RNN"}.get(row.op, row.op.removeprefix("nn."))
+    return _FAMILY.get(row.op, row.op.removeprefix("nn."))
 
 
 def _passing(row: Row, op: str) -> tuple[dict | None, tuple]:
@@ -227,7 +286,9 @@ def _probe(row: Row, column: str, examples: int, seed: int) -> Cell:
     if report.passed:
         return Cell("PASS", report=report)
     f = report.failure
-    reason = f.reason.splitlines()[0].split(" (raised at ")[0]
+    lines = [ln.strip() for ln in f.reason.split(" (raised at ")[0].splitlines() if ln.strip()]
+    # a multi-line exception (a TorchScript traceback) says what went wrong on its last line
+    reason = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
     return Cell("FAIL", f"{f.config} | {reason}", report)
 
 
