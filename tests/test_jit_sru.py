@@ -149,7 +149,7 @@ def test_stretches_split_rows_only_when_samples_are_few():
 
 def test_float64_skip_offset_and_defaults():
     """The identity skip reading x columns [o, o+H) of a wider input (a bidirectional layer's
-    reverse direction); c0=None and dc_T=None mean zeros."""
+    reverse direction); state0=None and dstate_T=None mean zeros."""
     p, x, _, _ = _case("identity", True, "identity", False, H=6, offset=3, D=11)
     y_ref, cT_ref, cache_ref = sru.forward(p, x)
     y, cT, cache = fast.forward(p, x)
@@ -278,7 +278,7 @@ def test_bad_backward_input():
         fast.backward(p, cache, dy[:2])
     with pytest.raises(TypeError, match="dy: dtype float32"):
         fast.backward(p, cache, dy.astype(np.float32))
-    with pytest.raises(ValueError, match=r"dc_T: expected shape \(B, H\)"):
+    with pytest.raises(ValueError, match=r"dstate_T: expected shape \(B, H\)"):
         fast.backward(p, cache, dy, np.zeros((2, 5)))
     with pytest.raises(TypeError, match="cache: expected the SRUCache"):
         fast.backward(p, tuple(cache), dy)
@@ -289,3 +289,20 @@ def test_bad_backward_input():
         fast.backward(p.replace(skip="none", alpha=1.0), cache, dy)
     with pytest.raises(TypeError, match="params: expected SRUParams"):
         fast.backward(None, cache, dy)
+
+
+def test_former_state_keywords_still_work():
+    """``c0=`` and ``dc_T=`` (the names before state0 / dstate_T) work for one release, with a warning."""
+    p, x, c0, _ = _case("identity", True, "identity", False, T=3, B=2, H=4)
+    y, cT, cache = fast.forward(p, x, c0)
+    dy, dT = np.ones_like(y), np.ones_like(cT)
+    want = fast.backward(p, cache, dy, dT)
+    with pytest.warns(DeprecationWarning, match="c0= is deprecated"):
+        y_old = fast.forward(p, x, c0=c0)[0]
+    with pytest.warns(DeprecationWarning, match="c0= is deprecated"):
+        fast.forward_inference(p, x, c0=c0)
+    with pytest.warns(DeprecationWarning, match="dc_T= is deprecated"):
+        got = fast.backward(p, cache, dy, dc_T=dT)
+    assert np.array_equal(y, y_old) and np.array_equal(want[1], got[1]) and np.array_equal(want[2], got[2])
+    with pytest.raises(TypeError, match="both c0= and state0="):
+        fast.forward(p, x, c0=c0, state0=c0)
