@@ -313,3 +313,14 @@ class RatioBenchmark:
         return measure_ratio(
             candidate, baseline, repeats=self.ratio_repeats, sample=self.ratio_sample, settle=self.ratio_settle
         )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training steps (forward + backward, back to back): the sizes of refrnn bench's *-train workloads
+# (refrnn/bench/registry.py TRAIN_SIZES), plus a "small" size that runs in milliseconds.
+
+TRAIN_SIZES = {
+    "small": dict(T=20, B=8, D=27, H=128),
+    "paper": dict(T=50, B=64, D=27, H=1024),
+    "mid": dict(T=100, B=32, D=256, H=256),
+}
