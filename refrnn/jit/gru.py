@@ -17,15 +17,20 @@ shows which wins where; ``algorithm="auto"`` (the default) picks by the rule mea
 (:mod:`refrnn.jit._strategy`: "fused" for B >= 2 and D <= H/8, else "batched"), or takes the
 algorithm of the ``prepared`` layout passed in. ``strategy=`` is the keyword's former name.
 
-Two entry points, like the reference: :func:`forward` fills a :class:`refrnn.cells.gru.GRUCache`
-that :func:`refrnn.cells.gru.backward` consumes (training); :func:`forward_inference` keeps only
-the outputs.
+Three entry points, like the reference: :func:`forward` fills a :class:`refrnn.cells.gru.GRUCache`
+(training), :func:`backward` consumes one (from this forward or the reference's; the reference's
+backward takes this forward's just as well), :func:`forward_inference` keeps only the outputs.
+
+:func:`backward` is :func:`refrnn.cells.gru.backward` compiled (:mod:`refrnn.jit._backward`): per
+step one fused element-wise pass and the recurrence's product(s), then one GEMM over all T*B rows
+per weight gradient and one for ``dx``. Every product of a jit forward and backward runs on the one
+BLAS numba calls, so a training loop never alternates two OpenBLAS thread pools (see there).
 
 float64 agrees with the reference to 1e-10 (libm activations, only rounding order differs);
 float32 uses a polynomial exp (see :mod:`refrnn.jit._kernels`) and agrees within the tolerance
 argued in ``tests/test_jit_gru_lstm.py``.
 
-Shapes: x (T, B, D); h0 (B, H); y (T, B, H); h_T (B, H). Time-major.
+Shapes: x (T, B, D); state0 (B, H); y (T, B, H); h_T (B, H); dy (T, B, H); dstate_T (B, H). Time-major.
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._moved import algorithm_keyword
+from .._checks import float_array, instance
+from .._moved import algorithm_keyword, renamed
 from ..cells import gru as reference
-from ..cells._common import frozen
+from ..cells._common import check_cache, frozen, gradients
 from ..cells.gru import GRUCache, GRUParams
-from . import _kernels, _strategy
+from . import _backward, _kernels, _strategy
 
 ALGORITHMS = ("batched", "fused")  # what prepare() builds; forward also takes "auto" (refrnn.jit._strategy)
 STRATEGIES = ALGORITHMS  # the former name
@@ -82,8 +88,8 @@ def prepare(params: GRUParams, algorithm: str = "batched", *, strategy: str | No
     return Prepared(algorithm, params.reset, bias, W_x[2 * H :].T, F.T, W_hnT, params)
 
 
-def _run(params, x, h0, algorithm, prepared, train):
-    x, h0 = reference.check_inputs(params, x, h0)
+def _run(params, x, state0, algorithm, prepared, train):
+    x, h0 = reference.check_inputs(params, x, state0)
     prepared = _strategy.prepared_for(params, algorithm, prepared, prepare, Prepared, _strategy.resolver(params, x.shape[1]))
     T, B, _ = x.shape
     H = params.hidden_size
@@ -109,21 +115,83 @@ def _run(params, x, h0, algorithm, prepared, train):
     return x, hs, (r, z, n, g)
 
 
-def forward(params: GRUParams, x, h0=None, *, algorithm: str = "auto", prepared: Prepared | None = None,
+@renamed(h0="state0")
+def forward(params: GRUParams, x, state0=None, *, algorithm: str = "auto", prepared: Prepared | None = None,
             strategy: str | None = None):
     """Training forward: ``(y, h_T, cache)`` exactly as :func:`refrnn.cells.gru.forward` returns them.
 
-    ``cache`` is a :class:`refrnn.cells.gru.GRUCache` for :func:`refrnn.cells.gru.backward`.
+    ``cache`` is a :class:`refrnn.cells.gru.GRUCache` for :func:`backward` (or the reference's).
+    ``h0=`` is the former name of ``state0``.
     """
     algorithm = algorithm_keyword(algorithm, strategy=strategy)
-    x, hs, (r, z, n, g) = _run(params, x, h0, algorithm, prepared, train=True)
+    x, hs, (r, z, n, g) = _run(params, x, state0, algorithm, prepared, train=True)
     frozen(hs, r, z, n, g)
     return hs[1:], hs[-1].copy(), GRUCache(x, hs, r, z, n, g)
 
 
-def forward_inference(params: GRUParams, x, h0=None, *, algorithm: str = "auto", prepared: Prepared | None = None,
+@renamed(h0="state0")
+def forward_inference(params: GRUParams, x, state0=None, *, algorithm: str = "auto", prepared: Prepared | None = None,
                       strategy: str | None = None):
     """Inference forward: ``(y, h_T)``, no cache kept."""
     algorithm = algorithm_keyword(algorithm, strategy=strategy)
-    _, hs, _ = _run(params, x, h0, algorithm, prepared, train=False)
+    _, hs, _ = _run(params, x, state0, algorithm, prepared, train=False)
     return hs[1:], hs[-1].copy()
+
+
+def _kernel_array(a: np.ndarray) -> np.ndarray:
+    """``a`` C-ordered and read-only (a view; a copy only if not C-ordered): every backward call then
+    has the same array types, so numba compiles one specialisation per dtype and reset."""
+    a = np.ascontiguousarray(a).view()
+    a.flags.writeable = False
+    return a
+
+
+@renamed(dh_T="dstate_T")
+def backward(params: GRUParams, cache: GRUCache, dy, dstate_T=None) -> tuple[GRUParams, np.ndarray, np.ndarray]:
+    """Backprop through time, compiled: ``(grads, dx, dh0)`` as :func:`refrnn.cells.gru.backward` returns them.
+
+    ``dy`` (T, B, H) is dL/dy, ``dstate_T`` (B, H) is dL/dh_T (None: zero; ``dh_T=`` is its former
+    name); ``cache`` the :class:`refrnn.cells.gru.GRUCache` of either forward. ``grads`` is a
+    :class:`refrnn.cells.gru.GRUParams`.
+    """
+    sizes = {"D": params.input_size, "H": params.hidden_size} if isinstance(params, GRUParams) else {}
+    x, h, r, z, n, g = check_cache(cache, GRUCache, instance("params", params, GRUParams), sizes)
+    T, B, H = r.shape
+    D, dt = x.shape[2], params.dtype
+    dims = {"T": T, "B": B, "H": H}
+    dy = float_array("dy", dy, ("T", "B", "H"), dims, dtype=dt)
+    dh = np.zeros((B, H), dt) if dstate_T is None else float_array("dstate_T", dstate_T, ("B", "H"), dims, dtype=dt).copy()
+    if T * B == 0:  # nothing to propagate: zero weight gradients, dh0 = dh_T, as in the reference
+        zeros = dict(W_x=np.zeros((3 * H, D), dt), W_h=np.zeros((3 * H, H), dt), b_x=np.zeros(3 * H, dt), b_h=np.zeros(3 * H, dt))
+        return gradients(params, zeros, np.zeros((T, B, D), dt), dh)
+    cached = tuple(_kernel_array(a) for a in (x, h, r, z, n, g))
+    W_x, W_h = _kernel_array(params.W_x), _kernel_array(params.W_h)
+    dy = _kernel_array(dy)
+    x_c, h_c = cached[0], cached[1]
+    dx = np.empty((T * B, D), dt)
+    dW_x, dW_h = np.empty((3 * H, D), dt), np.empty((3 * H, H), dt)
+    if params.reset == "after":
+        da_x, da_h = np.empty((T, B, 3 * H), dt), np.empty((T, B, 3 * H), dt)
+        acc_x, acc_hn = np.zeros(3 * H), np.zeros(H)
+        _backward.gru_after_backward(cached, dy, W_h, dh, (da_x, da_h), (acc_x, acc_hn))
+        _backward.weight_gradient(da_x, x_c, dW_x)
+        _backward.weight_gradient(da_h, h_c[:-1], dW_h)
+        _backward.input_gradient(da_x, W_x, dx)
+        b_x = acc_x.astype(dt)
+        b_h = np.concatenate([b_x[: 2 * H], acc_hn.astype(dt)])
+    else:
+        d_rz, d_n, rh = np.empty((T, B, 2 * H), dt), np.empty((T, B, H), dt), np.empty((T, B, H), dt)
+        acc_rz, acc_n = np.zeros(2 * H), np.zeros(H)
+        _backward.gru_before_backward(cached, dy, W_h, dh, (d_rz, d_n, rh), (acc_rz, acc_n))
+        _backward.weight_gradient(d_rz, x_c, dW_x[: 2 * H])
+        _backward.weight_gradient(d_n, x_c, dW_x[2 * H :])
+        _backward.weight_gradient(d_rz, h_c[:-1], dW_h[: 2 * H])
+        _backward.weight_gradient(d_n, rh, dW_h[2 * H :])
+        dx_n = np.empty((T * B, D), dt)
+        _backward.input_gradient(d_rz, W_x[: 2 * H], dx)
+        _backward.input_gradient(d_n, W_x[2 * H :], dx_n)
+        dx += dx_n
+        b_x = np.concatenate([acc_rz, acc_n]).astype(dt)
+        b_h = b_x.copy()
+    grads = dict(W_x=dW_x, W_h=dW_h, b_x=b_x, b_h=b_h)
+    return gradients(params, grads, dx.reshape(T, B, D), dh)

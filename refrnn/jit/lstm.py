@@ -12,11 +12,17 @@ parameters have them, both inside the same fused pass), computed in one of two o
 (:mod:`refrnn.jit._strategy`), or takes the algorithm of the ``prepared`` layout passed in.
 ``strategy=`` is the keyword's former name.
 
-:func:`forward` fills a :class:`refrnn.cells.lstm.LSTMCache` for :func:`refrnn.cells.lstm.backward`;
+:func:`forward` fills a :class:`refrnn.cells.lstm.LSTMCache`; :func:`backward` consumes one (from
+this forward or the reference's, and the reference's backward takes this forward's);
 :func:`forward_inference` keeps only the outputs (and two steps of c).
 
-State is the pair ``(h, c)``. Shapes: x (T, B, D); h0 (B, P); c0 (B, H); y (T, B, P); P = H
-without a projection.
+:func:`backward` is :func:`refrnn.cells.lstm.backward` compiled (:mod:`refrnn.jit._backward`),
+projection and peepholes included: per step the projection's product if any, one fused element-wise
+pass and the product ``da[t] @ W_h``; then one GEMM over all T*B rows per weight gradient and one
+for ``dx``, all on the one BLAS numba calls (see there why that matters for a training loop).
+
+State is the pair ``(h, c)``. Shapes: x (T, B, D); state0 = (h0 (B, P), c0 (B, H)); y (T, B, P); dy (T, B, P);
+dstate_T like state0; P = H without a projection.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from typing import NamedTuple
 import numpy as np
 
 from .._moved import algorithm_keyword
+from .._checks import float_array, instance
 from ..cells import lstm as reference
-from ..cells._common import frozen
+from ..cells._common import check_cache, frozen, gradients
 from ..cells.lstm import LSTMCache, LSTMParams
-from . import _kernels, _strategy
+from . import _backward, _kernels, _strategy
+from .gru import _kernel_array
 
 ALGORITHMS = ("batched", "fused")  # what prepare() builds; forward also takes "auto" (refrnn.jit._strategy)
 STRATEGIES = ALGORITHMS  # the former name
@@ -106,3 +114,51 @@ def forward_inference(params: LSTMParams, x, state0=None, *, algorithm: str = "a
     algorithm = algorithm_keyword(algorithm, strategy=strategy)
     x, hs, cs, _, _ = _run(params, x, state0, algorithm, prepared, train=False)
     return hs[1:], (hs[-1].copy(), cs[x.shape[0] % 2].copy())
+
+
+def backward(params: LSTMParams, cache: LSTMCache, dy, dstate_T=None):
+    """Backprop through time, compiled: ``(grads, dx, (dh0, dc0))`` as :func:`refrnn.cells.lstm.backward`.
+
+    ``dy`` (T, B, P); ``dstate_T`` the pair (dL/dh_T, dL/dc_T) or None (zero); ``grads`` an
+    :class:`refrnn.cells.lstm.LSTMParams` with the same optional arrays as ``params``.
+    """
+    instance("params", params, LSTMParams)
+    sizes = {"D": params.input_size, "H": params.hidden_size, "P": params.output_size}
+    check_cache(cache, LSTMCache, params, sizes, present={"m": params.W_hr is not None})
+    x, h, c, i = cache[:4]
+    T, B, H = i.shape
+    D, P, dt = x.shape[2], params.output_size, params.dtype
+    dims = {"T": T, "B": B, "H": H, "P": P}
+    dy = float_array("dy", dy, ("T", "B", "P" if P != H else "H"), dims, dtype=dt)
+    if dstate_T is None:
+        dh, dc = reference.zero_state(params, B)
+    else:
+        dh, dc = (a.copy() for a in reference._state("dstate_T", dstate_T, dims, dt))
+    peeps = params.has_peepholes
+    project = params.W_hr is not None
+    grads = dict(W_x=np.zeros((4 * H, D), dt), W_h=np.zeros((4 * H, P), dt), b_x=np.zeros(4 * H, dt))
+    if T * B == 0:  # nothing to propagate: zero gradients, the state's gradient passes through
+        grads.update({name: np.zeros_like(getattr(params, name)) for name in ("w_ic", "w_fc", "w_oc", "W_hr") if getattr(params, name) is not None})
+        grads["b_h"] = grads["b_x"].copy()
+        return gradients(params, grads, np.zeros((T, B, D), dt), (dh, dc))
+    m = cache.m if project else np.empty((0, B, H), dt)
+    cached = tuple(_kernel_array(a) for a in (*cache[:8], m))
+    peepholes = tuple(_kernel_array(np.zeros(H, dt) if w is None else w) for w in (params.w_ic, params.w_fc, params.w_oc))
+    W_hr = _kernel_array(params.W_hr if project else np.zeros((0, H), dt))
+    da = np.empty((T, B, 4 * H), dt)
+    dh_all = np.empty((T if project else 0, B, P), dt)
+    acc = tuple(np.zeros(n) for n in (4 * H, H, H, H))
+    _backward.lstm_backward(cached, _kernel_array(dy), (_kernel_array(params.W_h), W_hr, peepholes), (dh, dc), da, dh_all, acc, peeps)
+    dx = np.empty((T * B, D), dt)
+    _backward.weight_gradient(da, cached[0], grads["W_x"])
+    _backward.weight_gradient(da, cached[1][:-1], grads["W_h"])
+    _backward.input_gradient(da, _kernel_array(params.W_x), dx)
+    grads["b_x"] = acc[0].astype(dt)
+    grads["b_h"] = grads["b_x"].copy()
+    for name, total in zip(("w_ic", "w_fc", "w_oc"), acc[1:]):
+        if getattr(params, name) is not None:
+            grads[name] = total.astype(dt)
+    if project:
+        grads["W_hr"] = np.empty((P, H), dt)
+        _backward.weight_gradient(dh_all, cached[8], grads["W_hr"])
+    return gradients(params, grads, dx.reshape(T, B, D), (dh, dc))
