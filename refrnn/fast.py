@@ -74,8 +74,10 @@ def forward_inference(params, x, state0=None, *, backend: str = "jit", algorithm
 
 
 def backward(params, cache, dy, dstate_T=None, *, backend: str = "jit"):
-    """``(grads, dx, dstate0)``. A backend without its own backward (the jit GRU/LSTM, whose caches
-    are the reference's) hands the cache to the reference's."""
+    """``(grads, dx, dstate0)`` from ``backend``'s backward: compiled for the jit GRU, LSTM and SRU (their
+    caches are the reference's, so either forward's cache goes to either backward). The GPU backends
+    are inference only and say so, as does the jit conditional GRU; a jit cell without a backward of
+    its own would hand the cache to the reference's."""
     cell = cell_of(_host(params))
     mod = module(cell, backend)
     if not hasattr(mod, "backward"):

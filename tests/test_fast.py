@@ -116,3 +116,17 @@ def test_return_z_still_works_with_a_deprecation_warning():
     y2, h2, cache = mod.forward(p, x)
     np.testing.assert_array_equal(z, cache.z)
     np.testing.assert_array_equal(y, y2)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_jit_backward_of_gru_and_lstm_is_the_compiled_one(cell, monkeypatch):
+    """backend="jit" runs refrnn.jit.<cell>.backward, not the reference's (which would alternate
+    NumPy's and numba's BLAS thread pools in a training loop)."""
+    jit_mod = fast.module(cell, "jit")
+    calls = []
+    compiled = jit_mod.backward
+    monkeypatch.setattr(jit_mod, "backward", lambda *a: calls.append(a) or compiled(*a))
+    p = _cells()[cell]
+    y, _, cache = fast.forward(p, _x(), backend="jit")
+    fast.backward(p, cache, np.ones_like(y), None, backend="jit")
+    assert len(calls) == 1

@@ -320,3 +320,129 @@ def test_import_refrnn_and_bench_do_not_import_numba():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled backward (the Hypothesis properties in properties/test_jit_backward.py cover every
+# option in float64; here: float32, finite differences, bad input, the former keywords)
+#
+# float32 tolerance of the backward: the jit backward in float32 is compared with the float64
+# reference backward run on the same float32-rounded cache, weights and dy (the exact gradients of
+# what the float32 forward stored), and must agree within TOL32 * (T + 1) * max(1, max|g|) for
+# every gradient g. The backward has no activations to approximate (it uses the stored gate
+# values), so its error is rounding alone: each entry of a weight gradient is a float32 sum of
+# T * B products, each step of the recurrence a sum of G * H; at these sizes every such sum is
+# within a few units of 2^-24 of its magnitude (observed, 20-step runs, both resets and LSTMP with
+# peepholes: at most 4.1e-7 of max(1, max|g|), the same as the float32 *reference* backward,
+# up to 6.2e-7), and the T steps' errors at most add up. So 5e-7 (T + 1) has a margin of about 25x
+# at T = 20, while a dropped term or a wrong index is off by 1e-3 of max|g| or more.
+# ---------------------------------------------------------------------------------------------
+
+
+def _rounded_backward_case(mod, p, x, dy):
+    """(exact float64 backward on the float32-rounded cache, float32 cache, float32 params)."""
+    p32 = p.astype(np.float32)
+    p64 = p32.astype(np.float64)
+    _, _, cache64 = mod.forward(p64, x.astype(np.float32).astype(np.float64))
+    cache32 = type(cache64)(*(None if a is None else a.astype(np.float32) for a in cache64))
+    exact = mod.backward(p64, type(cache64)(*(None if a is None else a.astype(np.float64) for a in cache32)), dy.astype(np.float32).astype(np.float64))
+    return exact, cache32, p32
+
+
+@pytest.mark.parametrize("T", [1, 5, 20])
+@pytest.mark.parametrize("variant", ["gru-after", "gru-before", "lstm", "lstmp-peepholes"])
+def test_float32_backward_within_justified_tolerance(T, variant):
+    if variant.startswith("gru"):
+        mod, fast = gru, jit_gru
+        p, x, _ = _gru_case(variant[4:], T, 4, 5, 17, seed=T)
+    else:
+        mod, fast = lstm, jit_lstm
+        p, x, _ = _lstm_case(T, 4, 5, 17, seed=T, **({"proj_size": 3, "peepholes": True} if variant != "lstm" else {}))
+    P = getattr(p, "output_size", p.hidden_size)
+    dy = np.random.default_rng(T).standard_normal((T, 4, P))
+    (grads, dx, _), cache32, p32 = _rounded_backward_case(mod, p, x, dy)
+    grads_j, dx_j, _ = fast.backward(p32, cache32, dy.astype(np.float32))
+    assert dx_j.dtype == np.float32
+    for name in [n for n in p.array_names() if getattr(p, n) is not None]:
+        g = getattr(grads, name)
+        assert getattr(grads_j, name).dtype == np.float32, name
+        tol = TOL32 * (T + 1) * max(1.0, float(np.abs(g).max()))
+        assert _max_err(getattr(grads_j, name), g) <= tol, f"{name}: {_max_err(getattr(grads_j, name), g):.3g} > {tol:.3g}"
+    assert _max_err(dx_j, dx) <= TOL32 * (T + 1) * max(1.0, float(np.abs(dx).max()))
+
+
+@pytest.mark.parametrize("variant", ["gru-before", "lstmp-peepholes"])
+def test_compiled_backward_matches_central_differences(variant):
+    """Independent of the reference backward: the jit backward against finite differences of the
+    reference forward (every parameter, x and state0; refrnn's gradcheck, float64)."""
+    from refrnn import gradcheck
+
+    if variant == "gru-before":
+        p, x, s0 = _gru_case("before", 4, 2, 3, 5)
+        backward = jit_gru.backward
+    else:
+        p, x, s0 = _lstm_case(4, 2, 3, 5, proj_size=2, peepholes=True)
+        backward = jit_lstm.backward
+    report = gradcheck(p, x, s0, backward=backward)
+    assert report.passed and len(report.relative) == len(p.array_names()) + 1 + (2 if variant.startswith("lstm") else 1), report
+
+
+def test_gru_backward_bad_input_and_former_keywords():
+    p, x, h0 = _gru_case("after", 3, 2, 4, 5)
+    y, h_T, cache = jit_gru.forward(p, x, h0)
+    dy = np.ones_like(y)
+    with pytest.raises(TypeError, match="dy: dtype float32"):
+        jit_gru.backward(p, cache, dy.astype(np.float32))
+    with pytest.raises(ValueError, match=r"dy: expected shape \(T, B, H\)"):
+        jit_gru.backward(p, cache, dy[:, :1])
+    with pytest.raises(ValueError, match=r"dstate_T: expected shape \(B, H\)"):
+        jit_gru.backward(p, cache, dy, h_T[:1])
+    with pytest.raises(TypeError, match="cache: expected the GRUCache"):
+        jit_gru.backward(p, tuple(cache), dy)
+    with pytest.raises(TypeError, match="params: expected GRUParams"):
+        jit_gru.backward(lstm.init(4, 5), cache, dy)
+    with pytest.raises(TypeError, match="cache"):
+        jit_gru.backward(p, jit_gru.forward(p.astype(np.float32), x.astype(np.float32))[2], dy)
+    with pytest.deprecated_call(match="dh_T= is deprecated"):
+        old = jit_gru.backward(p, cache, dy, dh_T=h_T)
+    new = jit_gru.backward(p, cache, dy, h_T)
+    assert np.array_equal(old[1], new[1]) and np.array_equal(old[2], new[2])
+    with pytest.deprecated_call(match="h0= is deprecated"):
+        y_old = jit_gru.forward(p, x, h0=h0)[0]
+    assert np.array_equal(y_old, y)
+
+
+def test_lstm_backward_bad_input():
+    p, x, s0 = _lstm_case(3, 2, 4, 5, proj_size=2)
+    y, s_T, cache = jit_lstm.forward(p, x, s0)
+    dy = np.ones_like(y)
+    with pytest.raises(TypeError, match="dy: dtype float32"):
+        jit_lstm.backward(p, cache, dy.astype(np.float32))
+    with pytest.raises(ValueError, match="dy: expected shape"):
+        jit_lstm.backward(p, cache, np.ones(y.shape[:2] + (5,)))
+    with pytest.raises(TypeError, match=r"dstate_T: expected the pair \(h, c\)"):
+        jit_lstm.backward(p, cache, dy, s_T[0])
+    with pytest.raises(ValueError, match=r"dstate_T\[1\] \(c\): expected shape"):
+        jit_lstm.backward(p, cache, dy, (s_T[0], s_T[1][:, :3]))
+    with pytest.raises(ValueError, match="cache.m: this cache has no m"):
+        jit_lstm.backward(p, cache._replace(m=None), dy)
+
+
+def test_backward_of_empty_sequences_and_batches():
+    """T = 0 or B = 0: zero gradients and dstate0 = dstate_T, exactly as the reference returns them."""
+    for T, B in ((0, 2), (3, 0)):
+        p, x, h0 = _gru_case("before", max(T, 1), max(B, 1), 3, 4)
+        x = np.zeros((T, B, 3))
+        _, _, cache = jit_gru.forward(p, x)
+        dT = np.ones((B, 4))
+        ref, fast = gru.backward(p, cache, np.zeros((T, B, 4)), dT), jit_gru.backward(p, cache, np.zeros((T, B, 4)), dT)
+        for name in p.array_names():
+            assert np.array_equal(getattr(ref[0], name), getattr(fast[0], name)), name
+        assert ref[1].shape == fast[1].shape and np.array_equal(ref[2], fast[2])
+        q, _, s0 = _lstm_case(1, 1, 3, 4, proj_size=2, peepholes=True)
+        _, _, cache = jit_lstm.forward(q, x)
+        dT = (np.ones((B, 2)), np.ones((B, 4)))
+        ref, fast = lstm.backward(q, cache, np.zeros((T, B, 2)), dT), jit_lstm.backward(q, cache, np.zeros((T, B, 2)), dT)
+        for name in [n for n in q.array_names() if getattr(q, n) is not None]:
+            assert np.array_equal(getattr(ref[0], name), getattr(fast[0], name)), name
+        assert all(np.array_equal(a, b) for a, b in zip(ref[2], fast[2]))
