@@ -118,3 +118,77 @@ def gemm_flops(T, B, D, H, gates):
     """FLOPs of a forward's products: the input projection (T*B x D x gates*H) and T recurrent
     products (B x H x gates*H)."""
     return 2.0 * T * B * gates * H * (D + H)
+
+
+def torch_train(torch, kind: str, p, x: np.ndarray, state0, dy: np.ndarray):
+    """A zero-argument training step of ``torch.nn.<kind>`` with autograd: forward over ``x`` from
+    ``state0``, then backward of the upstream gradient ``dy`` on ``y``. The input and the initial
+    state require gradients, so torch computes what refrnn's backward returns (weights, dx, dstate0)."""
+    module = getattr(torch.nn, kind)(p.input_size, p.hidden_size)
+    with torch.no_grad():
+        for name, field in TORCH_FIELDS:
+            getattr(module, name).copy_(torch.from_numpy(getattr(p, field)))
+    tx = torch.from_numpy(x).requires_grad_(True)
+    states = state0 if isinstance(state0, tuple) else (state0,)
+    ts = tuple(torch.from_numpy(s)[None].requires_grad_(True) for s in states)
+    tdy = torch.from_numpy(dy)
+
+    def run():
+        for w in (*module.parameters(), tx, *ts):
+            w.grad = None
+        y, _ = module(tx, ts if isinstance(state0, tuple) else ts[0])
+        y.backward(tdy)
+        return module
+
+    return run
+
+
+def products(*gemms):
+    """The products of a step alone, through the BLAS call the fast paths make: ``gemms`` are
+    ``(M, K, N, count, a_transposed)`` (``count`` products (M x K) @ (K x N); ``a_transposed``: the
+    left operand is the transpose of a C-ordered (K, M) array, as in a weight gradient ``da.T @ x``).
+    Operands are seeded random float32 arrays."""
+    from ._products import products_only
+
+    rng = np.random.default_rng(SEED)
+    work = []
+    for M, K, N, count, a_transposed in gemms:
+        a = rng.uniform(-1, 1, (K, M)).astype(np.float32).T if a_transposed else rng.uniform(-1, 1, (M, K)).astype(np.float32)
+        work.append((a, rng.uniform(-1, 1, (K, N)).astype(np.float32), np.empty((M, N), np.float32), count))
+
+    def run():
+        for a, b, out, count in work:
+            products_only(a, b, out, count)
+
+    return run
+
+
+def training_gemms(cell: str, T: int, B: int, D: int, H: int, *, reset: str = "after", P: int = 0):
+    """``(forward, backward)`` lists of the GEMMs of one training step, for :func:`products`: the
+    forward's in the "batched" order (one input GEMM over T*B rows, T recurrent products), the
+    backward's as :mod:`refrnn.jit._backward` makes them (T per-step products of the recurrence, one
+    GEMM over T*B rows per weight gradient and one for dx)."""
+    TB = T * B
+    if cell == "gru":
+        if reset == "after":
+            forward = [(TB, D, 3 * H, 1, False), (B, H, 3 * H, T, False)]
+            backward = [(B, 3 * H, H, T, False), (3 * H, TB, D, 1, True), (3 * H, TB, H, 1, True), (TB, 3 * H, D, 1, False)]
+        else:
+            forward = [(TB, D, 3 * H, 1, False), (B, H, 2 * H, T, False), (B, H, H, T, False)]
+            backward = [
+                (B, H, H, T, False), (B, 2 * H, H, T, False),
+                (2 * H, TB, D, 1, True), (H, TB, D, 1, True), (2 * H, TB, H, 1, True), (H, TB, H, 1, True),
+                (TB, 2 * H, D, 1, False), (TB, H, D, 1, False),
+            ]
+        return forward, backward
+    Pr = P or H
+    forward = [(TB, D, 4 * H, 1, False), (B, Pr, 4 * H, T, False)]
+    backward = [(B, 4 * H, Pr, T, False), (4 * H, TB, D, 1, True), (4 * H, TB, Pr, 1, True), (TB, 4 * H, D, 1, False)]
+    if P:
+        forward.append((B, H, P, T, False))
+        backward += [(B, P, H, T, False), (P, TB, H, 1, True)]
+    return forward, backward
+
+
+def gemm_list_flops(gemms) -> float:
+    return sum(2.0 * M * K * N * count for M, K, N, count, _ in gemms)

@@ -30,6 +30,9 @@ SIZES = {
     "paper_wide": dict(B=64, T=50, D=1024, H=1024),
     "stream_wide": dict(B=1, T=200, D=1024, H=1024),
 }
+# Training (forward + backward of a unit upstream gradient on y): the paper's size, and a mid-sized
+# layer whose products are small enough that the per-step overheads show.
+TRAIN_SIZES = {"paper": dict(T=50, B=64, D=27, H=1024), "mid": dict(T=100, B=32, D=256, H=256)}
 # SRU, where its one big product dominates: D = H.
 SRU_SIZES = {"paper": dict(T=100, B=32, D=1024, H=1024)}
 # Conditional GRU, sparse inference: one stream with low-rank z, a batch with block z.

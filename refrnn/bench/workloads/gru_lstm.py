@@ -134,3 +134,7 @@ def _strategy_wide(scale):
 @workload("strategy-stream-wide-input", "GRU strategies, fused vs batched, B=1, D=H=1024")
 def _strategy_stream_wide(scale):
     return _strategy_case(scale, SIZES["stream_wide"], dict(_TINY_STREAM, D=8))
+
+
+# The training workloads (forward + backward, back to back) register right after the forward ones.
+from . import train  # noqa: E402,F401

@@ -1,0 +1,120 @@
+r"""Workloads: training steps of the GRU and LSTM, run back to back as a training loop runs them.
+
+``gru-train-paper``, ``gru-train-mid``, ``lstm-train-paper``, ``lstm-train-mid``: float32, a training
+step is the forward over T steps and the backward of a unit upstream gradient on ``y`` (zero
+final-state gradient), sizes ``TRAIN_SIZES`` (T, B, D, H) = (50, 64, 27, 1024) and (100, 32, 256, 256).
+Each timed call is ``STEPS`` such steps in a row, with nothing between the forward and the backward
+nor between the steps (``refrnn bench``'s pause, if any, precedes the call only): that is where the
+compiled forward followed by NumPy's backward used to lose its time (two OpenBLAS thread pools
+taking the two cores from each other after every hand-over; see :mod:`refrnn.jit._backward`).
+
+Candidates, over the same seeded data and weights:
+
+* ``njit forward + njit backward`` (the subject): :func:`refrnn.jit.gru.forward` / ``backward``
+  (``lstm`` likewise), the default algorithm;
+* ``njit forward + reference backward``: what ``refrnn`` trained with before the compiled backward
+  (kept to show the two-pool slowdown, measured in the same run);
+* ``reference (float32)``: :mod:`refrnn.cells` forward and backward;
+* ``torch autograd``: ``torch.nn.GRU`` / ``LSTM`` forward and ``y.backward(dy)``, gradients for the
+  weights, the input and the initial state, ``torch.set_num_threads`` equal to the threads BLAS and
+  numba use;
+* ``njit backward alone`` and ``sgemm: backward's products alone``: the backward on a fixed cache,
+  and its products with nothing else, so the report can say which half of a step is off its bound;
+* ``sgemm: training step's products alone``: every product of a step (the forward's in the batched
+  order, the backward's as the compiled backward makes them) through the BLAS call the fast paths
+  make. The table's "GEMM bound" row is this candidate's time.
+
+The bars: GRU >= 1.5x faster than torch autograd, LSTM >= 1.0x; each within 1.2x of the GEMM bound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...cells import gru, lstm
+from ..baselines import bench_threads, gemm_list_flops, products, torch_note, torch_or_none, torch_train, training_gemms
+from ..registry import SUBJECT, TRAIN_SIZES, Bar, Case, data, sizes_for, workload
+
+STEPS = 2  # training steps per timed call, back to back
+BOUND = "sgemm: training step's products alone"
+TORCH = "torch autograd"
+_TINY = dict(T=3, B=2, D=5, H=8)
+
+
+def _steps(step):
+    def run():
+        for _ in range(STEPS):
+            step()
+
+    return run
+
+
+def _case(cell: str, scale: str, size: str, torch_bar: float):
+    from ...jit import gru as jit_gru
+    from ...jit import lstm as jit_lstm
+
+    s = sizes_for(scale, TRAIN_SIZES[size], _TINY)
+    T, B, D, H = s["T"], s["B"], s["D"], s["H"]
+    rng, x = data(D, H, T, B)
+    ref, fast = (gru, jit_gru) if cell == "gru" else (lstm, jit_lstm)
+    p = ref.init(D, H, rng=rng, dtype=np.float32)
+    dy = np.ones((T, B, H), np.float32)
+    state0 = np.zeros((B, H), np.float32) if cell == "gru" else (np.zeros((B, H), np.float32), np.zeros((B, H), np.float32))
+
+    def compiled():
+        _, _, cache = fast.forward(p, x, state0)
+        return fast.backward(p, cache, dy)
+
+    def mixed():
+        _, _, cache = fast.forward(p, x, state0)
+        return ref.backward(p, cache, dy)
+
+    def reference():
+        _, _, cache = ref.forward(p, x, state0)
+        return ref.backward(p, cache, dy)
+
+    fixed = fast.forward(p, x, state0)[2]
+    forward_gemms, backward_gemms = training_gemms(cell, T, B, D, H)
+    subject = "njit forward + njit backward"
+    cands = {
+        subject: _steps(compiled),
+        "njit forward + reference backward": _steps(mixed),
+        "reference (float32)": _steps(reference),
+    }
+    torch = torch_or_none(bench_threads())
+    if torch is not None:
+        cands[TORCH] = _steps(torch_train(torch, cell.upper(), p, x, state0, dy))
+    cands["njit backward alone"] = _steps(lambda: fast.backward(p, fixed, dy))
+    cands["sgemm: backward's products alone"] = _steps(products(*backward_gemms))
+    cands[BOUND] = _steps(products(*forward_gemms, *backward_gemms))
+    bars = (
+        Bar(SUBJECT, TORCH, torch_bar, f">= {torch_bar}x faster than torch autograd"),
+        Bar(SUBJECT, "GEMM bound", 1 / 1.2, "within 1.2x of the GEMM bound"),
+    )
+    bars = tuple(b for b in bars if b.other in cands or b.other == "GEMM bound")
+    flops = STEPS * gemm_list_flops(forward_gemms + backward_gemms)
+    notes = (
+        f"each call: {STEPS} training steps back to back; GFLOP of a step's products: forward "
+        f"{gemm_list_flops(forward_gemms) / 1e9:.3g}, backward {gemm_list_flops(backward_gemms) / 1e9:.3g}",
+    ) + torch_note("vs torch autograd")
+    return Case(s, cands, subject, bars, BOUND, flops, flops, notes)
+
+
+@workload("gru-train-paper", "GRU training step, back to back, paper config (float32, reset=after)")
+def _gru_train_paper(scale):
+    return _case("gru", scale, "paper", 1.5)
+
+
+@workload("gru-train-mid", "GRU training step, back to back, T=100 B=32 D=H=256 (float32, reset=after)")
+def _gru_train_mid(scale):
+    return _case("gru", scale, "mid", 1.5)
+
+
+@workload("lstm-train-paper", "LSTM training step, back to back, paper config (float32)")
+def _lstm_train_paper(scale):
+    return _case("lstm", scale, "paper", 1.0)
+
+
+@workload("lstm-train-mid", "LSTM training step, back to back, T=100 B=32 D=H=256 (float32)")
+def _lstm_train_mid(scale):
+    return _case("lstm", scale, "mid", 1.0)
