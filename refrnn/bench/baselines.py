@@ -127,10 +127,10 @@ def torch_train(torch, kind: str, p, x: np.ndarray, state0, dy: np.ndarray):
     module = getattr(torch.nn, kind)(p.input_size, p.hidden_size)
     with torch.no_grad():
         for name, field in TORCH_FIELDS:
-            getattr(module, name).copy_(torch.from_numpy(getattr(p, field)))
-    tx = torch.from_numpy(x).requires_grad_(True)
+            getattr(module, name).copy_(torch.from_numpy(np.array(getattr(p, field))))  # a writable copy
+    tx = torch.from_numpy(np.array(x)).requires_grad_(True)
     states = state0 if isinstance(state0, tuple) else (state0,)
-    ts = tuple(torch.from_numpy(s)[None].requires_grad_(True) for s in states)
+    ts = tuple(torch.from_numpy(np.array(s))[None].requires_grad_(True) for s in states)
     tdy = torch.from_numpy(dy)
 
     def run():
