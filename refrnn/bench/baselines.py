@@ -147,7 +147,8 @@ def products(*gemms):
     """The products of a step alone, through the BLAS call the fast paths make: ``gemms`` are
     ``(M, K, N, count, a_transposed)`` (``count`` products (M x K) @ (K x N); ``a_transposed``: the
     left operand is the transpose of a C-ordered (K, M) array, as in a weight gradient ``da.T @ x``).
-    Operands are seeded random float32 arrays."""
+    Operands are seeded random float32 arrays. ``run()`` returns ``(the last product,)``; its ``.twin``
+    computes that product with NumPy (what ``refrnn bench``'s tests compare it with)."""
     from ._products import products_only
 
     rng = np.random.default_rng(SEED)
@@ -159,7 +160,9 @@ def products(*gemms):
     def run():
         for a, b, out, count in work:
             products_only(a, b, out, count)
+        return (work[-1][2],)
 
+    run.twin = lambda: (work[-1][0] @ work[-1][1],)
     return run
 
 
