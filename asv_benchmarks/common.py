@@ -319,3 +319,14 @@ def require_moved(new: str, old: str, *names: str):
     """:func:`require` of a module that moved: its path ``new`` on commits that have it, else its
     former path ``old`` (a commit from before the move, where ``new`` does not exist yet)."""
     return require(new if module_exists(new) else old, *names)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training steps (forward + backward, back to back): the sizes of refrnn bench's *-train workloads
+# (refrnn/bench/registry.py TRAIN_SIZES), plus a "small" size that runs in milliseconds.
+
+TRAIN_SIZES = {
+    "small": dict(T=20, B=8, D=27, H=128),
+    "paper": dict(T=50, B=64, D=27, H=1024),
+    "mid": dict(T=100, B=32, D=256, H=256),
+}
