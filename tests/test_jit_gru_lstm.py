@@ -345,7 +345,8 @@ def _rounded_backward_case(mod, p, x, dy):
     p64 = p32.astype(np.float64)
     _, _, cache64 = mod.forward(p64, x.astype(np.float32).astype(np.float64))
     cache32 = type(cache64)(*(None if a is None else a.astype(np.float32) for a in cache64))
-    exact = mod.backward(p64, type(cache64)(*(None if a is None else a.astype(np.float64) for a in cache32)), dy.astype(np.float32).astype(np.float64))
+    rounded = type(cache64)(*(None if a is None else a.astype(np.float64) for a in cache32))
+    exact = mod.backward(p64, rounded, dy.astype(np.float32).astype(np.float64))
     return exact, cache32, p32
 
 

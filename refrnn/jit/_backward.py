@@ -38,6 +38,15 @@ from . import _kernels
 from ._cache import njit
 from ._kernels import JIT
 
+def kernel_array(a: np.ndarray) -> np.ndarray:
+    """``a`` C-ordered and read-only (a view; a copy only if not C-ordered), as every kernel here
+    receives its inputs: each call then has the same array types, so numba compiles one
+    specialisation per dtype (a writable and a read-only array are two numba types)."""
+    a = np.ascontiguousarray(a).view()
+    a.flags.writeable = False
+    return a
+
+
 # ---------------------------------------------------------------------------------------------
 # Row loops (1-D, contiguous; one array written). ``acc`` accumulators are float64.
 # ---------------------------------------------------------------------------------------------

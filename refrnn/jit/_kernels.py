@@ -42,8 +42,9 @@ Kernel conventions (shared by every kernel below):
 
 * ``hs`` (T+1, B, H) holds h_0..h_T; the caller fills ``hs[0]``. ``y`` is the view ``hs[1:]``.
 * Gate outputs (``r, z, n, g`` or ``i, f, g, o, tc``) are (T, B, H) arrays in training mode, filled
-  for the reference backward; in inference mode they are one-step (1, B, H) scratch buffers, so the
-  same loop runs with nothing kept: step t writes index ``min(t, len - 1)``.
+  for either backward (the reference's or :mod:`refrnn.jit._backward`'s); in inference mode they are
+  one-step (1, B, H) scratch buffers, so the same loop runs with nothing kept: step t writes index
+  ``min(t, len - 1)``.
 * The LSTM cell history ``cs`` is (T+1, B, H) in training mode and a two-slot ring (2, B, H) in
   inference mode: step t reads slot ``t % len`` and writes ``(t + 1) % len``.
 * Biases are folded once, in Python, into one vector ``c``; the input products ``ax`` come without

@@ -138,14 +138,6 @@ def forward_inference(params: GRUParams, x, state0=None, *, algorithm: str = "au
     return hs[1:], hs[-1].copy()
 
 
-def _kernel_array(a: np.ndarray) -> np.ndarray:
-    """``a`` C-ordered and read-only (a view; a copy only if not C-ordered): every backward call then
-    has the same array types, so numba compiles one specialisation per dtype and reset."""
-    a = np.ascontiguousarray(a).view()
-    a.flags.writeable = False
-    return a
-
-
 @renamed(dh_T="dstate_T")
 def backward(params: GRUParams, cache: GRUCache, dy, dstate_T=None) -> tuple[GRUParams, np.ndarray, np.ndarray]:
     """Backprop through time, compiled: ``(grads, dx, dh0)`` as :func:`refrnn.cells.gru.backward` returns them.
@@ -154,8 +146,9 @@ def backward(params: GRUParams, cache: GRUCache, dy, dstate_T=None) -> tuple[GRU
     name); ``cache`` the :class:`refrnn.cells.gru.GRUCache` of either forward. ``grads`` is a
     :class:`refrnn.cells.gru.GRUParams`.
     """
-    sizes = {"D": params.input_size, "H": params.hidden_size} if isinstance(params, GRUParams) else {}
-    x, h, r, z, n, g = check_cache(cache, GRUCache, instance("params", params, GRUParams), sizes)
+    instance("params", params, GRUParams)
+    sizes = {"D": params.input_size, "H": params.hidden_size}
+    x, h, r, z, n, g = check_cache(cache, GRUCache, params, sizes)
     T, B, H = r.shape
     D, dt = x.shape[2], params.dtype
     dims = {"T": T, "B": B, "H": H}
@@ -164,9 +157,9 @@ def backward(params: GRUParams, cache: GRUCache, dy, dstate_T=None) -> tuple[GRU
     if T * B == 0:  # nothing to propagate: zero weight gradients, dh0 = dh_T, as in the reference
         zeros = dict(W_x=np.zeros((3 * H, D), dt), W_h=np.zeros((3 * H, H), dt), b_x=np.zeros(3 * H, dt), b_h=np.zeros(3 * H, dt))
         return gradients(params, zeros, np.zeros((T, B, D), dt), dh)
-    cached = tuple(_kernel_array(a) for a in (x, h, r, z, n, g))
-    W_x, W_h = _kernel_array(params.W_x), _kernel_array(params.W_h)
-    dy = _kernel_array(dy)
+    cached = tuple(_backward.kernel_array(a) for a in (x, h, r, z, n, g))
+    W_x, W_h = _backward.kernel_array(params.W_x), _backward.kernel_array(params.W_h)
+    dy = _backward.kernel_array(dy)
     x_c, h_c = cached[0], cached[1]
     dx = np.empty((T * B, D), dt)
     dW_x, dW_h = np.empty((3 * H, D), dt), np.empty((3 * H, H), dt)

@@ -31,13 +31,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._moved import algorithm_keyword
 from .._checks import float_array, instance
+from .._moved import algorithm_keyword
 from ..cells import lstm as reference
 from ..cells._common import check_cache, frozen, gradients
 from ..cells.lstm import LSTMCache, LSTMParams
 from . import _backward, _kernels, _strategy
-from .gru import _kernel_array
 
 ALGORITHMS = ("batched", "fused")  # what prepare() builds; forward also takes "auto" (refrnn.jit._strategy)
 STRATEGIES = ALGORITHMS  # the former name
@@ -125,8 +124,8 @@ def backward(params: LSTMParams, cache: LSTMCache, dy, dstate_T=None):
     instance("params", params, LSTMParams)
     sizes = {"D": params.input_size, "H": params.hidden_size, "P": params.output_size}
     check_cache(cache, LSTMCache, params, sizes, present={"m": params.W_hr is not None})
-    x, h, c, i = cache[:4]
-    T, B, H = i.shape
+    x = cache.x
+    T, B, H = cache.i.shape
     D, P, dt = x.shape[2], params.output_size, params.dtype
     dims = {"T": T, "B": B, "H": H, "P": P}
     dy = float_array("dy", dy, ("T", "B", "P" if P != H else "H"), dims, dtype=dt)
@@ -138,21 +137,23 @@ def backward(params: LSTMParams, cache: LSTMCache, dy, dstate_T=None):
     project = params.W_hr is not None
     grads = dict(W_x=np.zeros((4 * H, D), dt), W_h=np.zeros((4 * H, P), dt), b_x=np.zeros(4 * H, dt))
     if T * B == 0:  # nothing to propagate: zero gradients, the state's gradient passes through
-        grads.update({name: np.zeros_like(getattr(params, name)) for name in ("w_ic", "w_fc", "w_oc", "W_hr") if getattr(params, name) is not None})
+        optional = ("w_ic", "w_fc", "w_oc", "W_hr")
+        grads.update({name: np.zeros_like(getattr(params, name)) for name in optional if getattr(params, name) is not None})
         grads["b_h"] = grads["b_x"].copy()
         return gradients(params, grads, np.zeros((T, B, D), dt), (dh, dc))
     m = cache.m if project else np.empty((0, B, H), dt)
-    cached = tuple(_kernel_array(a) for a in (*cache[:8], m))
-    peepholes = tuple(_kernel_array(np.zeros(H, dt) if w is None else w) for w in (params.w_ic, params.w_fc, params.w_oc))
-    W_hr = _kernel_array(params.W_hr if project else np.zeros((0, H), dt))
+    cached = tuple(_backward.kernel_array(a) for a in (*cache[:8], m))
+    peepholes = tuple(_backward.kernel_array(np.zeros(H, dt) if w is None else w) for w in (params.w_ic, params.w_fc, params.w_oc))
+    W_hr = _backward.kernel_array(params.W_hr if project else np.zeros((0, H), dt))
     da = np.empty((T, B, 4 * H), dt)
     dh_all = np.empty((T if project else 0, B, P), dt)
     acc = tuple(np.zeros(n) for n in (4 * H, H, H, H))
-    _backward.lstm_backward(cached, _kernel_array(dy), (_kernel_array(params.W_h), W_hr, peepholes), (dh, dc), da, dh_all, acc, peeps)
+    weights = (_backward.kernel_array(params.W_h), W_hr, peepholes)
+    _backward.lstm_backward(cached, _backward.kernel_array(dy), weights, (dh, dc), da, dh_all, acc, peeps)
     dx = np.empty((T * B, D), dt)
     _backward.weight_gradient(da, cached[0], grads["W_x"])
     _backward.weight_gradient(da, cached[1][:-1], grads["W_h"])
-    _backward.input_gradient(da, _kernel_array(params.W_x), dx)
+    _backward.input_gradient(da, _backward.kernel_array(params.W_x), dx)
     grads["b_x"] = acc[0].astype(dt)
     grads["b_h"] = grads["b_x"].copy()
     for name, total in zip(("w_ic", "w_fc", "w_oc"), acc[1:]):
