@@ -4,6 +4,9 @@ GRU strategies ("fused", "batched") where each should win.
 The bars: GRU >= 1.5x faster than ``torch.nn.GRU``, >= 1.1x than the NumPy loop, within 1.2x of the
 GEMM bound at the paper's size; >= 3x and >= 1.2x as a single stream; LSTM within 1.1x of
 ``torch.nn.LSTM`` or better.
+
+The training workloads (forward + backward, back to back) live in :mod:`.train`, imported at the end
+of this module so that they register right after these.
 """
 
 from __future__ import annotations
