@@ -74,17 +74,16 @@ def forward_inference(params, x, state0=None, *, backend: str = "jit", algorithm
 
 
 def backward(params, cache, dy, dstate_T=None, *, backend: str = "jit"):
-    """``(grads, dx, dstate0)`` from ``backend``'s backward: compiled for the jit GRU, LSTM and SRU (their
-    caches are the reference's, so either forward's cache goes to either backward). The GPU backends
-    are inference only and say so, as does the jit conditional GRU; a jit cell without a backward of
-    its own would hand the cache to the reference's."""
+    """``(grads, dx, dstate0)`` from ``backend``'s backward: compiled for every jit cell (GRU, LSTM,
+    SRU, the conditional GRU in training mode), whose caches are the reference's, so either forward's
+    cache goes to either backward. On the GPU only the SRU has a backward; the other GPU cells are
+    inference only and say so. A jit cell without a backward of its own would hand the cache to the
+    reference's."""
     cell = cell_of(_host(params))
     mod = module(cell, backend)
     if not hasattr(mod, "backward"):
         if backend == "cuda":
             raise ValueError(f"backend: refrnn.cuda.{cell} has no backward (inference only); use backend='jit' or 'reference'")
-        if cell == "ccgru":
-            raise ValueError("backend: refrnn.jit.ccgru is inference only; its cache has no gradients: use backend='reference'")
         mod = module(cell, "reference")
     return mod.backward(params, cache, dy, dstate_T)
 

@@ -80,7 +80,7 @@ def test_algorithm_is_passed_through_and_checked():
     with pytest.raises(ValueError, match="algorithm"):
         fast.forward(p, x, backend="reference", algorithm="fused")
     with pytest.raises(ValueError, match="backend"):
-        fast.backward(_cells()["ccgru"], None, None, backend="jit")
+        fast.backward(p, None, None, backend="gpu")
 
 
 def test_jit_ccgru_forward_has_a_fixed_arity():
