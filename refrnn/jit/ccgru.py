@@ -1,7 +1,14 @@
-r"""Fast conditional-computation GRU inference (numba): the z-sparse paths of Davis & Arel, and a dense twin.
+r"""Fast conditional-computation GRU (numba): the z-sparse inference paths of Davis & Arel, a dense
+twin, and compiled training (forward and backward).
 
-The twin of :mod:`refrnn.cells.ccgru` in inference (running or folded statistics): same parameters,
-same outputs. The point of the cell is that an update gate ``z`` that is *exactly* zero makes a unit
+The twin of :mod:`refrnn.cells.ccgru`: same parameters, same outputs. Training. In training mode
+with batch statistics, :func:`forward` runs :func:`forward_train`, the compiled dense twin of the
+reference's forward that fills its :class:`refrnn.cells.ccgru.CCGRUCache` (batch statistics and
+updated running statistics included), and :func:`backward` is the compiled twin of the reference's
+backward (every variant and normalisation; it accepts either forward's cache). Their kernels and
+the products they make are described in :mod:`refrnn.jit._ccgru_train`.
+
+Inference (running or folded statistics). The point of the cell is that an update gate ``z`` that is *exactly* zero makes a unit
 copy its state, so the reset gate and proposal of that unit need not be computed at all::
 
     z_t = cliptanh(BN(a_t, s))                        first, for every unit (cheap: bottleneck or blocks)
@@ -63,10 +70,11 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
-from .._checks import one_of
-from .._moved import algorithm_keyword
+from .._checks import finite_result, float_array, one_of
+from .._moved import algorithm_keyword, renamed
 from ..cells import ccgru as reference
-from . import _blas, _strategy
+from ..cells._common import check_cache, frozen, gradients
+from . import _blas, _ccgru_train, _kernels, _strategy
 from ._cache import njit
 from ._kernels import _copy
 from ._kernels import sigmoid as _sigmoid
@@ -545,18 +553,32 @@ def prepare(params, algorithm: str = "sparse", *, path: str | None = None) -> Pr
     )
 
 
-def forward(params, x, h0=None, *, algorithm: str = "sparse", prepared: Prepared | None = None):
-    """Inference forward that also keeps the update gate: ``(y, h_T, cache)``, ``cache`` a :class:`Cache`.
+@renamed(h0="state0")
+def forward(params, x, state0=None, *, algorithm: str = "sparse", prepared: Prepared | None = None):
+    """``(y, h_T, cache)``. Inference mode (running or folded statistics): the inference path that
+    also keeps the update gate, ``cache`` a :class:`Cache`. Training mode with batch statistics:
+    :func:`forward_train`, ``cache`` the reference's :class:`refrnn.cells.ccgru.CCGRUCache` for
+    :func:`backward` (training computes every unit: ``algorithm`` may only be its default or
+    ``"dense"``, and ``prepared`` must be None).
 
     ``algorithm``: ``"sparse"`` (block path for the block variant, else unstructured), ``"dense"``,
     ``"unstructured"`` or ``"block"``. ``y`` and ``h_T`` equal :func:`refrnn.cells.ccgru.forward` of
     the same params in inference mode (``y`` is a fresh writable array here, not a read-only view).
     """
-    y, h_T, z = _run(params, x, h0, algorithm, prepared, keep_z=True)
+    reference._check_params(params)
+    if reference._batch_statistics(params):
+        if algorithm not in ("sparse", "dense") or prepared is not None:
+            raise ValueError(
+                f"algorithm: training mode with batch statistics runs the dense compiled forward "
+                f"(every unit); got algorithm={algorithm!r}{' and a prepared layout' if prepared is not None else ''}"
+            )
+        return forward_train(params, x, state0)
+    y, h_T, z = _run(params, x, state0, algorithm, prepared, keep_z=True)
     return y, h_T, Cache(z)
 
 
-def forward_inference(params, x, h0=None, *, algorithm: str = "sparse", prepared: Prepared | None = None,
+@renamed(h0="state0")
+def forward_inference(params, x, state0=None, *, algorithm: str = "sparse", prepared: Prepared | None = None,
                       path: str | None = None, return_z: bool | None = None):
     """Inference forward: ``(y, h_T)``; :func:`forward` also returns the update gate.
 
@@ -566,7 +588,7 @@ def forward_inference(params, x, h0=None, *, algorithm: str = "sparse", prepared
     algorithm = algorithm_keyword(algorithm, path=path)
     if return_z is not None:
         warnings.warn("return_z= is deprecated: forward() returns (y, h_T, cache) with cache.z", DeprecationWarning, stacklevel=2)
-    y, h_T, z = _run(params, x, h0, algorithm, prepared, keep_z=bool(return_z))
+    y, h_T, z = _run(params, x, state0, algorithm, prepared, keep_z=bool(return_z))
     return (y, h_T, z) if return_z else (y, h_T)
 
 
@@ -604,3 +626,153 @@ def _run(params, x, h0, algorithm, prepared, keep_z):
             workers = min(get_num_threads(), params.g)
             block_forward(x, pxz, w["Ut"], w["Wt"], w["b_t"], p.U_z, p.U_zT, p.mean, p.inv_std, p.s, hs, zs, workers)
     return hs[1:], hs[-1].copy(), zs if keep_z else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: the compiled twin of the reference's forward (its cache) and backward
+# ---------------------------------------------------------------------------------------------
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous read-only view (a copy only when ``a`` is not C-contiguous). Read-only is part
+    of an array's numba type: every array a kernel only reads goes in read-only, whatever the caller
+    had (a frozen cache, a fresh ``dy``), so each kernel compiles once per dtype."""
+    view = np.ascontiguousarray(a).view()
+    view.setflags(write=False)
+    return view
+
+
+def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` through the BLAS numba calls (SciPy's OpenBLAS, the pool the kernels' per-step
+    products use); NumPy for empty operands, which that call does not take."""
+    if a.size == 0 or b.size == 0:
+        return a @ b
+    return _kernels.input_products(_readonly(a) if a.flags.c_contiguous else a, b)
+
+
+def _U_zh(params):
+    return params.U_z if params.variant == "full" else params.U_z_lr
+
+
+def _mode_code(params) -> int:
+    if reference._batch_statistics(params):
+        return _ccgru_train.BATCH
+    return _ccgru_train.FOLDED if params.norm == "folded" else _ccgru_train.RUNNING
+
+
+@renamed(h0="state0")
+def forward_train(params, x, state0=None):
+    """The compiled twin of :func:`refrnn.cells.ccgru.forward`, in any mode: ``(y, h_T, cache)`` with
+    ``cache`` a :class:`refrnn.cells.ccgru.CCGRUCache` (the same arrays, within rounding; the running
+    statistics in ``cache.running_*`` updated in training mode), for :func:`backward` or the
+    reference's. ``y`` is a read-only view of the cache, as the reference's."""
+    x, h0 = reference.check_inputs(params, x, state0)
+    T, B, D = x.shape
+    H, K, dt, variant = params.hidden_size, params.gate_width, params.dtype, params.variant
+    mode = _mode_code(params)
+    W_zx, b_zx = reference._z_input_side(params)
+    U_zh = _U_zh(params)
+    Kz = U_zh.shape[0]
+    x2 = _readonly(x).reshape(T * B, D)
+    px = finite_result("x", _product(x2, params.W_rh.T) + params.b_rh, "the input projection W_rh x + b_rh")
+    pxz = finite_result("x", _product(x2, W_zx.T) + b_zx, "the update gate's input projection")
+    U_allT = np.concatenate([params.U_rh, U_zh]).T  # (H, 2H + Kz), Fortran-ordered: BLAS reads it in place
+    if variant == "lowrank":
+        W_zT, b_z = np.array(params.W_z.T, order="C"), np.array(params.b_z)
+    else:
+        W_zT, b_z = np.empty((0, 0), dt), np.array(params.b_z) if variant == "full" else np.empty(0, dt)
+    rm, rv = np.array(params.running_mean), np.array(params.running_var)
+    if mode == _ccgru_train.RUNNING:  # the reference's expression, in the params' dtype
+        inv_fixed = 1.0 / np.sqrt(params.running_var + params.eps)
+    else:
+        inv_fixed = np.ones(K, dt)
+    m = params.momentum
+    opts = (mode, dt.type(params.s), dt.type(params.eps), dt.type(m), dt.type(1.0 - m), dt.type(B / (B - 1) if B > 1 else 0.0))
+    hs = np.empty((T + 1, B, H), dt)
+    hs[0] = h0
+    r, h_hat, Uh, z = (np.empty((T, B, H), dt) for _ in range(4))
+    z_lr = np.empty((T, B, params.g) if variant != "full" else (0, B, 0), dt)
+    n_hat = np.empty((T, B, K), dt)
+    inv_std = np.empty((T, K), dt)
+    scratch = (np.empty((B, 2 * H + Kz), dt), np.empty((B, Kz), dt), np.empty((B, K), dt))
+    if T > 0:
+        bad = _ccgru_train.forward_kernel(
+            _VARIANT_CODE[variant], params.block_size if variant == "block" else 1, opts,
+            px.reshape(T, B, 2 * H), pxz.reshape(T, B, Kz), U_allT, W_zT, b_z, rm, rv, np.ascontiguousarray(inv_fixed),
+            hs, (r, h_hat, Uh, z, z_lr, n_hat, inv_std), scratch,
+        )
+        if bad >= 0:
+            raise ValueError(f"x: the batch variance of the update gate's pre-activation overflowed at step {bad}; "
+                             f"the input (or h0) is too large for {dt}")
+    finite_result("h0", hs[T], "the recurrence (x, h0 -> h_T)")
+    z_lr = None if variant == "full" else z_lr
+    frozen(*[a for a in (hs, r, h_hat, Uh, z, z_lr, n_hat, inv_std, rm, rv) if a is not None])
+    cache = reference.CCGRUCache(x, hs, r, h_hat, Uh, z, z_lr, n_hat, inv_std, rm, rv)
+    return hs[1:], hs[T].copy(), cache
+
+
+@renamed(dh_T="dstate_T")
+def backward(params, cache, dy, dstate_T=None):
+    """The compiled twin of :func:`refrnn.cells.ccgru.backward`: ``(grads, dx, dh0)``, ``grads`` in
+    the class of ``params``. ``cache`` is the :class:`refrnn.cells.ccgru.CCGRUCache` of
+    :func:`forward_train` (or of the reference's forward); ``dy`` (T, B, H) is dL/dy and
+    ``dstate_T`` (B, H) dL/dh_T (None: zero). In training mode with batch statistics the gradient
+    flows through each step's batch mean and variance.
+    """
+    reference._check_params(params)
+    if isinstance(cache, Cache):
+        raise TypeError("cache: expected the CCGRUCache of a training forward (refrnn.jit.ccgru.forward_train, or "
+                        "forward in training mode); got the inference path's Cache, which keeps only z")
+    sizes = {"D": params.input_size, "H": params.hidden_size, "K": params.gate_width, "g": getattr(params, "g", 0)}
+    check_cache(cache, reference.CCGRUCache, params, sizes, present={"z_lr": params.variant != "full"})
+    x, h, r, h_hat, Uh, z, z_lr, n_hat, inv_std = cache[:9]
+    T, B, H = r.shape
+    D, K, dt, variant = params.input_size, params.gate_width, params.dtype, params.variant
+    dims = {"T": T, "B": B, "H": H}
+    dy = float_array("dy", dy, ("T", "B", "H"), dims, dtype=dt)
+    dh = np.zeros((B, H), dt) if dstate_T is None else float_array("dstate_T", dstate_T, ("B", "H"), dims, dtype=dt).copy()
+    mode = _mode_code(params)
+    W_zx, _ = reference._z_input_side(params)
+    U_zh = _U_zh(params)
+    Kz = U_zh.shape[0]
+    U_all = np.concatenate([params.U_rh, U_zh])  # (2H + Kz, H): the step's one recurrent product
+    W_z = np.array(params.W_z) if variant == "lowrank" else np.empty((0, 0), dt)
+    dp = np.empty((T, B, 2 * H), dt)  # at [W_r x + U_r h + b_r, W_h x + r*(U_h h) + b_h]
+    dqu = np.empty((T, B, 2 * H + Kz), dt)  # at [U_r h, U_h h] and at the x-fed z pre-activation (du)
+    du = np.empty((T, B, Kz), dt)
+    da = np.empty((T, B, K), dt)  # at a
+    da_hat = np.empty((T, B, K), dt)  # at BN(a, s)
+    C = _readonly
+    z_lr_k = C(np.empty((0, B, 0), dt) if z_lr is None else z_lr)
+    if T > 0:
+        _ccgru_train.backward_kernel(
+            _VARIANT_CODE[variant], params.block_size if variant == "block" else 1, mode, C(dy), dh, U_all, W_z,
+            (C(h), C(r), C(h_hat), C(Uh), C(z), z_lr_k, C(n_hat), C(inv_std)), (dp, dqu, du, da, da_hat),
+            (np.empty((B, H), dt), np.empty((B, Kz), dt), np.empty((B, H), dt)),
+        )
+    TB = T * B
+    flat_x = C(x).reshape(TB, D)
+    h_prev = C(h)[:-1].reshape(TB, H)
+    flat_dp, flat_du, flat_da = dp.reshape(TB, 2 * H), du.reshape(TB, Kz), da.reshape(TB, K)
+    G_h = _product(dqu.reshape(TB, 2 * H + Kz).T, h_prev)  # [dU_r; dU_h; dU_zh]: one GEMM over all T*B rows
+    frozen(G_h)
+    grads = dict(W_rh=_product(flat_dp.T, flat_x), U_rh=G_h[: 2 * H], b_rh=flat_dp.sum(axis=0))
+    if mode == _ccgru_train.BATCH:  # the output does not depend on the running statistics, nor on b_z
+        d_rm, d_rv, d_bz = np.zeros(K, dt), np.zeros(K, dt), np.zeros(H, dt)
+    else:
+        d_bz = flat_da.sum(axis=0)
+        d_rm = -d_bz
+        if mode == _ccgru_train.FOLDED:
+            d_rv = np.zeros(K, dt)
+        else:  # d n_hat / d var = -n_hat * inv_std^2 / 2, as in the reference
+            d_rv = -0.5 / (params.running_var + params.eps) * (da_hat * n_hat).reshape(TB, K).sum(axis=0)
+    dW_zx = _product(flat_du.T, flat_x)
+    if variant == "full":
+        grads.update(W_z=dW_zx, U_z=G_h[2 * H :], b_z=d_bz)
+    else:
+        grads.update(W_z_lr=dW_zx, U_z_lr=G_h[2 * H :], b_z_lr=flat_du.sum(axis=0))
+        if variant == "lowrank":
+            grads.update(W_z=_product(flat_da.T, C(z_lr).reshape(TB, z_lr.shape[-1])), b_z=d_bz)
+    grads.update(running_mean=d_rm, running_var=d_rv)
+    dx = _product(flat_dp, C(params.W_rh)) + _product(flat_du, C(W_zx))
+    return gradients(params, grads, dx.reshape(T, B, D), dh)
