@@ -149,7 +149,7 @@ def test_stretches_split_rows_only_when_samples_are_few():
 
 def test_float64_skip_offset_and_defaults():
     """The identity skip reading x columns [o, o+H) of a wider input (a bidirectional layer's
-    reverse direction); c0=None and dc_T=None mean zeros."""
+    reverse direction); state0=None and dstate_T=None mean zeros."""
     p, x, _, _ = _case("identity", True, "identity", False, H=6, offset=3, D=11)
     y_ref, cT_ref, cache_ref = sru.forward(p, x)
     y, cT, cache = fast.forward(p, x)
@@ -278,7 +278,7 @@ def test_bad_backward_input():
         fast.backward(p, cache, dy[:2])
     with pytest.raises(TypeError, match="dy: dtype float32"):
         fast.backward(p, cache, dy.astype(np.float32))
-    with pytest.raises(ValueError, match=r"dc_T: expected shape \(B, H\)"):
+    with pytest.raises(ValueError, match=r"dstate_T: expected shape \(B, H\)"):
         fast.backward(p, cache, dy, np.zeros((2, 5)))
     with pytest.raises(TypeError, match="cache: expected the SRUCache"):
         fast.backward(p, tuple(cache), dy)

@@ -32,24 +32,54 @@ import math
 import numpy as np
 
 from ._cache import njit
-from ._kernels import JIT
-from ._kernels import sigmoid as _sigmoid
+from ._kernels import JIT, _add_into, _copy, _product, _sigmoid_of, _sum
 from ._kernels import tanh as _tanh
 
 BATCH, RUNNING, FOLDED = 0, 1, 2
 
 
+# Row loops: each writes one contiguous 1-d row from at most four others, so that LLVM's run-time
+# overlap checks stay within its cap and every loop is SIMD (see refrnn.jit._kernels, "Row loops";
+# one loop over every gate of a unit touches ~10 arrays and stays scalar).
+
+
 @njit(**JIT)
-def _gates_row(p_b, q_b, pz_b, r_b, hh_b, Uh_b, u_b, H):
-    """One sample's gates: r = sigmoid(p_r + q_r), ĥ = tanh(p_h + r * U_h h), u = q_z + pxz."""
-    for j in range(H):
-        rj = _sigmoid(p_b[j] + q_b[j])
-        r_b[j] = rj
-        uh = q_b[H + j]
-        Uh_b[j] = uh
-        hh_b[j] = _tanh(p_b[H + j] + rj * uh)
-    for i in range(u_b.shape[0]):
-        u_b[i] = q_b[2 * H + i] + pz_b[i]
+def _tanh_gated(out, a, r, g):
+    """out = tanh(a + r * g): ĥ from its input part (bias included) and the reset-gated U_h h."""
+    for j in range(out.shape[0]):
+        out[j] = _tanh(a[j] + r[j] * g[j])
+
+
+@njit(**JIT)
+def _cliptanh(out, n, s):
+    """out = cliptanh(n + s) (Eq. 6): tanh where positive, exactly +0 elsewhere."""
+    zero = out.dtype.type(0.0)
+    for k in range(out.shape[0]):
+        v = n[k] + s
+        t = _tanh(v)  # unconditionally: a select vectorises, a branch around a call does not
+        out[k] = t if v > zero else zero
+
+
+@njit(**JIT)
+def _blend(out, z, h, h_hat):
+    """out = (1 - z) * h + z * ĥ, the reference's expression: z = 0 copies h bit for bit."""
+    one = out.dtype.type(1.0)
+    for j in range(out.shape[0]):
+        out[j] = (one - z[j]) * h[j] + z[j] * h_hat[j]
+
+
+@njit(**JIT)
+def _relu(out, a):
+    zero = out.dtype.type(0.0)
+    for i in range(out.shape[0]):
+        out[i] = max(a[i], zero)
+
+
+@njit(**JIT)
+def _normalise(out, a, mean, inv):
+    """out = (a - mean) * inv"""
+    for k in range(out.shape[0]):
+        out[k] = (a[k] - mean[k]) * inv[k]
 
 
 @njit(**JIT)
@@ -79,17 +109,17 @@ def forward_kernel(variant, bs, opts, px, pxz, U_allT, W_zT, b_z, rm, rv, inv_fi
         h_t, h_n = hs[t], hs[t + 1]
         np.dot(h_t, U_allT, q)
         for b in range(B):
-            _gates_row(px[t, b], q[b], pxz[t, b], r[t, b], h_hat[t, b], Uh[t, b], u[b], H)
+            p_b, q_b, r_b, Uh_b = px[t, b], q[b], r[t, b], Uh[t, b]
+            _sigmoid_of(r_b, p_b[:H], q_b[:H])
+            _copy(Uh_b, q_b[H : 2 * H])
+            _tanh_gated(h_hat[t, b], p_b[H:], r_b, Uh_b)
+            _sum(u[b], q_b[2 * H :], pxz[t, b])
         if variant == 0:
             for b in range(B):
-                a_b, u_b = a[b], u[b]
-                for k in range(K):
-                    a_b[k] = u_b[k]
+                _copy(a[b], u[b])
         else:
             for b in range(B):
-                zl_b, u_b = z_lr[t, b], u[b]
-                for i in range(zl_b.shape[0]):
-                    zl_b[i] = max(u_b[i], zero)  # relu: the bottleneck z_lr
+                _relu(z_lr[t, b], u[b])  # the bottleneck z_lr
             if variant == 1:
                 np.dot(z_lr[t], W_zT, a)
                 if mode != BATCH:
@@ -99,9 +129,7 @@ def forward_kernel(variant, bs, opts, px, pxz, U_allT, W_zT, b_z, rm, rv, inv_fi
                             a_b[k] += b_z[k]
             else:
                 for b in range(B):
-                    a_b, zl_b = a[b], z_lr[t, b]
-                    for k in range(K):
-                        a_b[k] = zl_b[k]
+                    _copy(a[b], z_lr[t, b])
         inv_t, n_t = inv_std[t], n_hat[t]
         if mode == BATCH:
             for k in range(K):
@@ -126,9 +154,7 @@ def forward_kernel(variant, bs, opts, px, pxz, U_allT, W_zT, b_z, rm, rv, inv_fi
             if bad:  # finite but huge inputs: BN would zero the gate silently
                 return t
             for b in range(B):
-                a_b, n_b = a[b], n_t[b]
-                for k in range(K):
-                    n_b[k] = (a_b[k] - mu[k]) * inv_t[k]
+                _normalise(n_t[b], a[b], mu, inv_t)
             for k in range(K):
                 # b_z was left out of a (it cancels against the batch mean) but belongs to the mean
                 bz = b_z[k] if variant != 2 else zero
@@ -138,42 +164,76 @@ def forward_kernel(variant, bs, opts, px, pxz, U_allT, W_zT, b_z, rm, rv, inv_fi
             for k in range(K):
                 inv_t[k] = inv_fixed[k]
             for b in range(B):
-                a_b, n_b = a[b], n_t[b]
-                for k in range(K):
-                    n_b[k] = (a_b[k] - rm[k]) * inv_t[k]
+                _normalise(n_t[b], a[b], rm, inv_t)
         for b in range(B):
-            n_b, z_b, hh_b, hp_b, hn_b = n_t[b], z[t, b], h_hat[t, b], h_t[b], h_n[b]
-            for k in range(K):
-                v = n_b[k] + s
-                zk = _tanh(v)
-                zk = zk if v > zero else zero  # cliptanh (Eq. 6): exactly +0 when v <= 0
-                for j in range(k * bs, (k + 1) * bs):
-                    z_b[j] = zk
-            for j in range(H):
-                zj = z_b[j]
-                hn_b[j] = (one - zj) * hp_b[j] + zj * hh_b[j]
+            z_b = z[t, b]
+            if bs == 1:
+                _cliptanh(z_b, n_t[b], s)
+            else:  # one value per block, repeated over its bs units
+                zk_b = a[b]  # a is spent: reuse it
+                _cliptanh(zk_b, n_t[b], s)
+                for k in range(K):
+                    zk = zk_b[k]
+                    for j in range(k * bs, (k + 1) * bs):
+                        z_b[j] = zk
+            _blend(h_n[b], z_b, h_t[b], h_hat[t, b])
     return -1
 
 
 @njit(**JIT)
-def _derivatives_row(dh_b, dy_b, z_b, hh_b, hp_b, Uh_b, r_b, dp_b, dq_b, dz_b):
-    """One sample's step of BPTT through r, ĥ and the state update, in one pass over the units.
+def _dz(out, dh, h_hat, h):
+    """out = dh * (ĥ - h): dL/dz"""
+    for j in range(out.shape[0]):
+        out[j] = dh[j] * (h_hat[j] - h[j])
 
-    dh += dy; dz = dh (ĥ - h); dc = dh z (1 - ĥ^2); dp = [dc U_h h r (1 - r), dc]; dq = [dp_r, dc r].
-    """
-    H = dh_b.shape[0]
-    one = dh_b.dtype.type(1.0)
-    for j in range(H):
-        dh = dh_b[j] + dy_b[j]
-        dh_b[j] = dh
-        hh, rj = hh_b[j], r_b[j]
-        dz_b[j] = dh * (hh - hp_b[j])
-        dc = (dh * z_b[j]) * (one - hh * hh)
-        dp_r = dc * Uh_b[j] * rj * (one - rj)
-        dp_b[j] = dp_r
-        dp_b[H + j] = dc
-        dq_b[j] = dp_r
-        dq_b[H + j] = dc * rj
+
+@njit(**JIT)
+def _dc(out, dh, z, h_hat):
+    """out = dh * z * (1 - ĥ^2): dL/d(ĥ's pre-activation)"""
+    one = out.dtype.type(1.0)
+    for j in range(out.shape[0]):
+        out[j] = (dh[j] * z[j]) * (one - h_hat[j] * h_hat[j])
+
+
+@njit(**JIT)
+def _dp_r(out, dc, Uh, r):
+    """out = dc * U_h h * r * (1 - r): dL/d(r's pre-activation)"""
+    one = out.dtype.type(1.0)
+    for j in range(out.shape[0]):
+        out[j] = dc[j] * Uh[j] * r[j] * (one - r[j])
+
+
+@njit(**JIT)
+def _dcliptanh(out, dz, z):
+    """out = dz * (1 - z^2) where z > 0, else 0: z > 0 exactly where BN(a, s) > 0."""
+    zero = out.dtype.type(0.0)
+    one = out.dtype.type(1.0)
+    for k in range(out.shape[0]):
+        zk = z[k]
+        out[k] = dz[k] * (one - zk * zk) if zk > zero else zero
+
+
+@njit(**JIT)
+def _relu_grad(out, g, a):
+    """out = g where a > 0, else 0 (relu', read from its output z_lr)"""
+    zero = out.dtype.type(0.0)
+    for i in range(out.shape[0]):
+        out[i] = g[i] if a[i] > zero else zero
+
+
+@njit(**JIT)
+def _bn_grad(out, g, n, g_mean, gn_mean, inv):
+    """out = inv * (g - mean(g) - n * mean(g n)): through the batch mean and variance"""
+    for k in range(out.shape[0]):
+        out[k] = inv[k] * (g[k] - g_mean[k] - n[k] * gn_mean[k])
+
+
+@njit(**JIT)
+def _carry(dh, z, rec):
+    """dh = dh * (1 - z) + rec: dL/dh_{t-1} from the state update and the recurrent products"""
+    one = dh.dtype.type(1.0)
+    for j in range(dh.shape[0]):
+        dh[j] = dh[j] * (one - z[j]) + rec[j]
 
 
 @njit(**JIT)
@@ -199,17 +259,25 @@ def backward_kernel(variant, bs, mode, dy, dh, U_all, W_z, cache, grads, scratch
     for t in range(T - 1, -1, -1):
         h_prev = hs[t]
         for b in range(B):
-            _derivatives_row(dh[b], dy[t, b], z[t, b], h_hat[t, b], h_prev[b], Uh[t, b], r[t, b],
-                             dp[t, b], dqu[t, b], dz[b])
-        for b in range(B):
-            z_b, dz_b, g_b = z[t, b], dz[b], da_hat[t, b]
-            for k in range(K):
-                zk = z_b[k * bs]
-                dzk = zero
-                for j in range(k * bs, (k + 1) * bs):  # a block value fed bs units: sum their gradients
-                    dzk += dz_b[j]
-                # z_k > 0 exactly where BN(a, s) > 0: cliptanh's derivative there, 0 elsewhere
-                g_b[k] = dzk * (one - zk * zk) if zk > zero else zero
+            # One pass of row loops over the sample's units: dh, dz, dc, dp = [dp_r, dc], dq = [dp_r, dc r].
+            dh_b, z_b, hh_b, r_b, dp_b, dq_b, dz_b = dh[b], z[t, b], h_hat[t, b], r[t, b], dp[t, b], dqu[t, b], dz[b]
+            _add_into(dh_b, dy[t, b])
+            _dz(dz_b, dh_b, hh_b, h_prev[b])
+            dc = dp_b[H:]
+            _dc(dc, dh_b, z_b, hh_b)
+            _dp_r(dp_b[:H], dc, Uh[t, b], r_b)
+            _copy(dq_b[:H], dp_b[:H])
+            _product(dq_b[H : 2 * H], dc, r_b)
+            if bs == 1:
+                _dcliptanh(da_hat[t, b], dz_b, z_b)
+            else:
+                g_b = da_hat[t, b]
+                for k in range(K):
+                    zk = z_b[k * bs]
+                    dzk = zero
+                    for j in range(k * bs, (k + 1) * bs):  # a block value fed bs units: sum their gradients
+                        dzk += dz_b[j]
+                    g_b[k] = dzk * (one - zk * zk) if zk > zero else zero
         inv_t, da_t = inv_std[t], da[t]
         if mode == BATCH:
             for k in range(K):
@@ -224,20 +292,14 @@ def backward_kernel(variant, bs, mode, dy, dh, U_all, W_z, cache, grads, scratch
                 g_mean[k] = g_mean[k] / nB
                 gn_mean[k] = gn_mean[k] / nB
             for b in range(B):
-                g_b, n_b, d_b = da_hat[t, b], n_hat[t, b], da_t[b]
-                for k in range(K):
-                    d_b[k] = inv_t[k] * (g_b[k] - g_mean[k] - n_b[k] * gn_mean[k])
+                _bn_grad(da_t[b], da_hat[t, b], n_hat[t, b], g_mean, gn_mean, inv_t)
         else:
             for b in range(B):
-                g_b, d_b = da_hat[t, b], da_t[b]
-                for k in range(K):
-                    d_b[k] = inv_t[k] * g_b[k]
+                _product(da_t[b], inv_t, da_hat[t, b])
         if variant == 0:
             for b in range(B):
-                d_b, du_b, dq_b = da_t[b], du[t, b], dqu[t, b]
-                for k in range(K):
-                    du_b[k] = d_b[k]
-                    dq_b[2 * H + k] = d_b[k]
+                _copy(du[t, b], da_t[b])
+                _copy(dqu[t, b][2 * H :], da_t[b])
         else:
             if variant == 1:
                 np.dot(da_t, W_z, dzlr)
@@ -245,13 +307,8 @@ def backward_kernel(variant, bs, mode, dy, dh, U_all, W_z, cache, grads, scratch
             else:
                 src = da_t
             for b in range(B):
-                s_b, zl_b, du_b, dq_b = src[b], z_lr[t, b], du[t, b], dqu[t, b]
-                for i in range(Kz):
-                    v = s_b[i] if zl_b[i] > zero else zero  # relu': z_lr > 0 exactly where its input is
-                    du_b[i] = v
-                    dq_b[2 * H + i] = v
+                _relu_grad(du[t, b], src[b], z_lr[t, b])  # z_lr > 0 exactly where relu's input is
+                _copy(dqu[t, b][2 * H :], du[t, b])
         np.dot(dqu[t], U_all, rec)
         for b in range(B):
-            dh_b, z_b, rec_b = dh[b], z[t, b], rec[b]
-            for j in range(H):
-                dh_b[j] = dh_b[j] * (one - z_b[j]) + rec_b[j]
+            _carry(dh[b], z[t, b], rec[b])

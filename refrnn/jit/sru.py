@@ -48,7 +48,9 @@ within 1e-10 (the on-disk cache of :mod:`refrnn.jit._cache` recompiles these ker
 Directions: :func:`reverse_forward` / :func:`bidirectional_forward` and their backwards mirror the
 reference's, built on the functions here.
 
-Shapes: x (T, B, D); c0 (B, H); y (T, B, H) = h_1..h_T; c_T (B, H); mask_pad (T, B). Time-major.
+Shapes: x (T, B, D); state0 = c_0 (B, H); y (T, B, H) = h_1..h_T; c_T (B, H); mask_pad (T, B).
+Time-major. ``state0`` and ``dstate_T`` (dL/dc_T) are the names every cell uses; the former
+``c0=`` and ``dc_T=`` still work for one release (with a DeprecationWarning).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ import numpy as np
 from numba import get_num_threads, prange
 
 from .._checks import float_array
+from .._moved import renamed
 from ..cells import sru as reference
 from ..cells._common import frozen
 from ..cells.sru import SRUCache, SRUParams
@@ -411,18 +414,20 @@ def _run(params, x, c0, mask_pad, train):
     return h, c_T, SRUCache(x, cs, f, r, g, uc, s, pad)
 
 
-def forward(params: SRUParams, x, c0=None, mask_pad=None) -> tuple[np.ndarray, np.ndarray, SRUCache]:
+@renamed(c0="state0")
+def forward(params: SRUParams, x, state0=None, mask_pad=None) -> tuple[np.ndarray, np.ndarray, SRUCache]:
     """Training forward: ``(y, c_T, cache)`` exactly as :func:`refrnn.cells.sru.forward` returns them.
 
     ``cache`` is an :class:`refrnn.cells.sru.SRUCache` for :func:`backward` (or the reference's).
     ``y`` is read-only, like the reference's.
     """
-    return _run(params, x, c0, mask_pad, train=True)
+    return _run(params, x, state0, mask_pad, train=True)
 
 
-def forward_inference(params: SRUParams, x, c0=None, mask_pad=None) -> tuple[np.ndarray, np.ndarray]:
+@renamed(c0="state0")
+def forward_inference(params: SRUParams, x, state0=None, mask_pad=None) -> tuple[np.ndarray, np.ndarray]:
     """Inference forward: ``(y, c_T)``, nothing kept for backward (one step of gates, two of c)."""
-    y, c_T, _ = _run(params, x, c0, mask_pad, train=False)
+    y, c_T, _ = _run(params, x, state0, mask_pad, train=False)
     return y, c_T
 
 
@@ -443,10 +448,11 @@ def _check_cache(params: SRUParams, cache) -> SRUCache:
     return cache
 
 
-def backward(params: SRUParams, cache: SRUCache, dy, dc_T=None) -> tuple[SRUParams, np.ndarray, np.ndarray]:
+@renamed(dc_T="dstate_T")
+def backward(params: SRUParams, cache: SRUCache, dy, dstate_T=None) -> tuple[SRUParams, np.ndarray, np.ndarray]:
     """Backprop through time: ``(grads, dx, dc0)``, as :func:`refrnn.cells.sru.backward` returns them.
 
-    ``dy`` (T, B, H) is dL/dy, ``dc_T`` (B, H) dL/dc_T (None: zero). ``grads.v`` is None when
+    ``dy`` (T, B, H) is dL/dy, ``dstate_T`` (B, H) dL/dc_T (None: zero). ``grads.v`` is None when
     ``params.v`` is. ``cache`` may come from this module's :func:`forward` or the reference's.
     """
     params = _check_params(params)
@@ -455,7 +461,7 @@ def backward(params: SRUParams, cache: SRUCache, dy, dc_T=None) -> tuple[SRUPara
     D, k, dt = params.input_size, params.k, params.dtype
     dims = {"T": T, "B": B, "H": H}
     dy = float_array("dy", dy, ("T", "B", "H"), dims, dtype=dt)
-    dc = np.zeros((B, H), dt) if dc_T is None else float_array("dc_T", dc_T, ("B", "H"), dims, dtype=dt).copy()
+    dc = np.zeros((B, H), dt) if dstate_T is None else float_array("dstate_T", dstate_T, ("B", "H"), dims, dtype=dt).copy()
     skip = SKIP_CODES[params.skip]
     C = _readonly
     dU = np.empty((T, B, k * H), dt)
@@ -485,19 +491,21 @@ def backward(params: SRUParams, cache: SRUCache, dy, dc_T=None) -> tuple[SRUPara
 # ---------------------------------------------------------------------------------------------
 
 
-def reverse_forward(params: SRUParams, x, c0=None, mask_pad=None):
+@renamed(c0="state0")
+def reverse_forward(params: SRUParams, x, state0=None, mask_pad=None):
     """:func:`refrnn.cells.sru.reverse_forward` on the fast path (time flipped in, output flipped back)."""
     params = _check_params(params)
     x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
-    y, c_end, cache = forward(params, x[::-1], c0, reference._flip(mask_pad))
+    y, c_end, cache = forward(params, x[::-1], state0, reference._flip(mask_pad))
     return y[::-1], c_end, cache
 
 
-def reverse_backward(params: SRUParams, cache: SRUCache, dy, dc_T=None):
+@renamed(dc_T="dstate_T")
+def reverse_backward(params: SRUParams, cache: SRUCache, dy, dstate_T=None):
     """:func:`refrnn.cells.sru.reverse_backward` on the fast path."""
     params = _check_params(params)
     dy = float_array("dy", dy, ("T", "B", "H"), {"H": params.hidden_size}, dtype=params.dtype)
-    grads, dx, dc0 = backward(params, cache, dy[::-1], dc_T)
+    grads, dx, dc0 = backward(params, cache, dy[::-1], dstate_T)
     return grads, dx[::-1].copy(), dc0
 
 
