@@ -74,7 +74,7 @@ from .._checks import finite_result, float_array, one_of
 from .._moved import algorithm_keyword, renamed
 from ..cells import ccgru as reference
 from ..cells._common import check_cache, frozen, gradients
-from . import _blas, _ccgru_train, _kernels, _strategy
+from . import _blas, _ccgru_train, _onepool, _strategy
 from ._cache import njit
 from ._kernels import _copy
 from ._kernels import sigmoid as _sigmoid
@@ -633,21 +633,8 @@ def _run(params, x, h0, algorithm, prepared, keep_z):
 # ---------------------------------------------------------------------------------------------
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    """A C-contiguous read-only view (a copy only when ``a`` is not C-contiguous). Read-only is part
-    of an array's numba type: every array a kernel only reads goes in read-only, whatever the caller
-    had (a frozen cache, a fresh ``dy``), so each kernel compiles once per dtype."""
-    view = np.ascontiguousarray(a).view()
-    view.setflags(write=False)
-    return view
-
-
-def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` through the BLAS numba calls (SciPy's OpenBLAS, the pool the kernels' per-step
-    products use); NumPy for empty operands, which that call does not take."""
-    if a.size == 0 or b.size == 0:
-        return a @ b
-    return _kernels.input_products(_readonly(a) if a.flags.c_contiguous else a, b)
+_readonly = _onepool.readonly
+_product = _onepool.product
 
 
 def _U_zh(params):

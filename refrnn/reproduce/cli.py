@@ -11,10 +11,17 @@ Presets (every size can be overridden by its option)::
 
     --smoke     H=16, a reduced grid (block size 8, rank 4, s in {0, -0.5}), a few updates:
                 the whole pipeline in seconds (CI)
-    (default)   H=256, B=32, 1000 updates of 50 steps each, lr 2e-3: the 25 models in well under
-                an hour on 2 cores (two training processes, one BLAS thread each)
+    (default)   H=256, B=32, 1000 updates of 50 steps each, lr 2e-3: the 25 models on 2 cores
+                (two training processes, one BLAS thread each); see the README for measured times
     --paper     H=1024, B=64, lr 1e-3, hidden state reset every 1000 updates (Tables I, III),
-                50 000 updates: weeks on a CPU (the reference backward is NumPy); pass --text8 for the paper's data
+                50 000 updates a model: still days for the whole grid on a CPU; pick a subset
+                (--kinds, --block-sizes, --ranks, --shifts, --steps); pass --text8 for the paper's data
+
+Training runs through the compiled paths (``--backend jit``, the default): the numba forward and
+backward of :mod:`refrnn.jit.ccgru` (:func:`~refrnn.jit.ccgru.forward_train`,
+:func:`~refrnn.jit.ccgru.backward`) and of the GRU (:mod:`refrnn.jit.gru`, whose backward
+:func:`refrnn.fast.backward` chooses), with the output layer's products in the same BLAS.
+``--backend reference`` trains through the NumPy reference cells (the same functions to rounding).
 
 Normalisation statistics. The conditional cells' running batch-norm statistics after training are
 an exponential moving average taken while the weights moved; before evaluation they are replaced
@@ -93,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
                         "conditional cells' running statistics exactly (0: keep the training EMA)")
     p.add_argument("--jobs", type=int, help="models trained at a time (processes)")
     p.add_argument("--threads", type=int, default=1, help="BLAS and Numba threads per process (default 1)")
+    p.add_argument("--backend", choices=("jit", "reference"), default="jit",
+                   help="train through the compiled paths (jit, default) or the NumPy reference cells")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--replot", action="store_true", help="only redo tables and plots from --out/results.json")
     return p
@@ -109,7 +118,7 @@ def _settings(args) -> dict:
         if getattr(args, key) is not None:
             preset[key] = tuple(getattr(args, key))
     preset.update(clip=args.clip, embed=args.embed, dtype=args.dtype, seed=args.seed, kinds=tuple(args.kinds),
-                  threads=args.threads)
+                  threads=args.threads, backend=args.backend)
     return preset
 
 
@@ -153,18 +162,18 @@ def _checkpoint(out: str, name: str) -> str:
     return os.path.join(out, "checkpoints", f"{name}.npz")
 
 
-def _train_one(config, text8, limit, out, resume, progress, threads):
+def _train_one(config, text8, limit, out, resume, progress, threads, backend="jit"):
     """Train one model to its final checkpoint (runs in a worker process, or in this one)."""
     from . import speed, threads as th, train
 
     th.set_threads(threads)
     corpus = load_corpus(text8, limit)
     st = train.train(config, corpus, _checkpoint(out, config.name), resume=resume, progress=progress,
-                     evaluate=speed.evaluate)
+                     evaluate=speed.evaluate, backend=backend)
     return config.name, st.elapsed
 
 
-def _reestimate_one(config, text8, limit, out, segments, threads):
+def _reestimate_one(config, text8, limit, out, segments, threads, backend="jit"):
     """The re-estimated running statistics of one trained model (runs in a worker process, or here)."""
     from . import threads as th, train
 
@@ -172,7 +181,7 @@ def _reestimate_one(config, text8, limit, out, segments, threads):
     corpus = load_corpus(text8, limit)
     st = train.load_checkpoint(_checkpoint(out, config.name), config)
     m = train.reestimate_statistics(st.model, corpus.train, batch=config.batch, bptt=config.bptt,
-                                    segments=segments, reset_every=config.reset_every)
+                                    segments=segments, reset_every=config.reset_every, backend=backend)
     return config.name, m.cell.running_mean, m.cell.running_var
 
 
@@ -187,12 +196,15 @@ def run(settings: dict, out: str, *, text8: str | None = None, resume: bool = Fa
     th.set_threads(settings["threads"])
     corpus = load_corpus(text8, settings["corpus_limit"])
     configs = grid(settings)
+    backend = settings.get("backend", "jit")
     print(f"refrnn reproduce: corpus {corpus.name} ({len(corpus.train)} train / {len(corpus.valid)} validation "
           f"symbols), {len(configs)} models, H={settings['hidden']}, B={settings['batch']}, "
-          f"{settings['steps']} updates of {settings['bptt']} steps, out {out}", file=stream, flush=True)
+          f"{settings['steps']} updates of {settings['bptt']} steps, out {out}; training through "
+          + ("the compiled paths (refrnn.jit forward and backward)" if backend == "jit" else "the NumPy reference cells"),
+          file=stream, flush=True)
 
     # Phase 1: training (in parallel processes; each model is independent and deterministic).
-    args = [(c, text8, settings["corpus_limit"], out, resume, progress, settings["threads"]) for c in configs]
+    args = [(c, text8, settings["corpus_limit"], out, resume, progress, settings["threads"], backend) for c in configs]
     t_train = time.perf_counter()
     if settings["jobs"] > 1 and len(configs) > 1:
         import multiprocessing as mp
@@ -207,7 +219,7 @@ def run(settings: dict, out: str, *, text8: str | None = None, resume: bool = Fa
     segments = settings["recal_segments"]
     t_recal = time.perf_counter()
     cond = [c for c in configs if c.kind != "gru"] if segments else []
-    rargs = [(c, text8, settings["corpus_limit"], out, segments, settings["threads"]) for c in cond]
+    rargs = [(c, text8, settings["corpus_limit"], out, segments, settings["threads"], backend) for c in cond]
     if settings["jobs"] > 1 and len(cond) > 1:
         import multiprocessing as mp
 
@@ -239,7 +251,7 @@ def run(settings: dict, out: str, *, text8: str | None = None, resume: bool = Fa
             else:
                 bpc_ema, sparsity_ema = bpc, sparsity
             # diagnostic: each validation step normalised by its own batch statistics (32 streams)
-            bpc_batch, sparsity_batch = speed.evaluate_batch_statistics(st.model, corpus.valid)
+            bpc_batch, sparsity_batch = speed.evaluate_batch_statistics(st.model, corpus.valid, backend=backend)
             r.update(norm_stats=norm_stats, recal_segments=segments, val_bpc_ema=bpc_ema,
                      z_sparsity_ema=sparsity_ema, val_bpc_batchstats=bpc_batch, z_sparsity_batchstats=sparsity_batch)
             T = settings["speed_T"] * (1 if c.kind == "block" else UNSTRUCTURED_T)

@@ -8,7 +8,8 @@ Equations (``c_t`` the symbol id at step t, ``V = 27``)::
     p_t = softmax(o_t)
     L   = -1/(T B) sum_{t,b} log2 p_t[c_{t+1}]          bits per character (BPC)
 
-Backward (hand-derived, no autograd): ``dL/do_t = (p_t - onehot(c_{t+1})) / (T B ln 2)``;
+Training runs the cell's compiled forward and backward (:func:`cell_paths`, ``backend="jit"``,
+the default; ``backend="reference"`` runs the NumPy reference cells instead). Backward (hand-derived, no autograd): ``dL/do_t = (p_t - onehot(c_{t+1})) / (T B ln 2)``;
 ``dW_y = sum do_t h_t^T``, ``db_y = sum do_t``, ``dL/dh_t = W_y^T do_t`` into the cell's own
 :func:`backward`; with an embedding, ``dE[c] += dL/dx_t`` for every step that read row ``c``
 (``np.add.at``). A one-hot input has no parameters of its own: ``W_x`` of the cell *is* the
@@ -133,8 +134,46 @@ def bits(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(-picked.mean() / math.log(2.0))
 
 
-def loss_and_grads(model: LM, ids, targets, h0=None):
-    """BPC of predicting ``targets`` from ``ids``, and its gradient.
+BACKENDS = ("jit", "reference")
+
+
+def cell_paths(cell, backend: str = "jit"):
+    """``(forward, backward)`` of ``cell`` in training mode on ``backend``.
+
+    ``"jit"`` (the default): the compiled paths, :func:`refrnn.jit.gru.forward` with its backward
+    through :func:`refrnn.fast.backward` (the jit GRU's own when it has one, else the reference's on
+    the same cache), and :func:`refrnn.jit.ccgru.forward_train` / :func:`refrnn.jit.ccgru.backward`,
+    the compiled twins of the reference's (float64 equal within 1e-10). ``"reference"``: the NumPy
+    reference cells.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if backend == "reference":
+        mod = module_for(cell)
+        return mod.forward, mod.backward
+    from .. import fast
+
+    if isinstance(cell, gru.GRUParams):
+        return (lambda p, x, h0: fast.forward(p, x, h0, backend="jit"),
+                lambda p, cache, dy: fast.backward(p, cache, dy, backend="jit"))
+    from ..jit import ccgru as jit_ccgru
+
+    return jit_ccgru.forward_train, jit_ccgru.backward
+
+
+def _matmul(backend: str):
+    """The product of the output layer: on the jit backend through the kernels' own BLAS (one thread
+    pool for the whole step, see :mod:`refrnn.jit._onepool`), else NumPy's ``@``."""
+    if backend == "jit":
+        from ..jit._onepool import product
+
+        return product
+    return lambda a, b: a @ b
+
+
+def loss_and_grads(model: LM, ids, targets, h0=None, *, backend: str = "jit"):
+    """BPC of predicting ``targets`` from ``ids``, and its gradient, through the cell's compiled
+    training paths (``backend="jit"``, the default) or the NumPy reference (``"reference"``).
 
     Returns ``(bpc, grads, h_T, model_after)``: ``grads`` a dict named as :func:`trainable`;
     ``model_after`` is ``model`` with the conditional cell's running statistics updated by this
@@ -143,10 +182,13 @@ def loss_and_grads(model: LM, ids, targets, h0=None):
     ids = check_ids("ids", ids)
     targets = check_ids("targets", targets, ids.shape)
     T, B = ids.shape
-    mod = module_for(model.cell)
+    forward, backward = cell_paths(model.cell, backend)
+    mm = _matmul(backend)
     x = inputs(model, ids)
-    y, h_T, cache = mod.forward(model.cell, x, h0)
-    logits = y @ model.W_y.T + model.b_y
+    y, h_T, cache = forward(model.cell, x, h0)
+    H = y.shape[-1]
+    y2 = y.reshape(T * B, H)
+    logits = (mm(y2, model.W_y.T) + model.b_y).reshape(T, B, V)
     lp = log_softmax(logits)
     picked = np.take_along_axis(lp, targets[..., None].astype(np.intp), axis=-1)
     bpc = float(-picked.astype(np.float64).mean() / math.log(2.0))
@@ -154,12 +196,13 @@ def loss_and_grads(model: LM, ids, targets, h0=None):
     do = np.exp(lp)
     _sub_onehot(do, targets)
     do *= 1.0 / (T * B * math.log(2.0))
+    do2 = do.reshape(T * B, V)
     grads = {
-        "W_y": do.reshape(T * B, V).T @ y.reshape(T * B, -1),
-        "b_y": do.reshape(T * B, V).sum(axis=0),
+        "W_y": mm(do2.T, y2),
+        "b_y": do2.sum(axis=0),
     }
-    dy = do @ model.W_y
-    cell_grads, dx, _ = mod.backward(model.cell, cache, dy)
+    dy = mm(do2, model.W_y).reshape(T, B, H)
+    cell_grads, dx, _ = backward(model.cell, cache, dy)
     grads.update({f"cell.{k}": v for k, v in cell_grads.arrays().items() if k not in _NOT_TRAINED})
     if model.E is not None:
         dE = np.zeros_like(model.E)

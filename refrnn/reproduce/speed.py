@@ -140,10 +140,11 @@ def speedup(model: lm.LM, ids: np.ndarray, *, T: int = 50, batch: int | None = N
     return out
 
 
-def evaluate_batch_statistics(model: lm.LM, ids: np.ndarray, *, batch: int = 32, chunk: int = 1000
-                              ) -> tuple[float, float]:
+def evaluate_batch_statistics(model: lm.LM, ids: np.ndarray, *, batch: int = 32, chunk: int = 1000,
+                              backend: str = "jit") -> tuple[float, float]:
     """``(bpc, z_sparsity)`` like :func:`evaluate`, but normalising with each step's *batch* statistics
-    over the ``batch`` validation streams (training mode, the reference forward).
+    over the ``batch`` validation streams (training mode, the compiled training forward on
+    ``backend="jit"``, the reference's on ``"reference"``).
 
     A diagnostic, not an inference procedure: every stream's prediction then depends on the other
     streams at the same step. It shows how far the running (or re-estimated) statistics are from
@@ -151,8 +152,6 @@ def evaluate_batch_statistics(model: lm.LM, ids: np.ndarray, *, batch: int = 32,
     """
     if model.kind == "gru":
         return evaluate(model, ids, batch=batch, chunk=chunk)
-    from ..cells import ccgru
-
     ids = np.asarray(ids)
     batch = max(2, min(batch, (len(ids) - 1) // 2))
     L = (len(ids) - 1) // batch
@@ -160,10 +159,11 @@ def evaluate_batch_statistics(model: lm.LM, ids: np.ndarray, *, batch: int = 32,
     inp = np.stack([S[b * L : (b + 1) * L] for b in range(batch)], axis=1)
     tgt = np.stack([S[b * L + 1 : (b + 1) * L + 1] for b in range(batch)], axis=1)
     cell = model.cell.replace(mode="train", norm="batch")
+    forward, _ = lm.cell_paths(cell, backend)
     h = np.zeros((batch, model.hidden_size), model.dtype)
     total_bits, zeros, count = 0.0, 0, 0
     for t0 in range(0, L, chunk):
-        y, h, cache = ccgru.forward(cell, lm.inputs(model, inp[t0 : t0 + chunk]), h)
+        y, h, cache = forward(cell, lm.inputs(model, inp[t0 : t0 + chunk]), h)
         logits = y @ model.W_y.T + model.b_y
         total_bits += lm.bits(logits, tgt[t0 : t0 + chunk]) * y.shape[0] * batch
         zeros += int(np.count_nonzero(cache.z == 0))

@@ -7,7 +7,7 @@ every 1000 updates, minibatch 64, Adam, lr 0.001)::
     for step = 0, 1, ...:
         if step % reset_every == 0 or pos + T + 1 > L:   h = 0 (and pos = 0 at the end of the text)
         ids, targets = S[:, pos : pos+T], S[:, pos+1 : pos+T+1]       (transposed: time-major)
-        bpc, g, h = loss_and_grads(model, ids, targets, h)            the reference backward
+        bpc, g, h = loss_and_grads(model, ids, targets, h)            the compiled forward and backward
         g = g * min(1, clip / ||g||)                                   global-norm clipping
         m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2                Adam (Kingma & Ba, bias-corrected)
         theta -= lr * (m / (1 - b1^k)) / (sqrt(v / (1 - b2^k)) + eps)
@@ -229,9 +229,12 @@ def _adam(config: TrainConfig, st: State, grads: dict) -> None:
 
 
 def train(config: TrainConfig, corpus: Corpus, checkpoint: str | None = None, *, resume: bool = False,
-          progress: bool = True, stop_after: int | None = None, evaluate=None) -> State:
+          progress: bool = True, stop_after: int | None = None, evaluate=None, backend: str = "jit") -> State:
     """Train ``config`` on ``corpus``; returns the final state.
 
+    ``backend``: ``"jit"`` (default) trains through the cells' compiled forward and backward,
+    ``"reference"`` through the NumPy reference cells (:func:`refrnn.reproduce.model.cell_paths`);
+    the two agree to rounding (float64 within 1e-10 a step), not bit for bit.
     ``checkpoint``: the ``.npz`` path (None: no checkpoints). ``resume``: continue from it when it
     exists. ``stop_after``: stop (after checkpointing) once this many updates are done, as a crash
     would; a later ``resume=True`` run finishes. ``evaluate(model, ids) -> (bpc, sparsity)``
@@ -257,7 +260,7 @@ def train(config: TrainConfig, corpus: Corpus, checkpoint: str | None = None, *,
             if st.step % config.reset_every == 0:
                 st.h = np.zeros_like(st.h)
             window = S[:, st.pos : st.pos + T + 1].T  # (T+1, B)
-            bpc, grads, h_T, st.model = lm.loss_and_grads(st.model, window[:-1], window[1:], st.h)
+            bpc, grads, h_T, st.model = lm.loss_and_grads(st.model, window[:-1], window[1:], st.h, backend=backend)
             _clip(grads, config.clip)
             _adam(config, st, grads)
             st.h, st.pos = h_T, st.pos + T
@@ -287,7 +290,7 @@ def train(config: TrainConfig, corpus: Corpus, checkpoint: str | None = None, *,
 
 
 def reestimate_statistics(model: lm.LM, train_ids: np.ndarray, *, batch: int, bptt: int, segments: int,
-                          reset_every: int) -> lm.LM:
+                          reset_every: int, backend: str = "jit") -> lm.LM:
     r"""``model`` with its running statistics replaced by the exact ones of a pass over training data.
 
     The running statistics a conditional cell carries out of training are an exponential moving
@@ -310,14 +313,14 @@ def reestimate_statistics(model: lm.LM, train_ids: np.ndarray, *, batch: int, bp
     at the end of the streams (:func:`train`). Deterministic: no random numbers, fixed order.
 
     The dense GRU has no normalisation: it is returned unchanged. ``segments = 0`` returns ``model``.
+    The forward passes run on ``backend`` (:func:`refrnn.reproduce.model.cell_paths`).
     """
     if model.kind == "gru" or segments == 0:
         return model
     if isinstance(segments, bool) or not isinstance(segments, (int, np.integer)) or segments < 0:
         raise ValueError(f"segments: expected a non-negative integer, got {segments!r}")
-    from ..cells import ccgru
-
     cell = model.cell.replace(mode="train", norm="batch")
+    forward, _ = lm.cell_paths(cell, backend)
     S = streams(train_ids, batch)
     L, T, K = S.shape[1], bptt, cell.gate_width
     if L < T + 1:
@@ -331,7 +334,7 @@ def reestimate_statistics(model: lm.LM, train_ids: np.ndarray, *, batch: int, bp
         if k % reset_every == 0:
             h = np.zeros_like(h)
         x = lm.inputs(model, S[:, pos : pos + T].T)
-        _, h, cache = ccgru.forward(cell, x, h)
+        _, h, cache = forward(cell, x, h)
         a = lm.gate_preactivation(cell, cache).reshape(-1, K).astype(np.float64)
         n_b = a.shape[0]
         mean_b = a.mean(axis=0)
