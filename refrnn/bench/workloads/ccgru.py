@@ -213,3 +213,49 @@ for _bs in (16, 32, 64):
 
 NAMES = tuple(f"ccgru-unstructured-r{r}" for r in (16, 32, 64)) + tuple(f"ccgru-block-bs{b}" for b in (16, 32, 64))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# ccgru-train: forward and backward back to back (see refrnn.bench.workloads.train_sru_ccgru)
+# ---------------------------------------------------------------------------------------------
+
+TRAIN_BLOCK = 16  # units per block of the trained cell (g = H / 16), as in refrnn reproduce's grid
+
+
+def build_train(scale: str, size: str) -> Case:
+    from ...cells import ccgru as reference
+    from ...jit import ccgru as fast
+    from . import train_sru_ccgru as tr
+
+    s = sizes_for(scale, tr.FULL_SIZES[size], tr.TINY)
+    T, B, D, H = s["T"], s["B"], s["D"], s["H"]
+    g = max(1, H // TRAIN_BLOCK) if scale != "tiny" else 2
+    rng, x = data(D, H, T, B)
+    p = reference.init(D, H, variant="block", g=g, rng=rng, dtype=np.float32)  # mode="train": batch statistics
+    dy = tr.upstream(T, B, H)
+    cands = {
+        tr.SUBJECT: tr.steps(fast.forward, fast.backward, p, x, dy),
+        tr.BEFORE: tr.steps(fast.forward, reference.backward, p, x, dy),
+        tr.REFERENCE: tr.steps(reference.forward, reference.backward, p, x, dy),
+        **tr.torch_candidates(("GRU",), D, H, x, dy),
+    }
+    Kz, TB = g, T * B
+    shapes = [(TB, D, 2 * H), (TB, D, Kz),  # input projections
+              (2 * H + Kz, TB, H), (2 * H, TB, D), (Kz, TB, D),  # weight gradients
+              (TB, 2 * H, D), (TB, Kz, D)]  # dx
+    run, flops = tr.gemm_products(T, B, shapes, [(H, 2 * H + Kz), (2 * H + Kz, H)])  # the per-step products
+    cands[tr.SGEMM] = run
+    notes = (
+        f"{tr.STEPS} training steps per call (forward, backward), back to back; block z, g = {g}, batch statistics; "
+        "run with --pause 0",
+        f"GFLOP of products per call: {flops / 1e9:.3g} (per step h [U_rh; U_z]^T and [dq, du] [U_rh; U_z]; "
+        "one T*B-row GEMM per weight)",
+        "torch.nn.GRU autograd of the same size: a dense GRU, the comparison point (torch has no conditional GRU)",
+    )
+    return Case({**s, "g": g}, cands, tr.SUBJECT, (), tr.SGEMM, flops, flops, notes)
+
+
+workload("ccgru-train", "Conditional GRU training step (block z, batch statistics), T=100, B=32, D=H=256 (float32)")(
+    lambda scale: build_train(scale, "h256"))
+workload("ccgru-train-h1024", "Conditional GRU training step (block z, batch statistics), the paper's size T=50, B=64, "
+         "D=27, H=1024 (float32)")(lambda scale: build_train(scale, "h1024"))

@@ -80,3 +80,42 @@ def build(scale: str) -> Case:
 
 
 workload(NAME, "SRU forward, T=100, B=32, D=H=1024 (float32), against torch.nn.LSTM of the same size")(build)
+
+
+# ---------------------------------------------------------------------------------------------
+# sru-train: forward and backward back to back (see refrnn.bench.workloads.train_sru_ccgru)
+# ---------------------------------------------------------------------------------------------
+
+
+def build_train(scale: str, size: str) -> Case:
+    from ...cells import sru as reference
+    from ...jit import sru as fast
+    from . import train_sru_ccgru as tr
+
+    s = sizes_for(scale, tr.FULL_SIZES[size], tr.TINY)
+    T, B, D, H = s["T"], s["B"], s["D"], s["H"]
+    rng, x = data(D, H, T, B)
+    p = reference.init(D, H, rng=rng, dtype=np.float32)  # identity skip when D == H, else projection
+    dy = tr.upstream(T, B, H)
+    k = p.k
+    cands = {
+        tr.SUBJECT: tr.steps(fast.forward, fast.backward, p, x, dy),
+        tr.BEFORE: tr.steps(fast.forward, reference.backward, p, x, dy),
+        tr.REFERENCE: tr.steps(reference.forward, reference.backward, p, x, dy),
+        **tr.torch_candidates(("LSTM", "GRU"), D, H, x, dy),
+    }
+    # U = x W^T; dW = dU^T x; dx = dU W: the SRU has no recurrent product
+    run, flops = tr.gemm_products(T, B, [(T * B, D, k * H), (k * H, T * B, D), (T * B, k * H, D)], [])
+    cands[tr.SGEMM] = run
+    notes = (
+        f"{tr.STEPS} training steps per call (forward, backward), back to back; skip={p.skip}; run with --pause 0",
+        f"GFLOP of products per call: {flops / 1e9:.3g} (U = x W^T, dW = dU^T x, dx = dU W, each one T*B-row GEMM)",
+        "torch.nn.LSTM / GRU autograd of the same D, H, T, B: other cells, the comparison point of the forward workload",
+    )
+    return Case(s, cands, tr.SUBJECT, (), tr.SGEMM, flops, flops, notes)
+
+
+workload("sru-train", "SRU training step (forward + backward, back to back), T=100, B=32, D=H=256 (float32)")(
+    lambda scale: build_train(scale, "h256"))
+workload("sru-train-h1024", "SRU training step (forward + backward, back to back), T=50, B=64, D=27, H=1024 (float32)")(
+    lambda scale: build_train(scale, "h1024"))
