@@ -289,3 +289,20 @@ def test_bad_backward_input():
         fast.backward(p.replace(skip="none", alpha=1.0), cache, dy)
     with pytest.raises(TypeError, match="params: expected SRUParams"):
         fast.backward(None, cache, dy)
+
+
+def test_former_state_keywords_still_work():
+    """``c0=`` and ``dc_T=`` (the names before state0 / dstate_T) work for one release, with a warning."""
+    p, x, c0, _ = _case("identity", True, "identity", False, T=3, B=2, H=4)
+    y, cT, cache = fast.forward(p, x, c0)
+    dy, dT = np.ones_like(y), np.ones_like(cT)
+    want = fast.backward(p, cache, dy, dT)
+    with pytest.warns(DeprecationWarning, match="c0= is deprecated"):
+        y_old = fast.forward(p, x, c0=c0)[0]
+    with pytest.warns(DeprecationWarning, match="c0= is deprecated"):
+        fast.forward_inference(p, x, c0=c0)
+    with pytest.warns(DeprecationWarning, match="dc_T= is deprecated"):
+        got = fast.backward(p, cache, dy, dc_T=dT)
+    assert np.array_equal(y, y_old) and np.array_equal(want[1], got[1]) and np.array_equal(want[2], got[2])
+    with pytest.raises(TypeError, match="both c0= and state0="):
+        fast.forward(p, x, c0=c0, state0=c0)
