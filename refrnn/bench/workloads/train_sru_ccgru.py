@@ -40,22 +40,32 @@ TINY = dict(T=3, B=3, D=8, H=8)
 
 
 def steps(forward, backward, params, x, dy):
-    """A call making :data:`STEPS` training steps back to back: ``forward`` then ``backward``."""
+    """A call making :data:`STEPS` training steps back to back: ``forward`` then ``backward``.
+    Returns ``(y, grads, dx, dstate0)`` of the last step (y first, as every bench candidate)."""
 
     def run():
         out = None
         for _ in range(STEPS):
-            _, _, cache = forward(params, x)
-            out = backward(params, cache, dy)
+            y, _, cache = forward(params, x)
+            out = (y, *backward(params, cache, dy))
         return out
 
     return run
 
 
 def torch_autograd(torch, kind: str, D: int, H: int, x: np.ndarray, dy: np.ndarray):
-    """``torch.nn.<kind>`` forward and backward of ``sum(y * dy)``, :data:`STEPS` times back to back."""
-    torch.manual_seed(SEED)
+    """``torch.nn.<kind>`` ("LSTM" or "GRU") forward and backward of ``sum(y * dy)``, :data:`STEPS`
+    times back to back, from zero states, its weights taken from a refrnn cell; ``.twin`` is the
+    NumPy loop of :mod:`refrnn.bench.baselines` on the same weights (the forward, for the check)."""
+    from ...cells import gru, lstm
+    from ..baselines import TORCH_FIELDS, numpy_gru, numpy_lstm
+
+    cell = lstm if kind == "LSTM" else gru
+    q = cell.init(D, H, rng=np.random.default_rng([SEED, 1]), dtype=np.float32)
     module = getattr(torch.nn, kind)(D, H)
+    with torch.no_grad():
+        for name, field in TORCH_FIELDS:
+            getattr(module, name).copy_(torch.from_numpy(np.array(getattr(q, field))))
     tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
 
     def run():
@@ -63,7 +73,11 @@ def torch_autograd(torch, kind: str, D: int, H: int, x: np.ndarray, dy: np.ndarr
             module.zero_grad(set_to_none=False)
             y, _ = module(tx)
             y.backward(tdy)
+        return (y.detach(),)
 
+    B = x.shape[1]
+    zeros = np.zeros((B, H), np.float32)
+    run.twin = (lambda: numpy_lstm(q, x, zeros, zeros)) if kind == "LSTM" else (lambda: numpy_gru(q, x, zeros))
     return run
 
 
