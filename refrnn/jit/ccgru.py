@@ -458,7 +458,8 @@ class Prepared(NamedTuple):
 
 
 class Cache(NamedTuple):
-    """What :func:`forward` keeps besides the outputs (there is no fast backward: inference only)."""
+    """What the inference paths' :func:`forward` keeps besides the outputs (nothing for a backward:
+    training mode returns the reference's :class:`refrnn.cells.ccgru.CCGRUCache` instead)."""
 
     z: np.ndarray  # (T, B, H): the update gate the path used; where it is 0 the unit was not computed
 

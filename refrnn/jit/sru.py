@@ -20,6 +20,12 @@ Backward (BPTT, the reference's derivation; ``dc`` is dL/dc_t flowing back, ``dh
     dv   += [da_f * c_{t-1}, da_r * c_{t-1}],  db += [da_f, da_r]
     dW    = dU^T x,  dx = dU W                      two products over all T*B rows
 
+Batching. As in the reference, the only products are over all T*B rows at once: ``U = x W^T``
+forward, ``dW = dU^T x`` and ``dx = dU W`` backward, one GEMM each; the recurrence is element-wise
+(no per-step product). Per step and task, backward's gate derivatives (``dc_t~``, ``da_f``,
+``da_r``, ``dU_c``, the skip gradient, ``dc_{t-1}``, the ``dv``/``db`` sums) are one pass over the
+task's units: a few row loops back to back whose rows stay in L1.
+
 How it runs. The products go through BLAS (``np.dot`` inside numba, i.e. the library SciPy ships,
 one thread pool for the whole path). Everything else is one element-wise kernel per direction,
 ``prange`` over *tasks*: a task owns one sample ``b`` and one stretch ``[j0, j1)`` of units and
