@@ -175,3 +175,27 @@ def test_bad_input():
         fast.forward_train(p, np.full_like(x, np.nan), h0)
     with pytest.raises(ValueError, match="overflowed"):
         fast.forward_train(p, np.full_like(x, 1e200) * np.arange(2)[None, :, None], h0)
+
+
+def test_small_per_step_products_run_on_one_blas_thread(monkeypatch):
+    """The kernels' per-step products are small at test sizes: every OpenBLAS is on one thread while
+    they run (see ONE_THREAD_STEP_MNK), and back on its own count afterwards."""
+    from refrnn.jit import _blas, _ccgru_train
+
+    if not _blas.get_threads():
+        pytest.skip("no OpenBLAS found in this process")
+    seen = []
+    for name in ("forward_kernel", "backward_kernel"):
+        kernel = getattr(_ccgru_train, name)
+
+        def spy(*args, kernel=kernel):
+            seen.append(_blas.get_threads())
+            return kernel(*args)
+
+        monkeypatch.setattr(_ccgru_train, name, spy)
+    before = _blas.get_threads()
+    p, x, h0, dy = _case("full", None, 5, 7, 3, 2)
+    fast.backward(p, fast.forward_train(p, x, h0)[2], dy)
+    assert len(seen) == 2 and all(set(s) == {1} for s in seen)
+    assert _blas.get_threads() == before
+    assert 2 * 7 * (3 * 7) < fast.ONE_THREAD_STEP_MNK

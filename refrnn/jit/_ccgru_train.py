@@ -15,6 +15,7 @@ as the reference's backward batches them. The low-rank gate adds one small produ
 (``z_lr W_z^T`` forward, ``da W_z`` backward). Every product is ``np.dot`` inside numba, i.e. the one
 OpenBLAS that SciPy ships and its one thread pool: no NumPy ``@`` runs between them, so the two
 pools of NumPy's and SciPy's OpenBLAS never alternate (on two cores that alternation starves both).
+Small per-step products run on one BLAS thread (:data:`refrnn.jit.ccgru.ONE_THREAD_STEP_MNK`).
 
 Element-wise work. Per step and sample, one pass over the units computes the gates and the state
 (forward), or all gate derivatives, ``dp``, ``dq`` and ``dz`` (backward). The batch statistics need

@@ -638,6 +638,20 @@ _readonly = _onepool.readonly
 _product = _onepool.product
 
 
+# Per-step products smaller than this (M*N*K of one step's recurrent product) run on one BLAS thread.
+# Measured on 2 shared cores (load ~4), block z, T*B-row GEMMs on the default threads either way:
+# T=100, B=32, H=256 (32 x 256 x 528 a step): forward kernel 1219 ms with two BLAS threads, 33 ms
+# with one; T=50, B=64, H=1024 (64 x 1024 x 2112): 93 ms with two, 137 ms with one. Small products
+# gain nothing from a second thread, and its hand-overs and spinning cost far more when the cores
+# are shared.
+ONE_THREAD_STEP_MNK = 1 << 24
+
+
+def _step_threads(B: int, H: int, Kz: int):
+    """BLAS threads for the kernels' per-step products: one when they are small (see above)."""
+    return _blas.threads(1) if B * H * (2 * H + Kz) < ONE_THREAD_STEP_MNK else contextlib.nullcontext()
+
+
 def _U_zh(params):
     return params.U_z if params.variant == "full" else params.U_z_lr
 
@@ -684,11 +698,12 @@ def forward_train(params, x, state0=None):
     inv_std = np.empty((T, K), dt)
     scratch = (np.empty((B, 2 * H + Kz), dt), np.empty((B, Kz), dt), np.empty((B, K), dt))
     if T > 0:
-        bad = _ccgru_train.forward_kernel(
-            _VARIANT_CODE[variant], params.block_size if variant == "block" else 1, opts,
-            px.reshape(T, B, 2 * H), pxz.reshape(T, B, Kz), U_allT, W_zT, b_z, rm, rv, np.ascontiguousarray(inv_fixed),
-            hs, (r, h_hat, Uh, z, z_lr, n_hat, inv_std), scratch,
-        )
+        with _step_threads(B, H, Kz):
+            bad = _ccgru_train.forward_kernel(
+                _VARIANT_CODE[variant], params.block_size if variant == "block" else 1, opts,
+                px.reshape(T, B, 2 * H), pxz.reshape(T, B, Kz), U_allT, W_zT, b_z, rm, rv, np.ascontiguousarray(inv_fixed),
+                hs, (r, h_hat, Uh, z, z_lr, n_hat, inv_std), scratch,
+            )
         if bad >= 0:
             raise ValueError(f"x: the batch variance of the update gate's pre-activation overflowed at step {bad}; "
                              f"the input (or h0) is too large for {dt}")
@@ -733,11 +748,12 @@ def backward(params, cache, dy, dstate_T=None):
     C = _readonly
     z_lr_k = C(np.empty((0, B, 0), dt) if z_lr is None else z_lr)
     if T > 0:
-        _ccgru_train.backward_kernel(
-            _VARIANT_CODE[variant], params.block_size if variant == "block" else 1, mode, C(dy), dh, U_all, W_z,
-            (C(h), C(r), C(h_hat), C(Uh), C(z), z_lr_k, C(n_hat), C(inv_std)), (dp, dqu, du, da, da_hat),
-            (np.empty((B, H), dt), np.empty((B, Kz), dt), np.empty((B, H), dt)),
-        )
+        with _step_threads(B, H, Kz):
+            _ccgru_train.backward_kernel(
+                _VARIANT_CODE[variant], params.block_size if variant == "block" else 1, mode, C(dy), dh, U_all, W_z,
+                (C(h), C(r), C(h_hat), C(Uh), C(z), z_lr_k, C(n_hat), C(inv_std)), (dp, dqu, du, da, da_hat),
+                (np.empty((B, H), dt), np.empty((B, Kz), dt), np.empty((B, H), dt)),
+            )
     TB = T * B
     flat_x = C(x).reshape(TB, D)
     h_prev = C(h)[:-1].reshape(TB, H)
