@@ -243,7 +243,8 @@ def build_train(scale: str, size: str) -> Case:
     shapes = [(TB, D, 2 * H), (TB, D, Kz),  # input projections
               (2 * H + Kz, TB, H), (2 * H, TB, D), (Kz, TB, D),  # weight gradients
               (TB, 2 * H, D), (TB, Kz, D)]  # dx
-    run, flops = tr.gemm_products(T, B, shapes, [(H, 2 * H + Kz), (2 * H + Kz, H)])  # the per-step products
+    run, flops = tr.gemm_products(T, B, shapes, [(H, 2 * H + Kz), (2 * H + Kz, H)],  # the per-step products
+                                  lambda: fast._step_threads(B, H, Kz))
     cands[tr.SGEMM] = run
     notes = (
         f"{tr.STEPS} training steps per call (forward, backward), back to back; block z, g = {g}, batch statistics; "

@@ -81,10 +81,12 @@ def torch_autograd(torch, kind: str, D: int, H: int, x: np.ndarray, dy: np.ndarr
     return run
 
 
-def gemm_products(T, B, shapes, recurrent):
+def gemm_products(T, B, shapes, recurrent, step_threads=None):
     """The products of :data:`STEPS` training steps alone: ``shapes`` lists the (M, K, N) of the
     one-off GEMMs (input projections and weight gradients), ``recurrent`` the (K, N) weights of the
-    per-step products (each T times with B rows). Returns ``(run, flops)``."""
+    per-step products (each T times with B rows), run inside ``step_threads()`` (the BLAS thread
+    setting the subject's kernels use for them; None: the default). Returns ``(run, flops)``."""
+    import contextlib
     from ...jit._onepool import product
 
     rng = np.random.default_rng(SEED)
@@ -98,7 +100,8 @@ def gemm_products(T, B, shapes, recurrent):
             for a, b in pairs:
                 product(a, b)
             if per_step is not None:
-                per_step()
+                with (step_threads or contextlib.nullcontext)():
+                    per_step()
 
     return run, flops
 
