@@ -216,7 +216,7 @@ NAMES = tuple(f"ccgru-unstructured-r{r}" for r in (16, 32, 64)) + tuple(f"ccgru-
 
 
 # ---------------------------------------------------------------------------------------------
-# ccgru-train: forward and backward back to back (see refrnn.bench.workloads.train_sru_ccgru)
+# ccgru-train-mid, ccgru-train-paper: forward and backward back to back (see refrnn.bench.workloads.train_sru_ccgru)
 # ---------------------------------------------------------------------------------------------
 
 TRAIN_BLOCK = 16  # units per block of the trained cell (g = H / 16), as in refrnn reproduce's grid
@@ -256,7 +256,7 @@ def build_train(scale: str, size: str) -> Case:
     return Case({**s, "g": g}, cands, tr.SUBJECT, (), tr.SGEMM, flops, flops, notes)
 
 
-workload("ccgru-train", "Conditional GRU training step (block z, batch statistics), T=100, B=32, D=H=256 (float32)")(
+workload("ccgru-train-mid", "Conditional GRU training step (block z, batch statistics), T=100, B=32, D=H=256 (float32)")(
     lambda scale: build_train(scale, "h256"))
-workload("ccgru-train-h1024", "Conditional GRU training step (block z, batch statistics), the paper's size T=50, B=64, "
+workload("ccgru-train-paper", "Conditional GRU training step (block z, batch statistics), the paper's size T=50, B=64, "
          "D=27, H=1024 (float32)")(lambda scale: build_train(scale, "h1024"))

@@ -140,4 +140,4 @@ def _strategy_stream_wide(scale):
 
 
 # The training workloads (forward + backward, back to back) register right after the forward ones.
-from . import train  # noqa: E402,F401
+from . import train_gru_lstm  # noqa: E402,F401

@@ -83,7 +83,7 @@ workload(NAME, "SRU forward, T=100, B=32, D=H=1024 (float32), against torch.nn.L
 
 
 # ---------------------------------------------------------------------------------------------
-# sru-train: forward and backward back to back (see refrnn.bench.workloads.train_sru_ccgru)
+# sru-train-mid, sru-train-paper: forward and backward back to back (see refrnn.bench.workloads.train_sru_ccgru)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -115,7 +115,7 @@ def build_train(scale: str, size: str) -> Case:
     return Case(s, cands, tr.SUBJECT, (), tr.SGEMM, flops, flops, notes)
 
 
-workload("sru-train", "SRU training step (forward + backward, back to back), T=100, B=32, D=H=256 (float32)")(
+workload("sru-train-mid", "SRU training step (forward + backward, back to back), T=100, B=32, D=H=256 (float32)")(
     lambda scale: build_train(scale, "h256"))
-workload("sru-train-h1024", "SRU training step (forward + backward, back to back), T=50, B=64, D=27, H=1024 (float32)")(
+workload("sru-train-paper", "SRU training step (forward + backward, back to back), T=50, B=64, D=27, H=1024 (float32)")(
     lambda scale: build_train(scale, "h1024"))

@@ -1,6 +1,6 @@
 r"""Training workloads for ``refrnn bench``: forward and backward of the SRU and the conditional GRU, back to back.
 
-``sru-train``, ``sru-train-h1024``, ``ccgru-train`` and ``ccgru-train-h1024`` (registered by
+``sru-train-mid``, ``sru-train-paper``, ``ccgru-train-mid`` and ``ccgru-train-paper`` (registered by
 :mod:`refrnn.bench.workloads.sru` and :mod:`refrnn.bench.workloads.ccgru`) time what a training loop
 runs: every candidate makes :data:`STEPS` training steps (forward, then backward with a fixed random
 upstream gradient), one right after the other with no pause between forward, backward and the next
