@@ -38,15 +38,6 @@ from . import _kernels
 from ._cache import njit
 from ._kernels import JIT
 
-def kernel_array(a: np.ndarray) -> np.ndarray:
-    """``a`` C-ordered and read-only (a view; a copy only if not C-ordered), as every kernel here
-    receives its inputs: each call then has the same array types, so numba compiles one
-    specialisation per dtype (a writable and a read-only array are two numba types)."""
-    a = np.ascontiguousarray(a).view()
-    a.flags.writeable = False
-    return a
-
-
 # ---------------------------------------------------------------------------------------------
 # Row loops (1-D, contiguous; one array written). ``acc`` accumulators are float64.
 # ---------------------------------------------------------------------------------------------
@@ -102,20 +93,6 @@ def _gru_before_dh(dh, z, d_rh, r):
 
 
 @njit(**JIT)
-def _accumulate(acc, a):
-    """acc += a (acc float64)"""
-    for j in range(acc.shape[0]):
-        acc[j] += a[j]
-
-
-@njit(**JIT)
-def _accumulate_product(acc, a, b):
-    """acc += a * b (acc float64)"""
-    for j in range(acc.shape[0]):
-        acc[j] += a[j] * b[j]
-
-
-@njit(**JIT)
 def _lstm_da_o(out, dm, tc, o):
     """da_o = dm * tanh(c) * o * (1 - o)"""
     for j in range(out.shape[0]):
@@ -163,8 +140,8 @@ def _gru_after_rows(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, acc_x, acc_hn):
         _kernels._product(ah[2 * H :], ax[2 * H :], r[b])  # dg = da_n * r
         _kernels._copy(ah[: 2 * H], ax[: 2 * H])
         _scale(dh_b, z[b])
-        _accumulate(acc_x, ax)
-        _accumulate(acc_hn, ah[2 * H :])
+        _kernels._add_into(acc_x, ax)
+        _kernels._add_into(acc_hn, ah[2 * H :])
 
 
 @njit(**JIT)
@@ -205,8 +182,8 @@ def _gru_before_rows_r(dh, d_rh, h_prev, r, z, d_rz, d_n, rh, acc_rz, acc_n):
         _sigmoid_grad_of_product(drz_b[:H], d_rh[b], h_prev[b], r[b])
         _gru_before_dh(dh[b], z[b], d_rh[b], r[b])
         _kernels._product(rh[b], r[b], h_prev[b])
-        _accumulate(acc_rz, drz_b)
-        _accumulate(acc_n, d_n[b])
+        _kernels._add_into(acc_rz, drz_b)
+        _kernels._add_into(acc_n, d_n[b])
 
 
 @njit(**JIT)
@@ -270,11 +247,11 @@ def _lstm_rows(dm, dc, c_prev, c_next, gates, peepholes, da, acc, peeps):
         _sigmoid_grad_of_product(da_f, dc_b, c_prev[b], f[b])  # df = dc * c_{t-1}
         _lstm_da_g(da_g, dc_b, i[b], g[b])
         _lstm_dc_prev(dc_b, f[b], da_i, w_ic, da_f, w_fc)
-        _accumulate(acc_b, da_b)
+        _kernels._add_into(acc_b, da_b)
         if peeps:
-            _accumulate_product(acc_ic, da_i, c_prev[b])
-            _accumulate_product(acc_fc, da_f, c_prev[b])
-            _accumulate_product(acc_oc, da_o, c_next[b])
+            _kernels._add_product_into(acc_ic, da_i, c_prev[b])
+            _kernels._add_product_into(acc_fc, da_f, c_prev[b])
+            _kernels._add_product_into(acc_oc, da_o, c_next[b])
 
 
 @njit(**JIT)

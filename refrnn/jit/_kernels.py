@@ -189,6 +189,13 @@ def _add_into(out, a):
 
 
 @njit(**JIT)
+def _add_product_into(out, a, b):
+    """out += a * b (elementwise, over len(out); ``out`` may be a float64 accumulator)"""
+    for j in range(out.shape[0]):
+        out[j] += a[j] * b[j]
+
+
+@njit(**JIT)
 def _sigmoid_of(out, a, bias):
     """out = sigmoid(a + bias)"""
     for j in range(out.shape[0]):

@@ -44,7 +44,7 @@ from .._moved import algorithm_keyword, renamed
 from ..cells import gru as reference
 from ..cells._common import check_cache, frozen, gradients
 from ..cells.gru import GRUCache, GRUParams
-from . import _backward, _kernels, _strategy
+from . import _backward, _kernels, _onepool, _strategy
 
 ALGORITHMS = ("batched", "fused")  # what prepare() builds; forward also takes "auto" (refrnn.jit._strategy)
 STRATEGIES = ALGORITHMS  # the former name
@@ -157,9 +157,9 @@ def backward(params: GRUParams, cache: GRUCache, dy, dstate_T=None) -> tuple[GRU
     if T * B == 0:  # nothing to propagate: zero weight gradients, dh0 = dh_T, as in the reference
         zeros = dict(W_x=np.zeros((3 * H, D), dt), W_h=np.zeros((3 * H, H), dt), b_x=np.zeros(3 * H, dt), b_h=np.zeros(3 * H, dt))
         return gradients(params, zeros, np.zeros((T, B, D), dt), dh)
-    cached = tuple(_backward.kernel_array(a) for a in (x, h, r, z, n, g))
-    W_x, W_h = _backward.kernel_array(params.W_x), _backward.kernel_array(params.W_h)
-    dy = _backward.kernel_array(dy)
+    cached = tuple(_onepool.readonly(a) for a in (x, h, r, z, n, g))
+    W_x, W_h = _onepool.readonly(params.W_x), _onepool.readonly(params.W_h)
+    dy = _onepool.readonly(dy)
     x_c, h_c = cached[0], cached[1]
     dx = np.empty((T * B, D), dt)
     dW_x, dW_h = np.empty((3 * H, D), dt), np.empty((3 * H, H), dt)

@@ -36,7 +36,7 @@ from .._moved import algorithm_keyword
 from ..cells import lstm as reference
 from ..cells._common import check_cache, frozen, gradients
 from ..cells.lstm import LSTMCache, LSTMParams
-from . import _backward, _kernels, _strategy
+from . import _backward, _kernels, _onepool, _strategy
 
 ALGORITHMS = ("batched", "fused")  # what prepare() builds; forward also takes "auto" (refrnn.jit._strategy)
 STRATEGIES = ALGORITHMS  # the former name
@@ -142,18 +142,18 @@ def backward(params: LSTMParams, cache: LSTMCache, dy, dstate_T=None):
         grads["b_h"] = grads["b_x"].copy()
         return gradients(params, grads, np.zeros((T, B, D), dt), (dh, dc))
     m = cache.m if project else np.empty((0, B, H), dt)
-    cached = tuple(_backward.kernel_array(a) for a in (*cache[:8], m))
-    peepholes = tuple(_backward.kernel_array(np.zeros(H, dt) if w is None else w) for w in (params.w_ic, params.w_fc, params.w_oc))
-    W_hr = _backward.kernel_array(params.W_hr if project else np.zeros((0, H), dt))
+    cached = tuple(_onepool.readonly(a) for a in (*cache[:8], m))
+    peepholes = tuple(_onepool.readonly(np.zeros(H, dt) if w is None else w) for w in (params.w_ic, params.w_fc, params.w_oc))
+    W_hr = _onepool.readonly(params.W_hr if project else np.zeros((0, H), dt))
     da = np.empty((T, B, 4 * H), dt)
     dh_all = np.empty((T if project else 0, B, P), dt)
     acc = tuple(np.zeros(n) for n in (4 * H, H, H, H))
-    weights = (_backward.kernel_array(params.W_h), W_hr, peepholes)
-    _backward.lstm_backward(cached, _backward.kernel_array(dy), weights, (dh, dc), da, dh_all, acc, peeps)
+    weights = (_onepool.readonly(params.W_h), W_hr, peepholes)
+    _backward.lstm_backward(cached, _onepool.readonly(dy), weights, (dh, dc), da, dh_all, acc, peeps)
     dx = np.empty((T * B, D), dt)
     _backward.weight_gradient(da, cached[0], grads["W_x"])
     _backward.weight_gradient(da, cached[1][:-1], grads["W_h"])
-    _backward.input_gradient(da, _backward.kernel_array(params.W_x), dx)
+    _backward.input_gradient(da, _onepool.readonly(params.W_x), dx)
     grads["b_x"] = acc[0].astype(dt)
     grads["b_h"] = grads["b_x"].copy()
     for name, total in zip(("w_ic", "w_fc", "w_oc"), acc[1:]):

@@ -70,6 +70,7 @@ from ..cells import sru as reference
 from ..cells._common import frozen
 from ..cells.sru import SRUCache, SRUParams
 from . import _kernels
+from ._onepool import product as _product  # a @ b in the BLAS the kernels use (one thread pool)
 from ._cache import njit
 from ._kernels import _copy
 from ._kernels import sigmoid as _sigmoid
@@ -256,20 +257,6 @@ def _dc_prev(out, dct, f, da_f, v_f, da_r, v_r):
         out[j] = dct[j] * f[j] + da_f[j] * v_f[j] + da_r[j] * v_r[j]
 
 
-@njit(**JIT)
-def _accumulate(acc, a):
-    """acc += a"""
-    for j in range(acc.shape[0]):
-        acc[j] += a[j]
-
-
-@njit(**JIT)
-def _accumulate_product(acc, a, c):
-    """acc += a * c"""
-    for j in range(acc.shape[0]):
-        acc[j] += a[j] * c[j]
-
-
 @njit(parallel=True, **JIT)
 def backward_kernel(dy, cs, f, r, g, uc, s, pad, vb, has_v, skip, alpha, use_tanh, dc, dU, ds, acc, dct, stretch):
     """BPTT of the recurrence, t = T-1 .. 0, each task over its own units (see the module docstring).
@@ -327,10 +314,10 @@ def _backward_task(i, n_stretch, stretch, dy, cs, f, r, g, uc, s, pad, vb, has_v
         _du_c(du_c, dct_b, f_t)
         _dc_prev(dc_b, dct_b, f_t, da_f, v_f, da_r, v_r)
         if has_v:
-            _accumulate_product(acc_b[j0:j1], da_f, c_prev)
-            _accumulate_product(acc_b[H + j0 : H + j1], da_r, c_prev)
-        _accumulate(acc_b[2 * H + j0 : 2 * H + j1], da_f)
-        _accumulate(acc_b[3 * H + j0 : 3 * H + j1], da_r)
+            _kernels._add_product_into(acc_b[j0:j1], da_f, c_prev)
+            _kernels._add_product_into(acc_b[H + j0 : H + j1], da_r, c_prev)
+        _kernels._add_into(acc_b[2 * H + j0 : 2 * H + j1], da_f)
+        _kernels._add_into(acc_b[3 * H + j0 : 3 * H + j1], da_r)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,14 +341,6 @@ def stretch_for(B: int, H: int, threads: int | None = None) -> int:
     pieces = -(-want // max(B, 1))
     stretch = -(-H // pieces)
     return min(H, max(LANES, -(-stretch // LANES) * LANES))
-
-
-def _product(a, b):
-    """``a @ b`` through the BLAS numba calls (one library and thread pool for the whole path);
-    NumPy for empty operands, which that call does not take."""
-    if a.size == 0 or b.size == 0:
-        return a @ b
-    return _kernels.input_products(a, b)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
