@@ -82,13 +82,20 @@ def torch_note(torch_bar: str) -> tuple[str, ...]:
     return ()
 
 
-def torch_rnn(torch, kind: str, p, x: np.ndarray, state0):
-    """A zero-argument call of ``torch.nn.<kind>`` ("GRU" or "LSTM") over ``x`` from ``state0`` (an
-    array, or the LSTM's pair), in inference mode, its weights copied from the refrnn params ``p``."""
+def torch_module(torch, kind: str, p):
+    """``torch.nn.<kind>`` ("GRU" or "LSTM") of the sizes of the refrnn params ``p``, its weights
+    copied from them (through writable copies: torch warns on wrapping a read-only array)."""
     module = getattr(torch.nn, kind)(p.input_size, p.hidden_size)
     with torch.no_grad():
         for name, field in TORCH_FIELDS:
-            getattr(module, name).copy_(torch.from_numpy(getattr(p, field)))
+            getattr(module, name).copy_(torch.from_numpy(np.array(getattr(p, field))))
+    return module
+
+
+def torch_rnn(torch, kind: str, p, x: np.ndarray, state0):
+    """A zero-argument call of ``torch.nn.<kind>`` ("GRU" or "LSTM") over ``x`` from ``state0`` (an
+    array, or the LSTM's pair), in inference mode, its weights copied from the refrnn params ``p``."""
+    module = torch_module(torch, kind, p)
     tx = torch.from_numpy(x)
     ts = tuple(torch.from_numpy(s)[None] for s in state0) if isinstance(state0, tuple) else torch.from_numpy(state0)[None]
 
@@ -124,10 +131,7 @@ def torch_train(torch, kind: str, p, x: np.ndarray, state0, dy: np.ndarray):
     """A zero-argument training step of ``torch.nn.<kind>`` with autograd: forward over ``x`` from
     ``state0``, then backward of the upstream gradient ``dy`` on ``y``. The input and the initial
     state require gradients, so torch computes what refrnn's backward returns (weights, dx, dstate0)."""
-    module = getattr(torch.nn, kind)(p.input_size, p.hidden_size)
-    with torch.no_grad():
-        for name, field in TORCH_FIELDS:
-            getattr(module, name).copy_(torch.from_numpy(np.array(getattr(p, field))))  # a writable copy
+    module = torch_module(torch, kind, p)
     tx = torch.from_numpy(np.array(x)).requires_grad_(True)
     states = state0 if isinstance(state0, tuple) else (state0,)
     ts = tuple(torch.from_numpy(np.array(s))[None].requires_grad_(True) for s in states)

@@ -58,14 +58,11 @@ def torch_autograd(torch, kind: str, D: int, H: int, x: np.ndarray, dy: np.ndarr
     times back to back, from zero states, its weights taken from a refrnn cell; ``.twin`` is the
     NumPy loop of :mod:`refrnn.bench.baselines` on the same weights (the forward, for the check)."""
     from ...cells import gru, lstm
-    from ..baselines import TORCH_FIELDS, numpy_gru, numpy_lstm
+    from ..baselines import numpy_gru, numpy_lstm, torch_module
 
     cell = lstm if kind == "LSTM" else gru
     q = cell.init(D, H, rng=np.random.default_rng([SEED, 1]), dtype=np.float32)
-    module = getattr(torch.nn, kind)(D, H)
-    with torch.no_grad():
-        for name, field in TORCH_FIELDS:
-            getattr(module, name).copy_(torch.from_numpy(np.array(getattr(q, field))))
+    module = torch_module(torch, kind, q)
     tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
 
     def run():
