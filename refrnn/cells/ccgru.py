@@ -167,6 +167,24 @@ class _CCGRUBase(Params):
         return self.running_mean.shape[0]
 
 
+class _Bottleneck:
+    """The g-wide bottleneck ``W_z^lr x + U_z^lr h + b_z^lr`` the low-rank and block variants share."""
+
+    def _check_bottleneck(self, name: str, D: int, H: int) -> int:
+        W_z_lr = np.asarray(self.W_z_lr)
+        if W_z_lr.ndim != 2:
+            raise ValueError(f"{name}.W_z_lr: expected a 2-d array of shape (g, D), got shape {W_z_lr.shape}")
+        g = W_z_lr.shape[0]
+        check_weight(name, "W_z_lr", W_z_lr, ("g", "D"), {"D": D})
+        check_weight(name, "U_z_lr", self.U_z_lr, ("g", "H"), {"g": g, "H": H})
+        check_weight(name, "b_z_lr", self.b_z_lr, ("g",), {"g": g})
+        return g
+
+    @property
+    def g(self) -> int:
+        return self.W_z_lr.shape[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class CCGRUParams(_CCGRUBase):
     """Full-rank update gate, Eq. 1: ``a = W_z x + U_z h + b_z``."""
@@ -187,7 +205,7 @@ class CCGRUParams(_CCGRUBase):
 
 
 @dataclasses.dataclass(frozen=True)
-class CCGRULowRankParams(_CCGRUBase):
+class CCGRULowRankParams(_Bottleneck, _CCGRUBase):
     """Low-rank update gate, Eqs. 8-9: ``a = W_z relu(W_z^lr x + U_z^lr h + b_z^lr) + b_z``, bottleneck g."""
 
     W_z_lr: np.ndarray
@@ -201,24 +219,14 @@ class CCGRULowRankParams(_CCGRUBase):
     variant: ClassVar[str] = "lowrank"
 
     def _check_gate_shapes(self, name, D, H):
-        W_z_lr = np.asarray(self.W_z_lr)
-        if W_z_lr.ndim != 2:
-            raise ValueError(f"{name}.W_z_lr: expected a 2-d array of shape (g, D), got shape {W_z_lr.shape}")
-        g = W_z_lr.shape[0]
-        check_weight(name, "W_z_lr", W_z_lr, ("g", "D"), {"D": D})
-        check_weight(name, "U_z_lr", self.U_z_lr, ("g", "H"), {"g": g, "H": H})
-        check_weight(name, "b_z_lr", self.b_z_lr, ("g",), {"g": g})
+        g = self._check_bottleneck(name, D, H)
         check_weight(name, "W_z", self.W_z, ("H", "g"), {"H": H, "g": g})
         check_weight(name, "b_z", self.b_z, ("H",), {"H": H})
         return H
 
-    @property
-    def g(self) -> int:
-        return self.W_z_lr.shape[0]
-
 
 @dataclasses.dataclass(frozen=True)
-class CCGRUBlockParams(_CCGRUBase):
+class CCGRUBlockParams(_Bottleneck, _CCGRUBase):
     """Block-sparse update gate, Eqs. 10-11: g gate values, each copied to a contiguous block of H/g units."""
 
     W_z_lr: np.ndarray
@@ -230,19 +238,9 @@ class CCGRUBlockParams(_CCGRUBase):
     variant: ClassVar[str] = "block"
 
     def _check_gate_shapes(self, name, D, H):
-        W_z_lr = np.asarray(self.W_z_lr)
-        if W_z_lr.ndim != 2:
-            raise ValueError(f"{name}.W_z_lr: expected a 2-d array of shape (g, D), got shape {W_z_lr.shape}")
-        g = W_z_lr.shape[0]
+        g = self._check_bottleneck(name, D, H)
         _check_blocks(g, H, f"{name}.W_z_lr (g, D)")
-        check_weight(name, "W_z_lr", W_z_lr, ("g", "D"), {"D": D})
-        check_weight(name, "U_z_lr", self.U_z_lr, ("g", "H"), {"g": g, "H": H})
-        check_weight(name, "b_z_lr", self.b_z_lr, ("g",), {"g": g})
         return g
-
-    @property
-    def g(self) -> int:
-        return self.W_z_lr.shape[0]
 
     @property
     def block_size(self) -> int:
