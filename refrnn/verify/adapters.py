@@ -26,7 +26,8 @@ unless a convention says otherwise. ``dy`` has y's shape; gradients are those of
 
 Conventions (:data:`refrnn.verify.strategies.CONVENTIONS`), drawn only for a candidate that declares
 them in its ``conventions`` (an attribute, or ``verify(..., conventions=...)``) and whose layout can
-express them (``torch`` and ``refrnn`` all; ``torch-cell`` unbatched and no initial state):
+express them (:data:`LAYOUT_CONVENTIONS` says, for every built-in layout side by side, how each is
+passed or why it cannot be; ``torch`` and ``refrnn`` have all, ``torch-cell`` unbatched and no initial state):
 
 =====================  ==========================================================================
 ``bidirectional``      ``torch``: the ``*_reverse`` weights, ``h_n`` (L*2, B, H) ordered layer 0
@@ -727,13 +728,16 @@ def builtin_candidates(dtypes=("float64", "float32")) -> list[TorchModule]:
 
 __all__ = [
     "LAYOUTS",
+    "LAYOUT_CONVENTIONS",
     "Layout",
+    "NotExpressible",
     "RefrnnLayout",
     "SRUCellLayout",
     "SRUCellModule",
     "TorchLayout",
     "TorchModule",
     "builtin_candidates",
+    "conventions_of",
     "get_layout",
     "register_layout",
     "sru_available",
