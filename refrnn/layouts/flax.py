@@ -247,33 +247,30 @@ def from_flax(tree, *, activation: str = "tanh", gradient: bool = False):
     return _one_from_flax(tree, gradient, activation, "tree")
 
 
-def state_to_flax(params, state):
-    """refrnn's state of one layer (``h``, an LSTM's ``(h, c)``, a BiLayer's pair of those) -> Flax's carry
-    (``h``, ``(c, h)``, ``(forward carry, backward carry)``); None stays None."""
+def _swap_lstm_pairs(params, state):
+    """``state`` with every LSTM's pair reversed, direction by direction: refrnn's ``(h, c)`` and Flax's
+    ``(c, h)`` hold the same two arrays in opposite orders, so one swap converts either way."""
     from ..layers.bidirectional import BiLayer
 
     if state is None:
         return None
     if isinstance(params, BiLayer):
-        return (state_to_flax(params.fwd, state[0]), state_to_flax(params.rev, state[1]))
+        return (_swap_lstm_pairs(params.fwd, state[0]), _swap_lstm_pairs(params.rev, state[1]))
     if _kind_of(params) == "lstm":
-        h, c = state
-        return (c, h)
+        first, second = state
+        return (second, first)
     return state
+
+
+def state_to_flax(params, state):
+    """refrnn's state of one layer (``h``, an LSTM's ``(h, c)``, a BiLayer's pair of those) -> Flax's carry
+    (``h``, ``(c, h)``, ``(forward carry, backward carry)``); None stays None."""
+    return _swap_lstm_pairs(params, state)
 
 
 def state_from_flax(params, carry):
     """The inverse of :func:`state_to_flax`."""
-    from ..layers.bidirectional import BiLayer
-
-    if carry is None:
-        return None
-    if isinstance(params, BiLayer):
-        return (state_from_flax(params.fwd, carry[0]), state_from_flax(params.rev, carry[1]))
-    if _kind_of(params) == "lstm":
-        c, h = carry
-        return (h, c)
-    return carry
+    return _swap_lstm_pairs(params, carry)
 
 
 __all__ = ["CELLS", "KIND", "from_flax", "state_from_flax", "state_to_flax", "to_flax"]

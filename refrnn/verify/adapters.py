@@ -26,7 +26,8 @@ unless a convention says otherwise. ``dy`` has y's shape; gradients are those of
 
 Conventions (:data:`refrnn.verify.strategies.CONVENTIONS`), drawn only for a candidate that declares
 them in its ``conventions`` (an attribute, or ``verify(..., conventions=...)``) and whose layout can
-express them (``torch`` and ``refrnn`` all; ``torch-cell`` unbatched and no initial state):
+express them (:data:`LAYOUT_CONVENTIONS` says, for every built-in layout side by side, how each is
+passed or why it cannot be; ``torch`` and ``refrnn`` have all, ``torch-cell`` unbatched and no initial state):
 
 =====================  ==========================================================================
 ``bidirectional``      ``torch``: the ``*_reverse`` weights, ``h_n`` (L*2, B, H) ordered layer 0
@@ -48,6 +49,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -61,13 +63,87 @@ def _np(name: str, value) -> np.ndarray:
     return to_numpy(name, value)
 
 
+class NotExpressible(NamedTuple):
+    """A :data:`LAYOUT_CONVENTIONS` entry saying a layout cannot express a convention, and why."""
+
+    why: str
+
+
+_ONE_STEP = "torch.nn.GRUCell/LSTMCell take one step of one direction; the caller loops over time"
+
+LAYOUT_CONVENTIONS: dict[str, dict[str, str | NotExpressible]] = {
+    "bidirectional": {
+        "torch": "weights with *_reverse keys",
+        "torch-cell": NotExpressible(_ONE_STEP),
+        "refrnn": "BiLayer containers",
+        "keras": "keras.layers.Bidirectional(merge_mode='concat'): weights forward then backward",
+        "onnx": "direction='bidirectional', tensors with num_directions = 2",
+        "flax": "nn.Bidirectional(nn.RNN(cell), nn.RNN(cell)): tree forward_rnn/backward_rnn, carries (forward, backward)",
+    },
+    "lengths": {
+        "torch": "keyword lengths=",
+        "torch-cell": NotExpressible(_ONE_STEP),
+        "refrnn": "keyword lengths=",
+        "keras": "a boolean mask (B, T), keyword lengths=",
+        "onnx": "input sequence_lens (B,) int32, keyword lengths=",
+        "flax": "seq_lengths=, keyword lengths=; y compared on valid steps only",
+    },
+    "batch_first": {
+        "torch": "keyword batch_first=",
+        "torch-cell": NotExpressible(_ONE_STEP),
+        "refrnn": "keyword batch_first=",
+        "keras": NotExpressible("Keras RNN layers are batch-major only: every problem is handed over as (B, T, D)"),
+        "onnx": "attribute layout=1, keyword batch_first=",
+        "flax": "nn.RNN(time_major=False), keyword batch_first=",
+    },
+    "unbatched": {
+        "torch": "x of shape (T, D)",
+        "torch-cell": "x of shape (T, D)",
+        "refrnn": "x of shape (T, D), states without the batch axis",
+        "keras": NotExpressible("Keras RNN layers take rank-3 input (batch, time, features)"),
+        "onnx": NotExpressible("the ONNX RNN operators take a rank-3 X (seq, batch, input); there is no unbatched form"),
+        "flax": "x of shape (T, D), carries without the batch axis",
+    },
+    "no_initial_state": {
+        "torch": "state0 is None",
+        "torch-cell": "state0 is None",
+        "refrnn": "state0 is None",
+        "keras": "initial_state not passed",
+        "onnx": "initial_h (and initial_c) omitted",
+        "flax": "initial_carry not passed",
+    },
+}
+"""How each built-in layout hands a candidate each convention (:data:`refrnn.verify.strategies.CONVENTIONS`),
+side by side: a string says how it is passed, a :class:`NotExpressible` why it cannot be (the report's
+coverage shows the reason). A layout missing from a convention's row (``sru-cell`` from all of them)
+has no way to express it. Each layout class reads its column with :func:`conventions_of`."""
+
+
+def conventions_of(layout: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Layout ``layout``'s column of :data:`LAYOUT_CONVENTIONS`: ``(CONVENTIONS, NOT_EXPRESSIBLE)`` for
+    :class:`Layout`, each convention in the order of :data:`refrnn.verify.strategies.CONVENTIONS`."""
+    how, why_not = {}, {}
+    for convention, row in LAYOUT_CONVENTIONS.items():
+        entry = row.get(layout)
+        if isinstance(entry, NotExpressible):
+            why_not[convention] = entry.why
+        elif entry is not None:
+            how[convention] = entry
+    return how, why_not
+
+
 class Layout:
     """How one family of candidates takes its arguments. Subclasses fill in the conversions."""
 
     name = "?"
 
     def unsupported(self, config: CellConfig) -> str | None:
-        """Why ``config`` cannot be expressed in this layout (None when it can)."""
+        """Why ``config`` cannot be expressed in this layout (None when it can). This base names the
+        first convention of ``config`` that the layout cannot express; a subclass checks its own limits
+        (layers, cells, options) first and then returns this."""
+        for name in config.conventions:
+            if name not in self.CONVENTIONS:
+                return f"{name}: {self.not_expressible(name)}"
         return None
 
     def options(self, cell: str) -> dict:
@@ -75,7 +151,8 @@ class Layout:
         return {}
 
     # Conventions (:data:`refrnn.verify.strategies.CONVENTIONS`) this layout can hand a candidate,
-    # each with how it is passed; the others map to why not (shown in the report's coverage).
+    # each with how it is passed; the others map to why not (shown in the report's coverage). The
+    # built-in layouts take theirs from LAYOUT_CONVENTIONS; a layout of one's own sets them here.
     CONVENTIONS: dict[str, str] = {}
     NOT_EXPRESSIBLE: dict[str, str] = {}
 
@@ -159,18 +236,7 @@ class TorchLayout(Layout):
     def __init__(self, cell: bool = False):
         self.cell = cell
         self.name = "torch-cell" if cell else "torch"
-        if cell:
-            self.CONVENTIONS = {"unbatched": "x of shape (T, D)", "no_initial_state": "state0 is None"}
-            why = "torch.nn.GRUCell/LSTMCell take one step of one direction; the caller loops over time"
-            self.NOT_EXPRESSIBLE = {"bidirectional": why, "lengths": why, "batch_first": why}
-        else:
-            self.CONVENTIONS = {
-                "bidirectional": "weights with *_reverse keys",
-                "lengths": "keyword lengths=",
-                "batch_first": "keyword batch_first=",
-                "unbatched": "x of shape (T, D)",
-                "no_initial_state": "state0 is None",
-            }
+        self.CONVENTIONS, self.NOT_EXPRESSIBLE = conventions_of(self.name)
 
     def kind(self, config: CellConfig) -> str:
         base = {"gru": "GRU", "lstm": "LSTM", "rnn": "RNN"}[config.layers[0].cell]
@@ -190,10 +256,7 @@ class TorchLayout(Layout):
             return "PyTorch's LSTM has no peephole connections"
         if self.cell and any(s.opts.get("proj_size") for s in config.layers):
             return "torch.nn.LSTMCell has no projection (proj_size)"
-        for name in config.conventions:
-            if name not in self.CONVENTIONS:
-                return f"{name}: {self.not_expressible(name)}"
-        return None
+        return super().unsupported(config)
 
     def options(self, cell: str) -> dict:
         if cell == "gru":
@@ -304,13 +367,7 @@ class RefrnnLayout(Layout):
     """refrnn's own containers: a candidate with :mod:`refrnn.layers.stack`'s signature (a fast path, a port)."""
 
     name = "refrnn"
-    CONVENTIONS = {
-        "bidirectional": "BiLayer containers",
-        "lengths": "keyword lengths=",
-        "batch_first": "keyword batch_first=",
-        "unbatched": "x of shape (T, D), states without the batch axis",
-        "no_initial_state": "state0 is None",
-    }
+    CONVENTIONS, NOT_EXPRESSIBLE = conventions_of(name)
 
     @staticmethod
     def _states(case: Case, states):
@@ -399,7 +456,7 @@ class SRUCellLayout(Layout):
     def unsupported(self, config: CellConfig) -> str | None:
         if [s.cell for s in config.layers] != ["sru"]:
             return "layout 'sru-cell' is one SRU layer"
-        return None
+        return super().unsupported(config)
 
     @staticmethod
     def _options(p) -> dict:
@@ -671,13 +728,16 @@ def builtin_candidates(dtypes=("float64", "float32")) -> list[TorchModule]:
 
 __all__ = [
     "LAYOUTS",
+    "LAYOUT_CONVENTIONS",
     "Layout",
+    "NotExpressible",
     "RefrnnLayout",
     "SRUCellLayout",
     "SRUCellModule",
     "TorchLayout",
     "TorchModule",
     "builtin_candidates",
+    "conventions_of",
     "get_layout",
     "register_layout",
     "sru_available",

@@ -48,7 +48,7 @@ import functools
 import numpy as np
 
 from ..layouts import flax as flax_layout
-from .adapters import LAYOUTS, Layout, _np, _time_major_to, _unpack, register_layout
+from .adapters import LAYOUTS, Layout, _np, _time_major_to, _unpack, conventions_of, register_layout
 from .strategies import Case, CellConfig
 
 CELLS = flax_layout.CELLS
@@ -94,13 +94,7 @@ class FlaxLayout(Layout):
     """One Flax cell in ``nn.RNN`` (or ``nn.Bidirectional``): see the module docstring."""
 
     name = "flax"
-    CONVENTIONS = {
-        "bidirectional": "nn.Bidirectional(nn.RNN(cell), nn.RNN(cell)): tree forward_rnn/backward_rnn, carries (forward, backward)",
-        "lengths": "seq_lengths=, keyword lengths=; y compared on valid steps only",
-        "batch_first": "nn.RNN(time_major=False), keyword batch_first=",
-        "unbatched": "x of shape (T, D), carries without the batch axis",
-        "no_initial_state": "initial_carry not passed",
-    }
+    CONVENTIONS, NOT_EXPRESSIBLE = conventions_of(name)
 
     def unsupported(self, config: CellConfig) -> str | None:
         if len(config.layers) != 1:
@@ -112,7 +106,7 @@ class FlaxLayout(Layout):
             return "Flax's GRUCell applies the reset gate after the recurrent product (reset='after')"
         if spec.opts.get("proj_size") or spec.opts.get("peepholes"):
             return "Flax's LSTMCell has no peepholes and no projection"
-        return None
+        return super().unsupported(config)
 
     def options(self, cell: str) -> dict:
         if cell == "gru":

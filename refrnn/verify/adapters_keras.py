@@ -46,7 +46,7 @@ import os
 import numpy as np
 
 from ..layouts import keras as keras_layout
-from .adapters import LAYOUTS, Layout, _np, _unpack, register_layout
+from .adapters import LAYOUTS, Layout, _np, _unpack, conventions_of, register_layout
 from .strategies import Case, CellConfig
 
 KINDS = {"GRU": "gru", "LSTM": "lstm", "SimpleRNN": "rnn"}
@@ -73,15 +73,7 @@ class KerasLayout(Layout):
     """One Keras recurrent layer (or a Bidirectional one): see the module docstring."""
 
     name = "keras"
-    CONVENTIONS = {
-        "bidirectional": "keras.layers.Bidirectional(merge_mode='concat'): weights forward then backward",
-        "lengths": "a boolean mask (B, T), keyword lengths=",
-        "no_initial_state": "initial_state not passed",
-    }
-    NOT_EXPRESSIBLE = {
-        "unbatched": "Keras RNN layers take rank-3 input (batch, time, features)",
-        "batch_first": "Keras RNN layers are batch-major only: every problem is handed over as (B, T, D)",
-    }
+    CONVENTIONS, NOT_EXPRESSIBLE = conventions_of(name)
 
     def unsupported(self, config: CellConfig) -> str | None:
         if len(config.layers) != 1:
@@ -91,10 +83,7 @@ class KerasLayout(Layout):
             return f"layout 'keras' holds a GRU, LSTM or SimpleRNN layer, got {spec.cell!r}"
         if spec.opts.get("proj_size") or spec.opts.get("peepholes"):
             return "Keras's LSTM has no peepholes and no projection"
-        for name in config.conventions:
-            if name not in self.CONVENTIONS:
-                return f"{name}: {self.not_expressible(name)}"
-        return None
+        return super().unsupported(config)
 
     def options(self, cell: str) -> dict:
         return {"peepholes": (False,), "proj": (False,)} if cell == "lstm" else {}

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..layouts import onnx as onnx_layout
 from ..layouts import torch as torch_layout
-from .adapters import LAYOUTS, Layout, _np, _time_major_to, _unpack, register_layout
+from .adapters import LAYOUTS, Layout, _np, _time_major_to, _unpack, conventions_of, register_layout
 from .strategies import Case, CellConfig
 
 OPS = {"GRU": "gru", "LSTM": "lstm", "RNN": "rnn"}
@@ -66,13 +66,7 @@ class OnnxLayout(Layout):
     """One ONNX ``GRU``/``LSTM``/``RNN`` node: see the module docstring for what each name holds."""
 
     name = "onnx"
-    CONVENTIONS = {
-        "bidirectional": "direction='bidirectional', tensors with num_directions = 2",
-        "lengths": "input sequence_lens (B,) int32, keyword lengths=",
-        "batch_first": "attribute layout=1, keyword batch_first=",
-        "no_initial_state": "initial_h (and initial_c) omitted",
-    }
-    NOT_EXPRESSIBLE = {"unbatched": "the ONNX RNN operators take a rank-3 X (seq, batch, input); there is no unbatched form"}
+    CONVENTIONS, NOT_EXPRESSIBLE = conventions_of(name)
 
     def unsupported(self, config: CellConfig) -> str | None:
         if len(config.layers) != 1:
@@ -82,10 +76,7 @@ class OnnxLayout(Layout):
             return f"layout 'onnx' holds a GRU, LSTM or RNN layer, got {spec.cell!r}"
         if spec.opts.get("proj_size"):
             return REFUSED["projection"]
-        for name in config.conventions:
-            if name not in self.CONVENTIONS:
-                return f"{name}: {self.not_expressible(name)}"
-        return None
+        return super().unsupported(config)
 
     def options(self, cell: str) -> dict:
         return {"proj": (False,)} if cell == "lstm" else {}

@@ -108,15 +108,22 @@ def _lstm_resolve(D, H, c):
     return {"peepholes": c["peepholes"], "proj_size": P}
 
 
-CELLS: dict[str, CellKind] = {
-    "gru": CellKind(
-        gru,
-        {"reset": gru.RESETS},
-        lambda D, H, c: {"reset": c["reset"]},
-        lambda D, H, o: gru.init(D, H, reset=o["reset"], rng=0),
+def _one_option(module, option: str, values, finish=None) -> CellKind:
+    """A cell with one drawn option handed to its ``init`` as is (GRU ``reset``, RNN ``activation``),
+    gates stacked in ``b_x`` in ``module.GATES`` order."""
+    return CellKind(
+        module,
+        {option: values},
+        lambda D, H, c: {option: c[option]},
+        lambda D, H, o: module.init(D, H, **{option: o[option]}, rng=0),
         "b_x",
-        gru.GATES,
-    ),
+        module.GATES,
+        finish,
+    )
+
+
+CELLS: dict[str, CellKind] = {
+    "gru": _one_option(gru, "reset", gru.RESETS),
     "lstm": CellKind(
         lstm,
         {"proj": (False, True), "peepholes": (False, True), "proj_size": tuple(range(8))},
@@ -229,15 +236,7 @@ def _rnn_contractive(p):
 def _register_rnn() -> None:
     from ..cells import rnn
 
-    CELLS["rnn"] = CellKind(
-        rnn,
-        {"activation": rnn.ACTIVATIONS},
-        lambda D, H, c: {"activation": c["activation"]},
-        lambda D, H, o: rnn.init(D, H, activation=o["activation"], rng=0),
-        "b_x",
-        rnn.GATES,
-        _rnn_contractive,
-    )
+    CELLS["rnn"] = _one_option(rnn, "activation", rnn.ACTIVATIONS, _rnn_contractive)
 
 
 _register_rnn()
@@ -377,6 +376,9 @@ def draw_size(draw, name: str, lo: int, hi: int, *, label: str | None = None) ->
 
 
 class _Space(NamedTuple):
+    """What :func:`configs` was asked for, validated: the one frozen object its draws read (the keyword
+    arguments stay the public form, since a caller names only the few it changes)."""
+
     cells: tuple
     D: int | None
     H: int | None
@@ -495,8 +497,9 @@ def configs(
     if bad:
         raise ValueError(f"conventions: unknown convention {bad[0]!r}; expected some of {', '.join(map(repr, CONVENTIONS))}")
     space = _Space(
-        tuple(cells), D, H, min_D, max_D, min_H, max_H, min_B, max_B, min_T, max_T, min_layers, max_layers, same_layers,
-        options, frozenset(conventions),
+        cells=tuple(cells), D=D, H=H, min_D=min_D, max_D=max_D, min_H=min_H, max_H=max_H, min_B=min_B, max_B=max_B,
+        min_T=min_T, max_T=max_T, min_layers=min_layers, max_layers=max_layers, same_layers=same_layers,
+        options=options, conventions=frozenset(conventions),
     )
     strategy = st.composite(lambda draw: _draw_config(draw, space))()
     strategy.space = space  # read by cases()
