@@ -103,6 +103,23 @@ class _class_or_instance:
         return functools.partial(self.fn, cls, obj)
 
 
+class size_of:
+    """A read-only size of a parameter container, read off one of its arrays: ``shape[axis] // per``.
+
+    The containers declare their sizes with it, next to the fields, as the shapes of the equations
+    give them (``hidden_size = size_of("W_h", 0, per=4)``: ``W_h`` is (4H, H)).
+    """
+
+    def __init__(self, field: str, axis: int, per: int = 1, doc: str | None = None):
+        self.field, self.axis, self.per = field, axis, per
+        self.__doc__ = doc or f"{field}.shape[{axis}]" + (f" // {per}" if per != 1 else "")
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            return self
+        return getattr(obj, self.field).shape[self.axis] // self.per
+
+
 @dataclasses.dataclass(frozen=True)
 class Params:
     """Base of every parameter container: a frozen dataclass of named float arrays.

@@ -89,7 +89,9 @@ import numpy as np
 
 from .._moved import renamed
 from .._checks import finite_result, float_array, one_of, positive_int
-from ._common import Params, cache_fields, check_cache, check_h0, check_weight, frozen, gradients, sigmoid, split_gates, zero_h
+from ._common import (
+    Params, cache_fields, check_cache, check_h0, check_weight, frozen, gradients, sigmoid, size_of, split_gates, zero_h,
+)
 
 GATES = ("r", "h")  # the stacked rows of W_rh, U_rh, b_rh: reset gate, then proposal ĥ
 VARIANTS = ("full", "lowrank", "block")
@@ -153,13 +155,8 @@ class _CCGRUBase(Params):
     def _check_gate_shapes(self, name: str, D: int, H: int) -> int:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    @property
-    def input_size(self) -> int:
-        return self.W_rh.shape[1]
-
-    @property
-    def hidden_size(self) -> int:
-        return self.U_rh.shape[1]
+    input_size = size_of("W_rh", 1)
+    hidden_size = size_of("U_rh", 1)
 
     @property
     def gate_width(self) -> int:

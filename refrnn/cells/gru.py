@@ -38,7 +38,7 @@ import numpy as np
 from .._moved import renamed
 from .._checks import finite_result, float_array, instance, one_of, positive_int
 from ._common import (
-    Params, cache_fields, check_cache, check_weight, check_x_h0, frozen, gradients, option, sigmoid, split_gates,
+    Params, cache_fields, check_cache, check_weight, check_x_h0, frozen, gradients, option, sigmoid, size_of, split_gates,
     torch_uniform, zero_h,
 )
 
@@ -67,13 +67,8 @@ class GRUParams(Params):
         check_weight(name, "b_x", self.b_x, ("3H",), {"3H": 3 * H})
         check_weight(name, "b_h", self.b_h, ("3H",), {"3H": 3 * H})
 
-    @property
-    def input_size(self) -> int:
-        return self.W_x.shape[1]
-
-    @property
-    def hidden_size(self) -> int:
-        return self.W_h.shape[1]
+    input_size = size_of("W_x", 1)
+    hidden_size = size_of("W_h", 1)
 
 
 @cache_fields(x=("T", "B", "D"), h=("T+1", "B", "H"), r=("T", "B", "H"), z=("T", "B", "H"), n=("T", "B", "H"), g=("T", "B", "H"))

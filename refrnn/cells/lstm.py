@@ -42,7 +42,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import count, finite_result, float_array, instance, positive_int
-from ._common import Params, cache_fields, check_cache, check_weight, frozen, gradients, sigmoid, split_gates, torch_uniform
+from ._common import (
+    Params, cache_fields, check_cache, check_weight, frozen, gradients, sigmoid, size_of, split_gates, torch_uniform,
+)
 
 GATES = ("i", "f", "g", "o")
 PEEPHOLES = ("w_ic", "w_fc", "w_oc")
@@ -82,14 +84,8 @@ class LSTMParams(Params):
         if self.W_hr is not None:
             check_weight(name, "W_hr", self.W_hr, ("P", "H"), {"P": P, "H": H})
 
-    @property
-    def input_size(self) -> int:
-        return self.W_x.shape[1]
-
-    @property
-    def hidden_size(self) -> int:
-        """H: the size of the cell state ``c`` and of the gates."""
-        return self.W_h.shape[0] // 4
+    input_size = size_of("W_x", 1)
+    hidden_size = size_of("W_h", 0, per=4, doc="H: the size of the cell state ``c`` and of the gates.")
 
     @property
     def proj_size(self) -> int:

@@ -29,7 +29,7 @@ import numpy as np
 from .._moved import renamed
 from .._checks import finite_result, float_array, instance, one_of, positive_int
 from ._common import (
-    Params, cache_fields, check_cache, check_weight, check_x_h0, frozen, gradients, option, torch_uniform, zero_h,
+    Params, cache_fields, check_cache, check_weight, check_x_h0, frozen, gradients, option, size_of, torch_uniform, zero_h,
 )
 
 GATES = ("h",)  # one block: the stacked-gate helpers (saturation pins, reports) see a one-gate cell
@@ -58,13 +58,8 @@ class RNNParams(Params):
         check_weight(name, "b_x", self.b_x, ("H",), {"H": H})
         check_weight(name, "b_h", self.b_h, ("H",), {"H": H})
 
-    @property
-    def input_size(self) -> int:
-        return self.W_x.shape[1]
-
-    @property
-    def hidden_size(self) -> int:
-        return self.W_h.shape[1]
+    input_size = size_of("W_x", 1)
+    hidden_size = size_of("W_h", 1)
 
 
 @cache_fields(x=("T", "B", "D"), h=("T+1", "B", "H"))

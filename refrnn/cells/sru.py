@@ -65,7 +65,7 @@ import numpy as np
 
 from .._moved import renamed
 from .._checks import count, finite_result, float_array, instance, one_of, positive_int
-from ._common import Params, cache_fields, check_cache, check_weight, frozen, gradients, option, sigmoid, split_gates
+from ._common import Params, cache_fields, check_cache, check_weight, frozen, gradients, option, sigmoid, size_of, split_gates
 
 BLOCKS = ("c", "f", "r", "s")  # candidate, forget, reset, skip projection (the last only with skip="projection")
 SKIPS = ("identity", "projection", "none")
@@ -128,13 +128,8 @@ class SRUParams(Params):
         """The number of weight blocks: 4 with a projection skip, else 3."""
         return 4 if self.skip == "projection" else 3
 
-    @property
-    def input_size(self) -> int:
-        return self.W.shape[1]
-
-    @property
-    def hidden_size(self) -> int:
-        return self.b.shape[0] // 2
+    input_size = size_of("W", 1)
+    hidden_size = size_of("b", 0, per=2, doc="H: b is [b_f; b_r], (2H,).")
 
 
 _TBH = ("T", "B", "H")

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import float_array, instance, one_of
-from ..cells._common import Params, check_weight, frozen, gradients, option, owned
+from ..cells._common import Params, check_weight, frozen, gradients, option, owned, size_of
 
 ACTIVATIONS = ("tanh", "relu", "identity")
 
@@ -63,13 +63,8 @@ class DenseParams(Params):
             raise ValueError(f"{name}.W: expected a 2-d array of shape (O, I), got shape {W.shape}")
         check_weight(name, "b", self.b, ("O",), {"O": W.shape[0]})
 
-    @property
-    def input_size(self) -> int:
-        return self.W.shape[1]
-
-    @property
-    def output_size(self) -> int:
-        return self.W.shape[0]
+    input_size = size_of("W", 1)
+    output_size = size_of("W", 0)
 
 
 class MLPCache(NamedTuple):
