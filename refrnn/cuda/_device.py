@@ -149,6 +149,34 @@ def output(arr, on_device: bool):
     return arr if on_device else arr.copy_to_host()
 
 
+def copy(arr):
+    """A device copy of the device array ``arr`` in memory of its own."""
+    out = empty(arr.shape, arr.dtype)
+    out.copy_to_device(arr)
+    return out
+
+
+def state_buffer(name: str, state0, rows: int, B: int, H: int, dtype):
+    """A ``(rows, B, H)`` device buffer of states for the per-step kernels, row 0 set to ``state0``
+    (checked as :func:`device_state` checks it, under ``name``; zeros when None)."""
+    buf = empty((rows, B, H), dtype)
+    buf[0].copy_to_device(device_state(name, state0, ("B", "H"), {"B": B, "H": H}, dtype=dtype))
+    return buf
+
+
+def sequence_outputs(h, on_device: bool):
+    """``(y, h_T)`` from the state buffer ``h`` (T+1, B, H) = h_0..h_T, placed like the inputs.
+
+    On the device ``y`` is a view of the buffer and ``h_T`` gets its own memory, like the reference's
+    copy; on the host, ``y`` is the one copy out and ``h_T`` a copy of its last step.
+    """
+    T = h.shape[0] - 1
+    if on_device:
+        return h[1:], copy(h[T])
+    y = h[1:].copy_to_host()
+    return y, (y[T - 1].copy() if T > 0 else h[0].copy_to_host())
+
+
 class DeviceParams(NamedTuple):
     """A parameter container whose arrays have been copied to the device once (see :func:`upload`).
 
@@ -186,6 +214,15 @@ def host_params(params, expected_cls):
 
 def grid(n: int, block: int) -> int:
     return (n + block - 1) // block
+
+
+BLOCK = 256  # threads per block of the flat kernels (one thread per element): full occupancy on every GPU
+
+
+def launch(n: int) -> tuple[int, int]:
+    """``(blocks, threads)`` of a flat launch over ``n`` elements (one block of ``n`` threads when ``n`` is small)."""
+    threads = max(1, min(BLOCK, n))
+    return grid(n, threads), threads
 
 
 def check_tile(tile) -> int:
