@@ -131,6 +131,11 @@ def device_input(name: str, value, letters: tuple[str, ...], sizes=None, *, dtyp
     return cuda.as_cuda_array(value), True
 
 
+def sequence_input(host, x) -> tuple[object, bool]:
+    """:func:`device_input` for the input ``x`` (T, B, D) of the model whose host parameters are ``host``."""
+    return device_input("x", x, ("T", "B", "D"), {"D": host.input_size}, dtype=host.dtype)
+
+
 def device_state(name: str, value, letters, sizes, *, dtype):
     """Like :func:`device_input`, for an initial state that may be omitted (``None`` means zeros)."""
     cuda = require_cuda()

@@ -33,6 +33,11 @@ def tile_unit(tile: int):
     return tile_unit
 
 
+def tile_grid(B: int, H: int, tile: int):
+    """The launch configuration ``(blocks, threads)`` of a tiled kernel over B batch rows and H units."""
+    return (_device.grid(H, tile), _device.grid(B, tile)), (tile, tile)
+
+
 @cuda.jit(device=True)
 def flat_unit(n):
     """``(row, col)`` of this thread in the flat layout over an array with ``n`` columns. Rows past the

@@ -166,7 +166,7 @@ def forward_inference(params, x, state0=None, *, algorithm="block", tile: int = 
     _check(host)
     tile = _device.check_tile(tile)
     dt, D, H, g = host.dtype, host.input_size, host.hidden_size, host.g
-    X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
+    X, on_device = _device.sequence_input(host, x)
     T, B, _ = X.shape
     h = _device.state_buffer("state0", state0, T + 1, B, H, dt)  # h_0..h_T
     if T > 0 and B > 0:

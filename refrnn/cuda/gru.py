@@ -159,8 +159,7 @@ def forward(params, x, state0=None, *, algorithm="tiled", tile: int = TILE, prod
     ``product=`` is its former name); ``tile`` is the thread-block tile edge of refrnn's kernels (a
     power of two <= 32).
     """
-    y, h_T = _run(params, x, state0, algorithm_keyword(algorithm, product=product), tile)
-    return y, h_T, None
+    return (*_run(params, x, state0, algorithm_keyword(algorithm, product=product), tile), None)
 
 
 @renamed(h0="state0")
@@ -173,7 +172,7 @@ def _run(params, x, h0, product, tile):
     host = _device.host_params(params, GRUParams)
     tile = _device.check_tile(tile)
     gemm = matmul.resolve_product(product)
-    X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": host.input_size}, dtype=host.dtype)
+    X, on_device = _device.sequence_input(host, x)
     T, B, _ = X.shape
     h = _device.state_buffer("state0", h0, T + 1, B, host.hidden_size, host.dtype)  # h_0..h_T
     if T > 0 and B > 0:
@@ -205,7 +204,7 @@ def _recur(host, P, ax, h, gemm, tile):
     if host.reset == "before":
         z_buf, rh_buf = _device.empty((B, H), dt), _device.empty((B, H), dt)
     if gemm is None:
-        blocks, threads = (_device.grid(H, tile), _device.grid(B, tile)), (tile, tile)
+        blocks, threads = _tiles.tile_grid(B, H, tile)
         for t in range(T):
             if host.reset == "after":
                 k["step_after"][blocks, threads](ax, P.W_h, P.b_h, h, t)

@@ -118,7 +118,7 @@ def _recur(P, ax, h, c, gemm, tile):
     T, B, H = ax.shape[0], ax.shape[1], h.shape[2]
     step, pointwise = _kernels(np.dtype(h.dtype), tile)
     if gemm is None:
-        blocks, threads = (_device.grid(H, tile), _device.grid(B, tile)), (tile, tile)
+        blocks, threads = _tiles.tile_grid(B, H, tile)
         for t in range(T):
             step[blocks, threads](ax, P.W_h, P.b_h, h, c, t)
         return
@@ -135,8 +135,7 @@ def forward(params, x, state0=None, *, algorithm="tiled", tile: int = TILE, prod
 
     Placement as everywhere in :mod:`refrnn.cuda`: NumPy in, NumPy out; device arrays in, device arrays out.
     """
-    y, state_T = _run(params, x, state0, algorithm_keyword(algorithm, product=product), tile)
-    return y, state_T, None
+    return (*_run(params, x, state0, algorithm_keyword(algorithm, product=product), tile), None)
 
 
 def forward_inference(params, x, state0=None, *, algorithm="tiled", tile: int = TILE, product=None):
@@ -155,7 +154,7 @@ def _run(params, x, state0, product, tile):
     tile = _device.check_tile(tile)
     gemm = matmul.resolve_product(product)
     dt, H = host.dtype, host.hidden_size
-    X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": host.input_size}, dtype=dt)
+    X, on_device = _device.sequence_input(host, x)
     T, B, _ = X.shape
     h0, c0 = _state0(state0)
     h = _device.state_buffer("state0[0] (h)", h0, T + 1, B, H, dt)  # h_0..h_T

@@ -293,7 +293,7 @@ def forward(params, x, state0=None, mask_pad=None, *, algorithm="auto", tile: in
     tile = _device.check_tile(tile)
     gemm = _gemm_for(matmul.resolve_product(algorithm_keyword(algorithm, product=product)), tile)
     dt, D, H, k = host.dtype, host.input_size, host.hidden_size, host.k
-    X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
+    X, on_device = _device.sequence_input(host, x)
     T, B, _ = X.shape
     C0 = _device.device_state("state0", state0, ("B", "H"), {"B": B, "H": H}, dtype=dt)
     pad = check_mask(mask_pad, T, B)
