@@ -86,6 +86,25 @@ def test_float32():
     _compare(p, x, c0, dy, dc_T, atol=5e-5, algorithm="tiled", tile=SMALL_TILE)
 
 
+# Each pair differs from the other in one option only (identity skip, D=5 > H=3 so the offset can move).
+ONE_OPTION_APART = {
+    "alpha": (dict(alpha=1.7), dict(alpha=0.6)),
+    "skip_offset": (dict(skip_offset=0), dict(skip_offset=2)),
+    "activation": (dict(activation="identity"), dict(activation="tanh")),
+    "v": (dict(), dict(v_terms=False)),
+}
+
+
+@pytest.mark.parametrize("option", ONE_OPTION_APART, ids=str)
+def test_each_model_gets_kernels_compiled_for_its_own_options(option):
+    # The recurrence kernels take a model's options as compile-time constants, cached per option set:
+    # two models one option apart, run one after the other, must each match the reference (a cache key
+    # missing that option would hand the second model the first one's kernels).
+    for i, opts in enumerate(ONE_OPTION_APART[option]):
+        p = _params(D=5, H=3, seed=10 + i, skip="identity", **opts)
+        _compare(p, *_data(p, T=2, B=2), algorithm="tiled", tile=SMALL_TILE)
+
+
 def test_device_arrays_in_and_out():
     from numba import cuda
 
