@@ -25,6 +25,10 @@ Kernels, as in the paper's Section 3.1:
   ``dU`` for the products, and accumulates each thread's share of ``dv`` in registers; ``db`` and ``dv``
   are then column sums.
 
+The recurrence kernels are compiled once per dtype and model options (skip, its offset and ``alpha``,
+activation, v terms: :func:`_kernels`), which are their compile-time constants; a launch passes arrays
+(the per-unit b_f, b_r, v_f, v_r stacked in one, see :func:`upload`) and the call's two flags.
+
 ``forward`` returns ``(y, c_T, cache)`` like the reference; ``cache`` is a :class:`SRUDeviceCache` of device
 arrays for :func:`backward` (``store_cache=False``: inference, ``c_1..c_{T-1}`` are not written, cache None).
 Placement: NumPy in, NumPy out; device arrays in, device arrays out. Gradients of the parameters are
@@ -43,7 +47,6 @@ import numpy as np
 from ..cells.sru import SRUParams, check_mask
 from . import _activations, _device, _tiles, matmul
 from .._moved import algorithm_keyword, renamed
-from ._device import upload  # noqa: F401 - part of this module's API
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
 
@@ -232,11 +235,30 @@ def _model_kernels(host):
     return _kernels(np.dtype(host.dtype), host.skip, host.skip_offset, host.alpha, host.activation, host.v is not None)
 
 
-def _unit_params(host, P):
-    """``vb`` (2 or 4, H) on the device: rows b_f, b_r, then v_f, v_r when the model has v terms.
+def upload(params) -> _device.DeviceParams:
+    """Copy the parameters to the device once, for repeated GPU calls (a :class:`~refrnn.cuda._device.DeviceParams`).
 
-    Stacking the per-unit vectors keeps them one kernel argument; without v it is b itself, reshaped.
+    ``b`` and ``v`` go up as one array ``vb`` (2 or 4, H): rows b_f, b_r, then v_f, v_r when the model has
+    v terms, which the recurrence kernels take as one argument. ``P.b`` and ``P.v`` are views of it, so
+    the stacked copy can never disagree with them.
     """
+    if isinstance(params, _device.DeviceParams):
+        return params
+    host = _device.host_params(params, SRUParams)
+    H = host.hidden_size
+    arrays = {"W": cuda.to_device(np.ascontiguousarray(host.W))}
+    per_unit = host.b if host.v is None else np.concatenate([host.b, host.v])
+    arrays["vb"] = vb = cuda.to_device(np.ascontiguousarray(per_unit.reshape(-1, H)))
+    arrays["b"] = vb[B_F : B_R + 1].reshape(2 * H)
+    if host.v is not None:
+        arrays["v"] = vb[V_F : V_R + 1].reshape(2 * H)
+    return _device.DeviceParams(host, arrays)
+
+
+def _unit_params(host, P):
+    """``vb`` of :func:`upload`; for parameters uploaded by another module's ``upload``, stacked here."""
+    if "vb" in P.arrays:
+        return P.arrays["vb"]
     H = host.hidden_size
     if host.v is None:
         return P.b.reshape(2, H)
@@ -264,7 +286,7 @@ def recurrence(params, U, x, c0, h, c_T):
     (T, B, kH), ``x`` (T, B, D) (read by the identity skip), ``c0`` (B, H); writes ``h`` (T, B, H) and
     ``c_T`` (B, H). No mask, nothing kept for backward."""
     host = _device.host_params(params, SRUParams)
-    _recurrence(host, _device.upload(params), U, x, c0, None, h, None, c_T)
+    _recurrence(host, upload(params), U, x, c0, None, h, None, c_T)
 
 
 def _recurrence(host, P, U, X, C0, d_pad, h, c, c_T):
@@ -297,7 +319,7 @@ def forward(params, x, state0=None, mask_pad=None, *, algorithm="auto", tile: in
     T, B, _ = X.shape
     C0 = _device.device_state("state0", state0, ("B", "H"), {"B": B, "H": H}, dtype=dt)
     pad = check_mask(mask_pad, T, B)
-    P = _device.upload(params)
+    P = upload(params)
     U = _device.empty((T, B, k * H), dt)
     if T * B > 0:
         gemm(X.reshape(T * B, D), P.W, U.reshape(T * B, k * H), trans_b=True)
@@ -338,7 +360,7 @@ def backward(params, cache: SRUDeviceCache, dy, dstate_T=None, *, algorithm="aut
     dims = {"T": T, "B": B, "H": H}
     dY, _ = _device.device_input("dy", dy, ("T", "B", "H"), dims, dtype=dt)
     dC = _device.device_state("dstate_T", dstate_T, ("B", "H"), dims, dtype=dt)
-    P = _device.upload(params)
+    P = upload(params)
     _, recurrence_backward, column_sums, add_skip = _model_kernels(host)
 
     dU = _device.empty((T, B, k * H), dt)

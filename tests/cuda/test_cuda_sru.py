@@ -120,6 +120,22 @@ def test_device_arrays_in_and_out():
     np.testing.assert_allclose(dx.copy_to_host(), dx_ref, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("config", ["identity-alpha-offset", "no-v"], ids=str)
+def test_parameters_uploaded_once_or_by_another_module(config):
+    # sru.upload stacks b and v for the kernels once; parameters uploaded by the generic upload (the one
+    # every other cell module exports) are stacked per call instead, to the same numbers.
+    from refrnn.cuda import _device
+
+    p = _params(**CONFIGS[config])
+    data = _data(p, T=2, B=2)
+    P = sru.upload(p)
+    np.testing.assert_array_equal(P.b.copy_to_host(), p.b)
+    if p.v is not None:
+        np.testing.assert_array_equal(P.v.copy_to_host(), p.v)
+    for uploaded in (P, _device.upload(p)):
+        _compare(uploaded, *data, algorithm="tiled", tile=SMALL_TILE)
+
+
 def test_inference_without_cache():
     p = _params(**CONFIGS["no-skip"])
     x, c0, _, _ = _data(p, T=2, B=2)
