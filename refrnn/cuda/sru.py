@@ -52,7 +52,7 @@ cuda = _device.require_cuda()  # module global: the simulator swaps it for its f
 
 TILE = matmul.TILE
 
-# Rows of the per-unit parameter array ``vb`` the recurrence kernels read (see _unit_params).
+# Rows of the per-unit parameter array ``vb`` the recurrence kernels read (see upload).
 B_F, B_R, V_F, V_R = 0, 1, 2, 3
 
 
@@ -82,6 +82,7 @@ def _kernels(dtype: np.dtype, skip: str = "identity", skip_offset: int = 0, alph
 
 @functools.lru_cache(maxsize=None)
 def _recurrence_kernels(dtype, skip, off, alpha, activation, has_v):
+    """The forward and backward recurrence kernels of :func:`_kernels`, for one option set."""
     nbt, zero, one = _activations.scalars(dtype)
     sigmoid = _activations.sigmoid(dtype)
     flat_unit = _tiles.flat_unit
