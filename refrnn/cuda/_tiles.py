@@ -5,9 +5,10 @@ Two thread layouts are used throughout :mod:`refrnn.cuda`:
 
 * *tiled*: a block of ``tile x tile`` threads owns ``tile`` batch rows (``threadIdx.y``) and ``tile``
   hidden units (``threadIdx.x``), so that it can share tiles of ``h_{t-1}`` and of ``W_h`` in shared
-  memory (:func:`tile_unit`, :func:`gate_products`);
+  memory (:func:`tile_unit`, :func:`gate_products`; launched with :func:`tile_grid`);
 * *flat*: one thread per element of a ``(rows, n)`` array, consecutive threads on consecutive columns so
-  that a warp reads and writes a contiguous run (:func:`flat_unit`; launched by :func:`_device.launch`).
+  that a warp reads and writes a contiguous run (:func:`flat_unit`; launched with
+  :func:`refrnn.cuda._device.launch`).
 """
 
 from __future__ import annotations
