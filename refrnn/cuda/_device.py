@@ -131,6 +131,11 @@ def device_input(name: str, value, letters: tuple[str, ...], sizes=None, *, dtyp
     return cuda.as_cuda_array(value), True
 
 
+def sequence_input(host, x) -> tuple[object, bool]:
+    """:func:`device_input` for the input ``x`` (T, B, D) of the model whose host parameters are ``host``."""
+    return device_input("x", x, ("T", "B", "D"), {"D": host.input_size}, dtype=host.dtype)
+
+
 def device_state(name: str, value, letters, sizes, *, dtype):
     """Like :func:`device_input`, for an initial state that may be omitted (``None`` means zeros)."""
     cuda = require_cuda()
@@ -147,6 +152,34 @@ def empty(shape, dtype):
 def output(arr, on_device: bool):
     """Return a result where the inputs were: the device array itself, or a NumPy copy."""
     return arr if on_device else arr.copy_to_host()
+
+
+def copy(arr):
+    """A device copy of the device array ``arr`` in memory of its own."""
+    out = empty(arr.shape, arr.dtype)
+    out.copy_to_device(arr)
+    return out
+
+
+def state_buffer(name: str, state0, rows: int, B: int, H: int, dtype):
+    """A ``(rows, B, H)`` device buffer of states for the per-step kernels, row 0 set to ``state0``
+    (checked as :func:`device_state` checks it, under ``name``; zeros when None)."""
+    buf = empty((rows, B, H), dtype)
+    buf[0].copy_to_device(device_state(name, state0, ("B", "H"), {"B": B, "H": H}, dtype=dtype))
+    return buf
+
+
+def sequence_outputs(h, on_device: bool):
+    """``(y, h_T)`` from the state buffer ``h`` (T+1, B, H) = h_0..h_T, placed like the inputs.
+
+    On the device ``y`` is a view of the buffer and ``h_T`` gets its own memory, like the reference's
+    copy; on the host, ``y`` is the one copy out and ``h_T`` a copy of its last step.
+    """
+    T = h.shape[0] - 1
+    if on_device:
+        return h[1:], copy(h[T])
+    y = h[1:].copy_to_host()
+    return y, (y[T - 1].copy() if T > 0 else h[0].copy_to_host())
 
 
 class DeviceParams(NamedTuple):
@@ -186,6 +219,15 @@ def host_params(params, expected_cls):
 
 def grid(n: int, block: int) -> int:
     return (n + block - 1) // block
+
+
+BLOCK = 256  # threads per block of the flat kernels (one thread per element): full occupancy on every GPU
+
+
+def launch(n: int) -> tuple[int, int]:
+    """``(blocks, threads)`` of a flat launch over ``n`` elements (one block of ``n`` threads when ``n`` is small)."""
+    threads = max(1, min(BLOCK, n))
+    return grid(n, threads), threads
 
 
 def check_tile(tile) -> int:

@@ -38,30 +38,29 @@ import numpy as np
 from .._moved import renamed
 from .._checks import one_of
 from ..cells.ccgru import CCGRUBlockParams, PARAM_CLASSES
-from . import _activations, _device, matmul
+from . import _activations, _device, _tiles, matmul
 from ._device import upload  # noqa: F401 - part of this module's API
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
 
 TILE = matmul.TILE
-BLOCK = 256
 
 
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype: np.dtype, tile: int):
+    """The conditional GRU's three per-step kernels for one dtype and tile size (compiled on first launch)."""
     nbt, zero, one = _activations.scalars(dtype)
-    pad = tile + 1
+    pad = tile + 1  # one padding column: threads of a warp read a column of sh_w in distinct banks
     sigmoid = _activations.sigmoid(dtype)
+    flat_unit = _tiles.flat_unit
 
     @cuda.jit
     def gate(px_z, U_z_lr, running_mean, inv_std, s, h, t, z, count, active):
         """z[b, k] of step t; appends b to block k's active list where z[b, k] > 0."""
         B, g = z.shape
         H = h.shape[2]
-        i = cuda.grid(1)
-        if i < B * g:
-            b = i // g
-            k = i - b * g
+        b, k = flat_unit(g)
+        if b < B:
             acc = zero
             for m in range(H):
                 acc += h[t, b, m] * U_z_lr[k, m]
@@ -121,10 +120,8 @@ def _kernels(dtype: np.dtype, tile: int):
         """h[t+1, b, j] = h[t, b, j] on every unit whose block's gate is exactly zero."""
         B, H = h.shape[1], h.shape[2]
         bs = H // z.shape[1]
-        i = cuda.grid(1)
-        if i < B * H:
-            b = i // H
-            j = i - b * H
+        b, j = flat_unit(H)
+        if b < B:
             if z[b, j // bs] == zero:
                 h[t + 1, b, j] = h[t, b, j]
 
@@ -169,12 +166,11 @@ def forward_inference(params, x, state0=None, *, algorithm="block", tile: int = 
     _check(host)
     tile = _device.check_tile(tile)
     dt, D, H, g = host.dtype, host.input_size, host.hidden_size, host.g
-    X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
+    X, on_device = _device.sequence_input(host, x)
     T, B, _ = X.shape
-    h = _device.empty((T + 1, B, H), dt)
-    h[0].copy_to_device(_device.device_state("state0", state0, ("B", "H"), {"B": B, "H": H}, dtype=dt))
+    h = _device.state_buffer("state0", state0, T + 1, B, H, dt)  # h_0..h_T
     if T > 0 and B > 0:
-        P = params if isinstance(params, _device.DeviceParams) else _device.upload(host)
+        P = _device.upload(params)
         gate, block_product, copy_forward = _kernels(dt, tile)
         # The same inverse standard deviation the reference computes, in the parameters' dtype.
         inv = np.ones(g, dt) if host.norm == "folded" else (1.0 / np.sqrt(host.running_var + host.eps)).astype(dt)
@@ -187,16 +183,10 @@ def forward_inference(params, x, state0=None, *, algorithm="block", tile: int = 
         count = cuda.to_device(np.zeros((T, g), np.int32))  # active sequences per (step, block)
         active = _device.empty((g, B), np.int32)  # block k's active sequences: active[k, :count[t, k]]
         s = dt.type(host.s)
-        gate_grid = _device.grid(B * g, min(BLOCK, B * g)), min(BLOCK, B * g)
-        copy_grid = _device.grid(B * H, min(BLOCK, B * H)), min(BLOCK, B * H)
+        gate_grid, copy_grid = _device.launch(B * g), _device.launch(B * H)
         product_grid = (g * _device.grid(host.block_size, tile), _device.grid(B, tile)), (tile, tile)
         for t in range(T):
             gate[gate_grid](px_z, P.U_z_lr, P.running_mean, inv_std, s, h, t, z, count, active)
             block_product[product_grid](p, P.U_rh, h, t, z, count, active)
             copy_forward[copy_grid](h, t, z)
-    if on_device:
-        h_T = _device.empty((B, H), dt)
-        h_T.copy_to_device(h[T])
-        return h[1:], h_T
-    y = h[1:].copy_to_host()
-    return y, (y[T - 1].copy() if T > 0 else h[0].copy_to_host())
+    return _device.sequence_outputs(h, on_device)

@@ -40,143 +40,104 @@ import math
 import numpy as np
 
 from ..cells.gru import GRUParams
-from . import _activations, _device, matmul
+from . import _activations, _device, _tiles, matmul
 from .._moved import algorithm_keyword, renamed
 from ._device import upload  # noqa: F401 - part of this module's API (upload(params) once, call many times)
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
 
 TILE = matmul.TILE
-POINTWISE_BLOCK = 256
 
 
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype: np.dtype, tile: int):
     """The GRU kernels for one dtype and tile size (compiled on first launch)."""
-    nbt, zero, one = _activations.scalars(dtype)
-    pad = tile + 1  # one padding column: threads of a warp read a column of sh_w in distinct banks
+    nbt, _, one = _activations.scalars(dtype)
     sigmoid = _activations.sigmoid(dtype)
+    tile_unit, flat_unit = _tiles.tile_unit(tile), _tiles.flat_unit
+    products3, products2, products1 = (_tiles.gate_products(dtype, tile, n, 3) for n in (3, 2, 1))
 
-    def gate_products(ngates):
-        @cuda.jit(device=True)
-        def products(src, W, gate0, acc, sh_s, sh_w):
-            """acc[q] = sum_k src[b, k] * W[(gate0 + q) * H + j, k], q < ngates, for this thread's (b, j).
+    @cuda.jit(device=True)
+    def update(z, n, h_prev):
+        return (one - z) * n + z * h_prev
 
-            Block (bx, by) covers batch rows by*tile.. and units bx*tile..; each K-step loads one tile of
-            src and one tile of each gate's rows of W, every thread loading one element of each.
-            """
-            B, K = src.shape
-            H = W.shape[0] // 3
-            tx = cuda.threadIdx.x
-            ty = cuda.threadIdx.y
-            b = cuda.blockIdx.y * tile + ty
-            u = cuda.blockIdx.x * tile + ty  # the W row this thread loads (thread tx reads column k0+tx)
-            for q in range(ngates):
-                acc[q] = zero
-            for k0 in range(0, K, tile):
-                k = k0 + tx
-                sh_s[ty, tx] = src[b, k] if (b < B and k < K) else zero
-                for q in range(ngates):
-                    sh_w[q, ty, tx] = W[(gate0 + q) * H + u, k] if (u < H and k < K) else zero
-                cuda.syncthreads()
-                for kk in range(tile):
-                    s = sh_s[ty, kk]
-                    for q in range(ngates):
-                        acc[q] += s * sh_w[q, tx, kk]
-                cuda.syncthreads()
+    # --- tiled kernels: ax holds W_x x + b_x; acc the recurrent products of this thread's (b, j) ------
 
-        return products
-
-    products3 = gate_products(3)
-    products2 = gate_products(2)
-    products1 = gate_products(1)
+    @cuda.jit(device=True)
+    def rz_tiled(ax, acc, b_h, t, b, j, H):
+        r = sigmoid(ax[t, b, j] + (acc[0] + b_h[j]))
+        z = sigmoid(ax[t, b, H + j] + (acc[1] + b_h[H + j]))
+        return r, z
 
     @cuda.jit
     def step_after(ax, W_h, b_h, h, t):
         """h[t+1] from h[t], reset="after": the r, z, n products and the whole update in one kernel."""
-        sh_s = cuda.shared.array((tile, pad), nbt)
-        sh_w = cuda.shared.array((3, tile, pad), nbt)
         acc = cuda.local.array(3, nbt)
-        h_prev = h[t]
-        products3(h_prev, W_h, 0, acc, sh_s, sh_w)
-        B, H = h_prev.shape
-        j = cuda.blockIdx.x * tile + cuda.threadIdx.x
-        b = cuda.blockIdx.y * tile + cuda.threadIdx.y
+        products3(h[t], W_h, 0, acc)
+        B, H = h.shape[1], h.shape[2]
+        b, j = tile_unit()
         if b < B and j < H:
-            r = sigmoid(ax[t, b, j] + (acc[0] + b_h[j]))
-            z = sigmoid(ax[t, b, H + j] + (acc[1] + b_h[H + j]))
-            g = acc[2] + b_h[2 * H + j]
-            n = math.tanh(ax[t, b, 2 * H + j] + r * g)
-            h[t + 1, b, j] = (one - z) * n + z * h_prev[b, j]
+            r, z = rz_tiled(ax, acc, b_h, t, b, j, H)
+            n = math.tanh(ax[t, b, 2 * H + j] + r * (acc[2] + b_h[2 * H + j]))
+            h[t + 1, b, j] = update(z, n, h[t, b, j])
 
     @cuda.jit
     def step_before_rz(ax, W_h, b_h, h, t, z_buf, rh_buf):
         """reset="before", first half: r and z of step t; stores z and r * h_{t-1}."""
-        sh_s = cuda.shared.array((tile, pad), nbt)
-        sh_w = cuda.shared.array((2, tile, pad), nbt)
         acc = cuda.local.array(2, nbt)
-        h_prev = h[t]
-        products2(h_prev, W_h, 0, acc, sh_s, sh_w)
-        B, H = h_prev.shape
-        j = cuda.blockIdx.x * tile + cuda.threadIdx.x
-        b = cuda.blockIdx.y * tile + cuda.threadIdx.y
+        products2(h[t], W_h, 0, acc)
+        B, H = h.shape[1], h.shape[2]
+        b, j = tile_unit()
         if b < B and j < H:
-            r = sigmoid(ax[t, b, j] + (acc[0] + b_h[j]))
-            z_buf[b, j] = sigmoid(ax[t, b, H + j] + (acc[1] + b_h[H + j]))
-            rh_buf[b, j] = r * h_prev[b, j]
+            r, z = rz_tiled(ax, acc, b_h, t, b, j, H)
+            z_buf[b, j] = z
+            rh_buf[b, j] = r * h[t, b, j]
 
     @cuda.jit
     def step_before_n(ax, W_h, b_h, h, t, z_buf, rh_buf):
         """reset="before", second half: n = tanh(a_n + W_hn (r * h) + b_hn) and the update."""
-        sh_s = cuda.shared.array((tile, pad), nbt)
-        sh_w = cuda.shared.array((1, tile, pad), nbt)
         acc = cuda.local.array(1, nbt)
-        products1(rh_buf, W_h, 2, acc, sh_s, sh_w)
+        products1(rh_buf, W_h, 2, acc)
         B, H = rh_buf.shape
-        j = cuda.blockIdx.x * tile + cuda.threadIdx.x
-        b = cuda.blockIdx.y * tile + cuda.threadIdx.y
+        b, j = tile_unit()
         if b < B and j < H:
             n = math.tanh(ax[t, b, 2 * H + j] + (acc[0] + b_h[2 * H + j]))
-            z = z_buf[b, j]
-            h[t + 1, b, j] = (one - z) * n + z * h[t, b, j]
+            h[t + 1, b, j] = update(z_buf[b, j], n, h[t, b, j])
 
     # --- point-wise kernels of the cuBLAS strategy: one thread per (b, j) -------------------------
     # ax holds W_x x without b_x there (the vendor product has no bias); gh holds W_h h (or W_hn (r*h)).
 
+    @cuda.jit(device=True)
+    def rz_pointwise(ax, gh, b_x, b_h, t, b, j, H):
+        r = sigmoid((ax[t, b, j] + b_x[j]) + (gh[b, j] + b_h[j]))
+        z = sigmoid((ax[t, b, H + j] + b_x[H + j]) + (gh[b, H + j] + b_h[H + j]))
+        return r, z
+
     @cuda.jit
     def pointwise_after(ax, gh, b_x, b_h, h, t):
         B, H = h.shape[1], h.shape[2]
-        i = cuda.grid(1)
-        if i < B * H:
-            b = i // H
-            j = i - b * H
-            r = sigmoid((ax[t, b, j] + b_x[j]) + (gh[b, j] + b_h[j]))
-            z = sigmoid((ax[t, b, H + j] + b_x[H + j]) + (gh[b, H + j] + b_h[H + j]))
-            g = gh[b, 2 * H + j] + b_h[2 * H + j]
-            n = math.tanh((ax[t, b, 2 * H + j] + b_x[2 * H + j]) + r * g)
-            h[t + 1, b, j] = (one - z) * n + z * h[t, b, j]
+        b, j = flat_unit(H)
+        if b < B:
+            r, z = rz_pointwise(ax, gh, b_x, b_h, t, b, j, H)
+            n = math.tanh((ax[t, b, 2 * H + j] + b_x[2 * H + j]) + r * (gh[b, 2 * H + j] + b_h[2 * H + j]))
+            h[t + 1, b, j] = update(z, n, h[t, b, j])
 
     @cuda.jit
     def pointwise_before_rz(ax, gh, b_x, b_h, h, t, z_buf, rh_buf):
         B, H = h.shape[1], h.shape[2]
-        i = cuda.grid(1)
-        if i < B * H:
-            b = i // H
-            j = i - b * H
-            r = sigmoid((ax[t, b, j] + b_x[j]) + (gh[b, j] + b_h[j]))
-            z_buf[b, j] = sigmoid((ax[t, b, H + j] + b_x[H + j]) + (gh[b, H + j] + b_h[H + j]))
+        b, j = flat_unit(H)
+        if b < B:
+            r, z = rz_pointwise(ax, gh, b_x, b_h, t, b, j, H)
+            z_buf[b, j] = z
             rh_buf[b, j] = r * h[t, b, j]
 
     @cuda.jit
     def pointwise_before_n(ax, gn, b_x, b_h, h, t, z_buf):
         B, H = h.shape[1], h.shape[2]
-        i = cuda.grid(1)
-        if i < B * H:
-            b = i // H
-            j = i - b * H
+        b, j = flat_unit(H)
+        if b < B:
             n = math.tanh((ax[t, b, 2 * H + j] + b_x[2 * H + j]) + (gn[b, j] + b_h[2 * H + j]))
-            z = z_buf[b, j]
-            h[t + 1, b, j] = (one - z) * n + z * h[t, b, j]
+            h[t + 1, b, j] = update(z_buf[b, j], n, h[t, b, j])
 
     return {
         "step_after": step_after,
@@ -198,8 +159,7 @@ def forward(params, x, state0=None, *, algorithm="tiled", tile: int = TILE, prod
     ``product=`` is its former name); ``tile`` is the thread-block tile edge of refrnn's kernels (a
     power of two <= 32).
     """
-    y, h_T = _run(params, x, state0, algorithm_keyword(algorithm, product=product), tile)
-    return y, h_T, None
+    return (*_run(params, x, state0, algorithm_keyword(algorithm, product=product), tile), None)
 
 
 @renamed(h0="state0")
@@ -212,18 +172,13 @@ def _run(params, x, h0, product, tile):
     host = _device.host_params(params, GRUParams)
     tile = _device.check_tile(tile)
     gemm = matmul.resolve_product(product)
-    dt = host.dtype
-    D, H = host.input_size, host.hidden_size
-    X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
+    X, on_device = _device.sequence_input(host, x)
     T, B, _ = X.shape
-    h = _device.empty((T + 1, B, H), dt)  # h_0..h_T: each step reads h[t] and writes h[t+1]
-    h[0].copy_to_device(_device.device_state("state0", h0, ("B", "H"), {"B": B, "H": H}, dtype=dt))
-    if T == 0 or B == 0:
-        return _device.output(h[1:], on_device), _device.output(h[T], on_device)
-    P = _device.upload(host) if not isinstance(params, _device.DeviceParams) else params
-    ax = matmul.input_projection(P, X, gemm, tile)
-    _recur(host, P, ax, h, gemm, tile)
-    return _outputs(h, T, on_device)
+    h = _device.state_buffer("state0", h0, T + 1, B, host.hidden_size, host.dtype)  # h_0..h_T
+    if T > 0 and B > 0:
+        P = _device.upload(params)
+        _recur(host, P, matmul.input_projection(P, X, gemm, tile), h, gemm, tile)
+    return _device.sequence_outputs(h, on_device)
 
 
 def project(params, x, *, algorithm="tiled", tile: int = TILE):
@@ -249,7 +204,7 @@ def _recur(host, P, ax, h, gemm, tile):
     if host.reset == "before":
         z_buf, rh_buf = _device.empty((B, H), dt), _device.empty((B, H), dt)
     if gemm is None:
-        blocks, threads = (_device.grid(H, tile), _device.grid(B, tile)), (tile, tile)
+        blocks, threads = _tiles.tile_grid(B, H, tile)
         for t in range(T):
             if host.reset == "after":
                 k["step_after"][blocks, threads](ax, P.W_h, P.b_h, h, t)
@@ -257,8 +212,7 @@ def _recur(host, P, ax, h, gemm, tile):
                 k["step_before_rz"][blocks, threads](ax, P.W_h, P.b_h, h, t, z_buf, rh_buf)
                 k["step_before_n"][blocks, threads](ax, P.W_h, P.b_h, h, t, z_buf, rh_buf)
         return
-    threads = min(POINTWISE_BLOCK, B * H)
-    blocks = _device.grid(B * H, threads)
+    blocks, threads = _device.launch(B * H)
     if host.reset == "after":
         gh = _device.empty((B, 3 * H), dt)
         for t in range(T):
@@ -272,12 +226,3 @@ def _recur(host, P, ax, h, gemm, tile):
             k["pointwise_before_rz"][blocks, threads](ax, gh, P.b_x, P.b_h, h, t, z_buf, rh_buf)
             gemm(rh_buf, W_hn, gn, trans_b=True)
             k["pointwise_before_n"][blocks, threads](ax, gn, P.b_x, P.b_h, h, t, z_buf)
-
-
-def _outputs(h, T, on_device):
-    if on_device:  # y is a view of the state buffer; h_T gets its own memory like the reference's copy
-        h_T = _device.empty(h.shape[1:], h.dtype)
-        h_T.copy_to_device(h[T])
-        return h[1:], h_T
-    y = h[1:].copy_to_host()  # the one copy out
-    return y, y[T - 1].copy()

@@ -29,22 +29,22 @@ import math
 import numpy as np
 
 from ..cells.lstm import LSTMParams
-from . import _activations, _device, matmul
+from . import _activations, _device, _tiles, matmul
 from .._moved import algorithm_keyword
 from ._device import upload  # noqa: F401 - part of this module's API
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
 
 TILE = matmul.TILE
-POINTWISE_BLOCK = 256
 
 
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype: np.dtype, tile: int):
     """The LSTM kernels for one dtype and tile size (compiled on first launch)."""
-    nbt, zero, one = _activations.scalars(dtype)
-    pad = tile + 1
+    nbt, _, _ = _activations.scalars(dtype)
     sigmoid = _activations.sigmoid(dtype)
+    tile_unit, flat_unit = _tiles.tile_unit(tile), _tiles.flat_unit
+    products4 = _tiles.gate_products(dtype, tile, 4, 4)
 
     @cuda.jit(device=True)
     def update(a_i, a_f, a_g, a_o, c, t, b, j, h):
@@ -60,29 +60,10 @@ def _kernels(dtype: np.dtype, tile: int):
     @cuda.jit
     def step(ax, W_h, b_h, h, c, t):
         """h[t+1], c_{t+1} from step t: the four gate products and the update in one kernel."""
-        sh_s = cuda.shared.array((tile, pad), nbt)
-        sh_w = cuda.shared.array((4, tile, pad), nbt)
         acc = cuda.local.array(4, nbt)
-        h_prev = h[t]
-        B, H = h_prev.shape
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        b = cuda.blockIdx.y * tile + ty
-        u = cuda.blockIdx.x * tile + ty  # the W_h row this thread loads
-        for q in range(4):
-            acc[q] = zero
-        for k0 in range(0, H, tile):
-            k = k0 + tx
-            sh_s[ty, tx] = h_prev[b, k] if (b < B and k < H) else zero
-            for q in range(4):
-                sh_w[q, ty, tx] = W_h[q * H + u, k] if (u < H and k < H) else zero
-            cuda.syncthreads()
-            for kk in range(tile):
-                s = sh_s[ty, kk]
-                for q in range(4):
-                    acc[q] += s * sh_w[q, tx, kk]
-            cuda.syncthreads()
-        j = cuda.blockIdx.x * tile + tx
+        products4(h[t], W_h, 0, acc)
+        B, H = h.shape[1], h.shape[2]
+        b, j = tile_unit()
         if b < B and j < H:
             update(
                 (ax[t, b, j] + acc[0]) + b_h[j],
@@ -96,10 +77,8 @@ def _kernels(dtype: np.dtype, tile: int):
     def pointwise(ax, gh, b_x, b_h, h, c, t):
         """The cuBLAS strategy's epilogue: ax = W_x x (no bias), gh = W_h h_{t-1}; one thread per (b, j)."""
         B, H = h.shape[1], h.shape[2]
-        i = cuda.grid(1)
-        if i < B * H:
-            b = i // H
-            j = i - b * H
+        b, j = flat_unit(H)
+        if b < B:
             update(
                 ((ax[t, b, j] + b_x[j]) + gh[b, j]) + b_h[j],
                 ((ax[t, b, H + j] + b_x[H + j]) + gh[b, H + j]) + b_h[H + j],
@@ -139,13 +118,12 @@ def _recur(P, ax, h, c, gemm, tile):
     T, B, H = ax.shape[0], ax.shape[1], h.shape[2]
     step, pointwise = _kernels(np.dtype(h.dtype), tile)
     if gemm is None:
-        blocks, threads = (_device.grid(H, tile), _device.grid(B, tile)), (tile, tile)
+        blocks, threads = _tiles.tile_grid(B, H, tile)
         for t in range(T):
             step[blocks, threads](ax, P.W_h, P.b_h, h, c, t)
         return
     gh = _device.empty((B, 4 * H), h.dtype)
-    threads = min(POINTWISE_BLOCK, B * H)
-    blocks = _device.grid(B * H, threads)
+    blocks, threads = _device.launch(B * H)
     for t in range(T):
         gemm(h[t], P.W_h, gh, trans_b=True)
         pointwise[blocks, threads](ax, gh, P.b_x, P.b_h, h, c, t)
@@ -157,8 +135,7 @@ def forward(params, x, state0=None, *, algorithm="tiled", tile: int = TILE, prod
 
     Placement as everywhere in :mod:`refrnn.cuda`: NumPy in, NumPy out; device arrays in, device arrays out.
     """
-    y, state_T = _run(params, x, state0, algorithm_keyword(algorithm, product=product), tile)
-    return y, state_T, None
+    return (*_run(params, x, state0, algorithm_keyword(algorithm, product=product), tile), None)
 
 
 def forward_inference(params, x, state0=None, *, algorithm="tiled", tile: int = TILE, product=None):
@@ -176,27 +153,15 @@ def _run(params, x, state0, product, tile):
         )
     tile = _device.check_tile(tile)
     gemm = matmul.resolve_product(product)
-    dt = host.dtype
-    D, H = host.input_size, host.hidden_size
-    X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
+    dt, H = host.dtype, host.hidden_size
+    X, on_device = _device.sequence_input(host, x)
     T, B, _ = X.shape
     h0, c0 = _state0(state0)
-    dims = {"B": B, "H": H}
-    h = _device.empty((T + 1, B, H), dt)  # h_0..h_T
-    c = _device.empty((2, B, H), dt)  # c_t lives in c[t % 2]: only the current cell state is kept
-    h[0].copy_to_device(_device.device_state("state0[0] (h)", h0, ("B", "H"), dims, dtype=dt))
-    c[0].copy_to_device(_device.device_state("state0[1] (c)", c0, ("B", "H"), dims, dtype=dt))
+    h = _device.state_buffer("state0[0] (h)", h0, T + 1, B, H, dt)  # h_0..h_T
+    c = _device.state_buffer("state0[1] (c)", c0, 2, B, H, dt)  # c_t lives in c[t % 2]: only the current cell state is kept
     if T > 0 and B > 0:
-        P = params if isinstance(params, _device.DeviceParams) else _device.upload(host)
-        ax = matmul.input_projection(P, X, gemm, tile)
-        _recur(P, ax, h, c, gemm, tile)
+        P = _device.upload(params)
+        _recur(P, matmul.input_projection(P, X, gemm, tile), h, c, gemm, tile)
+    y, h_T = _device.sequence_outputs(h, on_device)
     c_T = c[T % 2]
-    if on_device:
-        h_T = _device.empty((B, H), dt)
-        h_T.copy_to_device(h[T])
-        c_out = _device.empty((B, H), dt)
-        c_out.copy_to_device(c_T)
-        return h[1:], (h_T, c_out)
-    y = h[1:].copy_to_host()
-    h_T = y[T - 1].copy() if T > 0 else h[0].copy_to_host()
-    return y, (h_T, c_T.copy_to_host())
+    return y, (h_T, _device.copy(c_T) if on_device else c_T.copy_to_host())

@@ -41,6 +41,22 @@ def _gemm_kernel(dtype: np.dtype, tile: int):
     zero = nbt(0)
     pad = tile + 1
 
+    @cuda.jit(device=True)
+    def load_tile(X, transposed, sh, r0, c0, R, C):
+        """``sh[r, c] = op(X)[r0 + r, c0 + c]`` for this thread's one element (zero past op(X)'s (R, C) edge).
+
+        Thread (ty, tx) loads the element whose *stored* fast index is tx, so a warp reads one run of
+        consecutive addresses whichever way X is stored: (R, C), or (C, R) when ``transposed``.
+        """
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        if transposed:
+            r, c = r0 + tx, c0 + ty
+            sh[tx, ty] = X[c, r] if (r < R and c < C) else zero
+        else:
+            r, c = r0 + ty, c0 + tx
+            sh[ty, tx] = X[r, c] if (r < R and c < C) else zero
+
     @cuda.jit
     def gemm(A, B, C, bias, trans_a, trans_b, has_bias):
         M, N = C.shape
@@ -53,20 +69,8 @@ def _gemm_kernel(dtype: np.dtype, tile: int):
         n0 = cuda.blockIdx.x * tile
         acc = zero
         for k0 in range(0, K, tile):
-            # Thread (ty, tx) loads the element whose *stored* fast index is tx, so a warp reads one run
-            # of consecutive addresses whichever way the operand is stored.
-            if trans_a:  # A stored (K, M)
-                m, k = m0 + tx, k0 + ty
-                sh_a[tx, ty] = A[k, m] if (m < M and k < K) else zero
-            else:  # A stored (M, K)
-                m, k = m0 + ty, k0 + tx
-                sh_a[ty, tx] = A[m, k] if (m < M and k < K) else zero
-            if trans_b:  # B stored (N, K)
-                n, k = n0 + ty, k0 + tx
-                sh_b[tx, ty] = B[n, k] if (n < N and k < K) else zero
-            else:  # B stored (K, N)
-                n, k = n0 + tx, k0 + ty
-                sh_b[ty, tx] = B[k, n] if (n < N and k < K) else zero
+            load_tile(A, trans_a, sh_a, m0, k0, M, K)
+            load_tile(B, trans_b, sh_b, k0, n0, K, N)
             cuda.syncthreads()
             for kk in range(tile):
                 acc += sh_a[ty, kk] * sh_b[kk, tx]

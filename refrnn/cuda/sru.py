@@ -25,6 +25,10 @@ Kernels, as in the paper's Section 3.1:
   ``dU`` for the products, and accumulates each thread's share of ``dv`` in registers; ``db`` and ``dv``
   are then column sums.
 
+The recurrence kernels are compiled once per dtype and model options (skip, its offset and ``alpha``,
+activation, v terms: :func:`_kernels`), which are their compile-time constants; a launch passes arrays
+(the per-unit b_f, b_r, v_f, v_r stacked in one, see :func:`upload`) and the call's two flags.
+
 ``forward`` returns ``(y, c_T, cache)`` like the reference; ``cache`` is a :class:`SRUDeviceCache` of device
 arrays for :func:`backward` (``store_cache=False``: inference, ``c_1..c_{T-1}`` are not written, cache None).
 Placement: NumPy in, NumPy out; device arrays in, device arrays out. Gradients of the parameters are
@@ -41,15 +45,15 @@ from typing import NamedTuple
 import numpy as np
 
 from ..cells.sru import SRUParams, check_mask
-from . import _activations, _device, matmul
+from . import _activations, _device, _tiles, matmul
 from .._moved import algorithm_keyword, renamed
-from ._device import upload  # noqa: F401 - part of this module's API
 
 cuda = _device.require_cuda()  # module global: the simulator swaps it for its fake module in kernels
 
 TILE = matmul.TILE
-BLOCK = 256  # threads per block of the recurrence kernels (fewer for tiny problems, see _launch)
-SKIP_CODES = {"none": 0, "identity": 1, "projection": 2}
+
+# Rows of the per-unit parameter array ``vb`` the recurrence kernels read (see upload).
+B_F, B_R, V_F, V_R = 0, 1, 2, 3
 
 
 class SRUDeviceCache(NamedTuple):
@@ -63,29 +67,65 @@ class SRUDeviceCache(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels(dtype: np.dtype):
-    _, zero, one = _activations.scalars(dtype)
+def _kernels(dtype: np.dtype, skip: str = "identity", skip_offset: int = 0, alpha: float = 1.0,
+             activation: str = "identity", has_v: bool = True):
+    """``(recurrence, recurrence_backward, column_sums, add_skip)`` for one dtype and one model's options.
+
+    The options (which skip term, its column offset in x and its scale ``alpha``, the activation g,
+    whether there are v terms) are fixed for a model, so they are compile-time constants of the
+    recurrence kernels: every branch on them is decided when the kernel compiles, and a launch passes
+    only arrays and the two flags of the call (is there a padding mask, are c_1..c_{T-1} kept).
+    """
+    recurrence, recurrence_backward = _recurrence_kernels(np.dtype(dtype), skip, skip_offset, alpha, activation, has_v)
+    return (recurrence, recurrence_backward, *_reduction_kernels(np.dtype(dtype)))
+
+
+@functools.lru_cache(maxsize=None)
+def _recurrence_kernels(dtype, skip, off, alpha, activation, has_v):
+    """The forward and backward recurrence kernels of :func:`_kernels`, for one option set."""
+    nbt, zero, one = _activations.scalars(dtype)
     sigmoid = _activations.sigmoid(dtype)
+    flat_unit = _tiles.flat_unit
+    alpha = nbt(alpha)
+    has_skip, projection = skip != "none", skip == "projection"
+    use_tanh = activation == "tanh"
 
     @cuda.jit(device=True)
-    def skip_term(x, U, t, b, j, H, skip, off, alpha):
-        if skip == 1:
-            return alpha * x[t, b, off + j]
-        return alpha * U[t, b, 3 * H + j]
+    def unit_params(vb, j):
+        """``(b_f, b_r, v_f, v_r)`` of unit j, read once per thread (the v terms are 0 without v)."""
+        if has_v:
+            return vb[B_F, j], vb[B_R, j], vb[V_F, j], vb[V_R, j]
+        return vb[B_F, j], vb[B_R, j], zero, zero
+
+    @cuda.jit(device=True)
+    def gates(U, w, t, b, j, H, c_prev):
+        """``(f_t, r_t)`` of (b, j) from U, the unit's parameters ``w`` and c_{t-1}."""
+        b_f, b_r, v_f, v_r = w
+        a_f = U[t, b, H + j] + b_f
+        a_r = U[t, b, 2 * H + j] + b_r
+        if has_v:
+            a_f = a_f + v_f * c_prev
+            a_r = a_r + v_r * c_prev
+        return sigmoid(a_f), sigmoid(a_r)
+
+    @cuda.jit(device=True)
+    def g_of(c_t):
+        return math.tanh(c_t) if use_tanh else c_t
+
+    @cuda.jit(device=True)
+    def skip_term(x, U, t, b, j, H):
+        if projection:
+            return alpha * U[t, b, 3 * H + j]
+        return alpha * x[t, b, off + j]
 
     @cuda.jit
-    def recurrence(U, x, v, bias, c0, pad, h, c, cT, skip, off, alpha, use_tanh, has_v, has_pad, keep_c):
+    def recurrence(U, x, vb, c0, pad, h, c, c_T, has_pad, keep_c):
         """Forward: one thread per (b, j); c stays in a register for all T steps."""
         T, B, H = h.shape
-        i = cuda.grid(1)
-        if i >= B * H:
+        b, j = flat_unit(H)
+        if b >= B:
             return
-        b = i // H
-        j = i - b * H
-        v_f = v[j] if has_v else zero
-        v_r = v[H + j] if has_v else zero
-        b_f = bias[j]
-        b_r = bias[H + j]
+        w = unit_params(vb, j)
         c_prev = c0[b, j]
         if keep_c:
             c[0, b, j] = c_prev
@@ -93,36 +133,26 @@ def _kernels(dtype: np.dtype):
             if has_pad and pad[t, b] != 0:
                 h[t, b, j] = zero  # the state passes through a padded step unchanged
             else:
-                a_f = U[t, b, H + j] + b_f
-                a_r = U[t, b, 2 * H + j] + b_r
-                if has_v:
-                    a_f = a_f + v_f * c_prev
-                    a_r = a_r + v_r * c_prev
-                f = sigmoid(a_f)
-                r = sigmoid(a_r)
+                f, r = gates(U, w, t, b, j, H, c_prev)
                 c_prev = f * c_prev + (one - f) * U[t, b, j]
-                g = math.tanh(c_prev) if use_tanh else c_prev
-                if skip == 0:
-                    h[t, b, j] = r * g
+                g = g_of(c_prev)
+                if has_skip:
+                    h[t, b, j] = r * g + (one - r) * skip_term(x, U, t, b, j, H)
                 else:
-                    h[t, b, j] = r * g + (one - r) * skip_term(x, U, t, b, j, H, skip, off, alpha)
+                    h[t, b, j] = r * g
             if keep_c:
                 c[t + 1, b, j] = c_prev
-        cT[b, j] = c_prev
+        c_T[b, j] = c_prev
 
     @cuda.jit
-    def recurrence_backward(U, x, v, bias, c, pad, dy, dc_T, dU, ds, dc0, dv_part, skip, off, alpha, use_tanh, has_v, has_pad):
+    def recurrence_backward(U, x, vb, c, pad, dy, dc_T, dU, ds, dc0, dv_part, has_pad):
         """Backward: one thread per (b, j), t = T-1 .. 0; f, r, g recomputed from U and the stored c."""
         T, B, H = dy.shape
-        i = cuda.grid(1)
-        if i >= B * H:
+        b, j = flat_unit(H)
+        if b >= B:
             return
-        b = i // H
-        j = i - b * H
-        v_f = v[j] if has_v else zero
-        v_r = v[H + j] if has_v else zero
-        b_f = bias[j]
-        b_r = bias[H + j]
+        w = unit_params(vb, j)
+        v_f, v_r = w[2], w[3]
         dc = dc_T[b, j]
         dv_f = zero
         dv_r = zero
@@ -132,33 +162,26 @@ def _kernels(dtype: np.dtype):
                 dU[t, b, j] = zero
                 dU[t, b, H + j] = zero
                 dU[t, b, 2 * H + j] = zero
-                if skip == 2:
+                if projection:
                     dU[t, b, 3 * H + j] = zero
-                elif skip == 1:
+                elif has_skip:
                     ds[t, b, j] = zero
                 continue
             c_prev = c[t, b, j]
             c_t = c[t + 1, b, j]
             U_c = U[t, b, j]
-            a_f = U[t, b, H + j] + b_f
-            a_r = U[t, b, 2 * H + j] + b_r
-            if has_v:
-                a_f = a_f + v_f * c_prev
-                a_r = a_r + v_r * c_prev
-            f = sigmoid(a_f)
-            r = sigmoid(a_r)
-            g = math.tanh(c_t) if use_tanh else c_t
+            f, r = gates(U, w, t, b, j, H, c_prev)
+            g = g_of(c_t)
             dh = dy[t, b, j]
-            if skip == 0:
-                dr = dh * g
-            else:
-                s = skip_term(x, U, t, b, j, H, skip, off, alpha)
-                dr = dh * (g - s)
+            if has_skip:
+                dr = dh * (g - skip_term(x, U, t, b, j, H))
                 d_skip = alpha * (dh * (one - r))  # gradient at U_s (projection) or at x's skip columns
-                if skip == 2:
+                if projection:
                     dU[t, b, 3 * H + j] = d_skip
                 else:
                     ds[t, b, j] = d_skip
+            else:
+                dr = dh * g
             dg = dh * r
             dct = dc + (dg * (one - g * g) if use_tanh else dg)
             da_f = dct * (c_prev - U_c) * f * (one - f)
@@ -174,6 +197,14 @@ def _kernels(dtype: np.dtype):
         dc0[b, j] = dc
         dv_part[b, j] = dv_f
         dv_part[b, H + j] = dv_r
+
+    return recurrence, recurrence_backward
+
+
+@functools.lru_cache(maxsize=None)
+def _reduction_kernels(dtype):
+    """``(column_sums, add_skip)``: what backward does after the recurrence, the same for every model."""
+    _, zero, _ = _activations.scalars(dtype)
 
     @cuda.jit
     def column_sums(A, col0, out):
@@ -197,12 +228,45 @@ def _kernels(dtype: np.dtype):
             b = tb - t * B
             dx[t, b, off + j] += ds[t, b, j]
 
-    return recurrence, recurrence_backward, column_sums, add_skip
+    return column_sums, add_skip
 
 
-def _launch(n: int):
-    threads = max(1, min(BLOCK, n))
-    return _device.grid(n, threads), threads
+def _model_kernels(host):
+    """The kernels of the model ``host`` (its dtype and options, see :func:`_kernels`)."""
+    return _kernels(np.dtype(host.dtype), host.skip, host.skip_offset, host.alpha, host.activation, host.v is not None)
+
+
+def upload(params) -> _device.DeviceParams:
+    """Copy the parameters to the device once, for repeated GPU calls (a :class:`~refrnn.cuda._device.DeviceParams`).
+
+    ``b`` and ``v`` go up as one array ``vb`` (2 or 4, H): rows b_f, b_r, then v_f, v_r when the model has
+    v terms, which the recurrence kernels take as one argument. ``P.b`` and ``P.v`` are views of it, so
+    the stacked copy can never disagree with them.
+    """
+    if isinstance(params, _device.DeviceParams):
+        return params
+    host = _device.host_params(params, SRUParams)
+    H = host.hidden_size
+    arrays = {"W": cuda.to_device(np.ascontiguousarray(host.W))}
+    per_unit = host.b if host.v is None else np.concatenate([host.b, host.v])
+    arrays["vb"] = vb = cuda.to_device(np.ascontiguousarray(per_unit.reshape(-1, H)))
+    arrays["b"] = vb[B_F : B_R + 1].reshape(2 * H)
+    if host.v is not None:
+        arrays["v"] = vb[V_F : V_R + 1].reshape(2 * H)
+    return _device.DeviceParams(host, arrays)
+
+
+def _unit_params(host, P):
+    """``vb`` of :func:`upload`; for parameters uploaded by another module's ``upload``, stacked here."""
+    if "vb" in P.arrays:
+        return P.arrays["vb"]
+    H = host.hidden_size
+    if host.v is None:
+        return P.b.reshape(2, H)
+    vb = _device.empty((4, H), host.dtype)
+    vb[B_F : B_R + 1].copy_to_device(P.b.reshape(2, H))
+    vb[V_F : V_R + 1].copy_to_device(P.v.reshape(2, H))
+    return vb
 
 
 @functools.lru_cache(maxsize=None)
@@ -223,7 +287,7 @@ def recurrence(params, U, x, c0, h, c_T):
     (T, B, kH), ``x`` (T, B, D) (read by the identity skip), ``c0`` (B, H); writes ``h`` (T, B, H) and
     ``c_T`` (B, H). No mask, nothing kept for backward."""
     host = _device.host_params(params, SRUParams)
-    _recurrence(host, _device.upload(params), U, x, c0, None, h, None, c_T)
+    _recurrence(host, upload(params), U, x, c0, None, h, None, c_T)
 
 
 def _recurrence(host, P, U, X, C0, d_pad, h, c, c_T):
@@ -233,13 +297,10 @@ def _recurrence(host, P, U, X, C0, d_pad, h, c, c_T):
     if B * H == 0:
         return
     dt = np.dtype(h.dtype)
-    recurrence = _kernels(dt)[0]
-    blocks, threads = _launch(B * H)
-    recurrence[blocks, threads](
-        U, X, P.v if host.v is not None else _dummy(1, dt), P.b, C0,
-        _dummy((1, 1), np.uint8) if d_pad is None else d_pad, h, _dummy((1, 1, 1), dt) if c is None else c, c_T,
-        SKIP_CODES[host.skip], host.skip_offset, dt.type(host.alpha), host.activation == "tanh",
-        host.v is not None, d_pad is not None, c is not None,
+    recurrence = _model_kernels(host)[0]
+    recurrence[_device.launch(B * H)](
+        U, X, _unit_params(host, P), C0, _dummy((1, 1), np.uint8) if d_pad is None else d_pad, h,
+        _dummy((1, 1, 1), dt) if c is None else c, c_T, d_pad is not None, c is not None,
     )
 
 
@@ -255,11 +316,11 @@ def forward(params, x, state0=None, mask_pad=None, *, algorithm="auto", tile: in
     tile = _device.check_tile(tile)
     gemm = _gemm_for(matmul.resolve_product(algorithm_keyword(algorithm, product=product)), tile)
     dt, D, H, k = host.dtype, host.input_size, host.hidden_size, host.k
-    X, on_device = _device.device_input("x", x, ("T", "B", "D"), {"D": D}, dtype=dt)
+    X, on_device = _device.sequence_input(host, x)
     T, B, _ = X.shape
     C0 = _device.device_state("state0", state0, ("B", "H"), {"B": B, "H": H}, dtype=dt)
     pad = check_mask(mask_pad, T, B)
-    P = params if isinstance(params, _device.DeviceParams) else _device.upload(host)
+    P = upload(params)
     U = _device.empty((T, B, k * H), dt)
     if T * B > 0:
         gemm(X.reshape(T * B, D), P.W, U.reshape(T * B, k * H), trans_b=True)
@@ -300,20 +361,17 @@ def backward(params, cache: SRUDeviceCache, dy, dstate_T=None, *, algorithm="aut
     dims = {"T": T, "B": B, "H": H}
     dY, _ = _device.device_input("dy", dy, ("T", "B", "H"), dims, dtype=dt)
     dC = _device.device_state("dstate_T", dstate_T, ("B", "H"), dims, dtype=dt)
-    P = params if isinstance(params, _device.DeviceParams) else _device.upload(host)
-    _, recurrence_backward, column_sums, add_skip = _kernels(dt)
+    P = upload(params)
+    _, recurrence_backward, column_sums, add_skip = _model_kernels(host)
 
     dU = _device.empty((T, B, k * H), dt)
     ds = _device.empty((T, B, H), dt) if host.skip == "identity" else _dummy((1, 1, 1), dt)
     dc0 = _device.empty((B, H), dt)
     dv_part = _device.empty((B, 2 * H), dt)  # each (b, j) thread's share of dv, summed over b below
-    v = P.v if host.v is not None else _dummy(1, dt)
     if B * H > 0:
-        blocks, threads = _launch(B * H)
-        recurrence_backward[blocks, threads](
-            U, X, v, P.b, c, _dummy((1, 1), np.uint8) if d_pad is None else d_pad, dY, dC, dU, ds, dc0, dv_part,
-            SKIP_CODES[host.skip], host.skip_offset, dt.type(host.alpha), host.activation == "tanh",
-            host.v is not None, d_pad is not None,
+        recurrence_backward[_device.launch(B * H)](
+            U, X, _unit_params(host, P), c, _dummy((1, 1), np.uint8) if d_pad is None else d_pad, dY, dC, dU, ds,
+            dc0, dv_part, d_pad is not None,
         )
     else:
         dc0.copy_to_device(dC)
@@ -328,11 +386,9 @@ def backward(params, cache: SRUDeviceCache, dy, dstate_T=None, *, algorithm="aut
     else:
         dW.copy_to_device(np.zeros((k * H, D), dt))
         dx.copy_to_device(np.zeros((T, B, D), dt))
-    blocks, threads = _launch(2 * H)
-    column_sums[blocks, threads](flat, H, db)
-    column_sums[blocks, threads](dv_part, 0, dv)
+    column_sums[_device.launch(2 * H)](flat, H, db)
+    column_sums[_device.launch(2 * H)](dv_part, 0, dv)
     if host.skip == "identity" and T * B * H > 0:
-        blocks, threads = _launch(T * B * H)
-        add_skip[blocks, threads](dx, ds, host.skip_offset)
+        add_skip[_device.launch(T * B * H)](dx, ds, host.skip_offset)
     grads = host.replace(W=dW.copy_to_host(), v=None if host.v is None else dv.copy_to_host(), b=db.copy_to_host())
     return grads, _device.output(dx, on_device), _device.output(dc0, on_device)

@@ -86,6 +86,25 @@ def test_float32():
     _compare(p, x, c0, dy, dc_T, atol=5e-5, algorithm="tiled", tile=SMALL_TILE)
 
 
+# Each pair differs from the other in one option only (identity skip, D=5 > H=3 so the offset can move).
+ONE_OPTION_APART = {
+    "alpha": (dict(alpha=1.7), dict(alpha=0.6)),
+    "skip_offset": (dict(skip_offset=0), dict(skip_offset=2)),
+    "activation": (dict(activation="identity"), dict(activation="tanh")),
+    "v": (dict(), dict(v_terms=False)),
+}
+
+
+@pytest.mark.parametrize("option", ONE_OPTION_APART, ids=str)
+def test_each_model_gets_kernels_compiled_for_its_own_options(option):
+    # The recurrence kernels take a model's options as compile-time constants, cached per option set:
+    # two models one option apart, run one after the other, must each match the reference (a cache key
+    # missing that option would hand the second model the first one's kernels).
+    for i, opts in enumerate(ONE_OPTION_APART[option]):
+        p = _params(D=5, H=3, seed=10 + i, skip="identity", **opts)
+        _compare(p, *_data(p, T=2, B=2), algorithm="tiled", tile=SMALL_TILE)
+
+
 def test_device_arrays_in_and_out():
     from numba import cuda
 
@@ -99,6 +118,22 @@ def test_device_arrays_in_and_out():
     grads, dx, _ = sru.backward(p, cache, cuda.to_device(dy), dc_T, algorithm="tiled", tile=SMALL_TILE)
     assert not isinstance(dx, np.ndarray) and isinstance(grads.W, np.ndarray)
     np.testing.assert_allclose(dx.copy_to_host(), dx_ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("config", ["identity-alpha-offset", "no-v"], ids=str)
+def test_parameters_uploaded_once_or_by_another_module(config):
+    # sru.upload stacks b and v for the kernels once; parameters uploaded by the generic upload (the one
+    # every other cell module exports) are stacked per call instead, to the same numbers.
+    from refrnn.cuda import _device
+
+    p = _params(**CONFIGS[config])
+    data = _data(p, T=2, B=2)
+    P = sru.upload(p)
+    np.testing.assert_array_equal(P.b.copy_to_host(), p.b)
+    if p.v is not None:
+        np.testing.assert_array_equal(P.v.copy_to_host(), p.v)
+    for uploaded in (P, _device.upload(p)):
+        _compare(uploaded, *data, algorithm="tiled", tile=SMALL_TILE)
 
 
 def test_inference_without_cache():
