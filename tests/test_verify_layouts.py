@@ -76,3 +76,17 @@ def test_the_built_in_layouts_columns():
         "onnx": ("bidirectional", "lengths", "batch_first", "no_initial_state"),
         "flax": every,
     }
+
+
+@pytest.mark.parametrize(
+    "layout, one_layer, holds",
+    [
+        ("keras", "a Keras recurrent layer is one layer", "a GRU, LSTM or SimpleRNN layer"),
+        ("onnx", "an ONNX GRU/LSTM/RNN node is one layer", "a GRU, LSTM or RNN layer"),
+        ("flax", "an nn.RNN is one layer", "a GRUCell, LSTMCell or SimpleCell"),
+    ],
+)
+def test_one_layer_layouts_refuse_stacks_and_other_cells(layout, one_layer, holds):
+    lay = LAYOUTS[layout]
+    assert lay.unsupported(CellConfig(2, 1, 3, (_GRU, _GRU._replace(D=2)))).startswith(one_layer)
+    assert lay.unsupported(CellConfig(2, 1, 3, (_SRU,))) == f"layout {layout!r} holds {holds}, got 'sru'"

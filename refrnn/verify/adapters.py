@@ -146,6 +146,15 @@ class Layout:
                 return f"{name}: {self.not_expressible(name)}"
         return None
 
+    def one_layer(self, config: CellConfig, why_one: str, cells, holds: str) -> str | None:
+        """Why ``config`` is not one layer of one of ``cells`` (None when it is): the first limits of a
+        layout that holds one framework layer. ``why_one`` says why only one; ``holds`` names the cells."""
+        if len(config.layers) != 1:
+            return why_one
+        if config.layers[0].cell not in cells:
+            return f"layout {self.name!r} holds {holds}, got {config.layers[0].cell!r}"
+        return None
+
     def options(self, cell: str) -> dict:
         """The cell options this layout can hold (``{"reset": ("after",)}`` for PyTorch's GRU)."""
         return {}

@@ -97,14 +97,13 @@ class FlaxLayout(Layout):
     CONVENTIONS, NOT_EXPRESSIBLE = conventions_of(name)
 
     def unsupported(self, config: CellConfig) -> str | None:
-        if len(config.layers) != 1:
-            return "an nn.RNN is one layer (a stack is a model)"
-        spec = config.layers[0]
-        if spec.cell not in ("gru", "lstm", "rnn"):
-            return f"layout 'flax' holds a GRUCell, LSTMCell or SimpleCell, got {spec.cell!r}"
-        if spec.opts.get("reset", "after") != "after":
+        if why := self.one_layer(config, "an nn.RNN is one layer (a stack is a model)", ("gru", "lstm", "rnn"),
+                                 "a GRUCell, LSTMCell or SimpleCell"):
+            return why
+        opts = config.layers[0].opts
+        if opts.get("reset", "after") != "after":
             return "Flax's GRUCell applies the reset gate after the recurrent product (reset='after')"
-        if spec.opts.get("proj_size") or spec.opts.get("peepholes"):
+        if opts.get("proj_size") or opts.get("peepholes"):
             return "Flax's LSTMCell has no peepholes and no projection"
         return super().unsupported(config)
 

@@ -76,12 +76,11 @@ class KerasLayout(Layout):
     CONVENTIONS, NOT_EXPRESSIBLE = conventions_of(name)
 
     def unsupported(self, config: CellConfig) -> str | None:
-        if len(config.layers) != 1:
-            return "a Keras recurrent layer is one layer (a stack is a model)"
-        spec = config.layers[0]
-        if spec.cell not in KINDS.values():
-            return f"layout 'keras' holds a GRU, LSTM or SimpleRNN layer, got {spec.cell!r}"
-        if spec.opts.get("proj_size") or spec.opts.get("peepholes"):
+        if why := self.one_layer(config, "a Keras recurrent layer is one layer (a stack is a model)", KINDS.values(),
+                                 "a GRU, LSTM or SimpleRNN layer"):
+            return why
+        opts = config.layers[0].opts
+        if opts.get("proj_size") or opts.get("peepholes"):
             return "Keras's LSTM has no peepholes and no projection"
         return super().unsupported(config)
 

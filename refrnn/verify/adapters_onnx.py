@@ -69,12 +69,10 @@ class OnnxLayout(Layout):
     CONVENTIONS, NOT_EXPRESSIBLE = conventions_of(name)
 
     def unsupported(self, config: CellConfig) -> str | None:
-        if len(config.layers) != 1:
-            return "an ONNX GRU/LSTM/RNN node is one layer (num_layers has no attribute: stacking is the graph's)"
-        spec = config.layers[0]
-        if spec.cell not in OPS.values():
-            return f"layout 'onnx' holds a GRU, LSTM or RNN layer, got {spec.cell!r}"
-        if spec.opts.get("proj_size"):
+        one = "an ONNX GRU/LSTM/RNN node is one layer (num_layers has no attribute: stacking is the graph's)"
+        if why := self.one_layer(config, one, OPS.values(), "a GRU, LSTM or RNN layer"):
+            return why
+        if config.layers[0].opts.get("proj_size"):
             return REFUSED["projection"]
         return super().unsupported(config)
 
