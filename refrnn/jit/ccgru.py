@@ -160,18 +160,18 @@ def _small_products(x, W, out):
 
 
 class ZGate(NamedTuple):
-    """The update gate as the inference kernels compute it (:func:`_gate_z`); built from a
-    :class:`Prepared` by :func:`_z_gate`, every array as prepared there."""
+    """The update-gate fields of a :class:`Prepared` (same names, same arrays) as one kernel
+    argument: what :func:`_gate_z` reads. Built by :func:`_z_gate`."""
 
-    variant: int  # 0 full, 1 lowrank, 2 block
-    bs: int  # units per block (1 unless block variant)
-    U_z: np.ndarray  # (H or g, H): recurrent side (rows: B = 1)
-    U_zT: np.ndarray  # (H, H or g): the same, transposed (B > 1)
-    W_zT: np.ndarray  # lowrank: (g, H) = W_z.T; else (0, 0) or (0, g)
-    b_z: np.ndarray  # lowrank: (H,); else (0,)
-    mean: np.ndarray  # (K,) running mean
-    inv_std: np.ndarray  # (K,) 1/sqrt(running_var + eps), ones when folded
-    s: np.generic  # the shift, a scalar of the params' dtype
+    variant: int
+    bs: int
+    U_z: np.ndarray
+    U_zT: np.ndarray
+    W_zT: np.ndarray
+    b_z: np.ndarray
+    mean: np.ndarray
+    inv_std: np.ndarray
+    s: np.generic
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -418,8 +418,8 @@ def block_forward(gate, x, pxz, weights, hs, zs, workers):
 
     ``weights`` = (Ut, Wt, b_t): Ut (H/tu, H, 2tu), Wt (H/tu, D, 2tu) and b_t (2H,) hold, per tile
     of ``tu`` units (tiles never straddle a block), ``[U_r; U_h]`` and ``[W_r; W_h]`` rows of its
-    units, transposed and contiguous, and their biases. A block is ``bs/tu`` tiles; each tile product takes the gathered
-    rows ``m`` at a time (:data:`SMALL_GEMM_MNK`). The input side (K = D, small) is a loop
+    units, transposed and contiguous, and their biases. A block is ``bs/tu`` tiles; each tile
+    product takes the gathered rows ``m`` at a time (:data:`SMALL_GEMM_MNK`). The input side (K = D, small) is a loop
     vectorised over the tile's 2tu outputs. Inactive (sample, block) pairs copy their state: the
     whole state is copied first (one vectorised pass; per-block slices cost 0.1 ms a step at
     B=64, g=64), then each active block overwrites its units.
@@ -445,8 +445,9 @@ def block_forward(gate, x, pxz, weights, hs, zs, workers):
         for b in range(B):  # z = 0 copies the state: one copy now, active blocks overwrite theirs
             _copy(h_next[b], h_t[b])
         for w in prange(workers):
+            work = (sel_buf[w], h_buf[w], c_buf[w], p_buf[w])
             for kb in range(w, g, workers):
-                _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, (sel_buf[w], h_buf[w], c_buf[w], p_buf[w]), local)
+                _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, work, local)
 
 
 # ---------------------------------------------------------------------------------------------
