@@ -116,4 +116,4 @@ def test_no_cached_overload_reaches_another_file():
             if options.get("cache"):
                 others = set(dict(sources_stamp(module))) - {module, "refrnn.jit._cache"}
                 assert not others, f"{module}.{func.__name__}: cached by numba's own stamp, but reaches {sorted(others)}"
-    assert checked >= 3  # sigmoid, tanh (refrnn.jit._kernels) and the wavefront's cell
+    assert checked >= 2  # sigmoid and tanh of refrnn.jit._kernels

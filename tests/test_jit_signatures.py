@@ -34,9 +34,3 @@ def test_no_kernel_takes_more_than_twelve_arguments():
     too_many = {name: n for name, n in counts.items() if n > MOST}
     assert not too_many, too_many
 
-
-def test_cells_of_the_wavefront_refuse_python_calls():
-    from refrnn.jit import wavefront
-
-    with pytest.raises(NotImplementedError, match="compiled code only"):
-        wavefront._cell(0, 0, None, None, None, None, None, None)

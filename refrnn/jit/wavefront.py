@@ -69,7 +69,6 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import prange
-from numba.extending import overload
 
 from ..layers import stack
 from ..layers import wavefront as reference
@@ -103,7 +102,7 @@ def _copy_rows(dst, src):
 
 
 class GRUStack(NamedTuple):
-    """The weights of a homogeneous GRU stack as :func:`diagonals` reads them, layer l at index l
+    """The weights of a homogeneous GRU stack as :func:`gru_diagonals` reads them, layer l at index l
     (C order throughout)."""
 
     before: int  # 0 for reset="after", 1 for reset="before"
@@ -114,7 +113,7 @@ class GRUStack(NamedTuple):
 
 
 class LSTMStack(NamedTuple):
-    """The weights of a homogeneous LSTM stack (no projection) as :func:`diagonals` reads them."""
+    """The weights of a homogeneous LSTM stack (no projection) as :func:`lstm_diagonals` reads them."""
 
     WxT: np.ndarray  # (max(N-1, 1), H, 4H): W_x^l.T for l = 1..N-1 at index l - 1
     WhT: np.ndarray  # (N, H, 4H): W_h^l.T
@@ -150,12 +149,10 @@ def _gru_cell(k, l, ax0, weights, S, y, scratch, gates):
 
 
 @njit(**_kernels.JIT)
-def _lstm_cell(k, l, ax0, weights, states, y, scratch, gates):
-    """Cell (l, t = k - l) of a homogeneous LSTM stack, on diagonal k: ``states`` = (S, C), the
-    double buffers of h and c; reads both at ``(k - 1) % 2``, writes layer l at ``k % 2`` (and
-    ``y[t]`` for the top layer). ``scratch`` = (A, AX (N, B, 4H)); ``gates`` = (i, f, g, o, tc),
-    each (N, B, H)."""
-    S, C = states
+def _lstm_cell(k, l, ax0, weights, S, C, y, scratch, gates):
+    """Cell (l, t = k - l) of a homogeneous LSTM stack, on diagonal k: reads ``S``, ``C`` (the double
+    buffers of h and c) at ``(k - 1) % 2``, writes layer l at ``k % 2`` (and ``y[t]`` for the top
+    layer). ``scratch`` = (A, AX (N, B, 4H)); ``gates`` = (i, f, g, o, tc), each (N, B, H)."""
     A, AX = scratch
     i, f, g, o, tc = gates
     new, old = S[k % 2], S[(k + 1) % 2]
@@ -176,49 +173,53 @@ def _lstm_cell(k, l, ax0, weights, states, y, scratch, gates):
         _copy_rows(y[t], new[l])
 
 
-def _cell(k, l, ax0, weights, states, y, scratch, gates):
-    """Cell (l, k - l) of a homogeneous stack, in compiled code: :func:`_gru_cell` or
-    :func:`_lstm_cell`, chosen when numba compiles the caller, by the type of ``weights``."""
-    raise NotImplementedError("refrnn.jit.wavefront._cell is callable from numba-compiled code only")
-
-
-# Not cached on its own: numba would stamp this implementation with this file alone, and it calls
-# the cells and, through them, refrnn.jit._kernels. It is compiled into :func:`diagonals`, whose cache
-# (refrnn.jit._cache) is stamped with every file it reaches.
-@overload(_cell, jit_options=dict(_kernels.JIT, cache=False))
-def _cell_impl(k, l, ax0, weights, states, y, scratch, gates):
-    cell = {GRUStack: _gru_cell, LSTMStack: _lstm_cell}.get(getattr(weights, "instance_class", None))
-    if cell is None:
-        return None
-
-    def impl(k, l, ax0, weights, states, y, scratch, gates):
-        return cell(k, l, ax0, weights, states, y, scratch, gates)
-
-    return impl
+# The two walkers below differ only in the cell they call. One walker for both would need the cell
+# chosen at compile time (an @overload on the weights' type): measured, that costs 1.1-1.3 s more
+# compilation per signature than calling the cell directly.
 
 
 @njit(**PARALLEL_JIT)
-def diagonals(side_by_side, ax0, weights, states, y, scratch, gates):
-    """Every diagonal of a homogeneous stack, in order; the cells of one diagonal in a ``prange``
+def gru_diagonals(side_by_side, ax0, weights, S, y, scratch, gates):
+    """Every diagonal of a homogeneous GRU stack, in order; the cells of one diagonal in a ``prange``
     when ``side_by_side`` (and the diagonal holds more than one), else one after the other.
 
-    ax0 (T, B, GH): layer 0's input products x @ W_x^0.T, without bias (G = 3 for a GRU, 4 for an
-    LSTM). ``weights``: a :class:`GRUStack` or an :class:`LSTMStack`, which picks the cell.
-    ``states``: the state double buffer S (2, N, B, H) of a GRU, or (S, C) of an LSTM (module
-    docstring); y (T, B, H) the top layer's outputs. ``scratch`` and ``gates``: per-layer buffers,
-    so the cells of a diagonal never share one (see the two cells).
+    ax0 (T, B, 3H): layer 0's input products x @ W_x^0.T, without bias. ``weights``: a
+    :class:`GRUStack`. S (2, N, B, H): the state double buffer (module docstring); y (T, B, H) the
+    top layer's outputs. ``scratch`` and ``gates``: per-layer buffers, so the cells of a diagonal
+    never share one (see :func:`_gru_cell`).
     """
     T = ax0.shape[0]
-    N = weights.WhT.shape[0]
+    N = S.shape[1]
     for k in range(T + N - 1):
         lo = max(0, k - T + 1)
         hi = min(k, N - 1)
         if side_by_side and hi > lo:
             for j in prange(hi - lo + 1):
-                _cell(k, lo + j, ax0, weights, states, y, scratch, gates)
+                _gru_cell(k, lo + j, ax0, weights, S, y, scratch, gates)
         else:  # outside any parallel region: BLAS may spread each product over every core
             for l in range(lo, hi + 1):
-                _cell(k, l, ax0, weights, states, y, scratch, gates)
+                _gru_cell(k, l, ax0, weights, S, y, scratch, gates)
+
+
+@njit(**PARALLEL_JIT)
+def lstm_diagonals(side_by_side, ax0, weights, S, C, y, scratch, gates):
+    """Every diagonal of a homogeneous LSTM stack (no projection), as :func:`gru_diagonals`.
+
+    ax0 (T, B, 4H): x @ W_x^0.T without bias; ``weights``: an :class:`LSTMStack`. S, C (2, N, B, H):
+    double buffers of h and of the cell state c, by diagonal parity. ``scratch``, ``gates``: see
+    :func:`_lstm_cell`.
+    """
+    T = ax0.shape[0]
+    N = S.shape[1]
+    for k in range(T + N - 1):
+        lo = max(0, k - T + 1)
+        hi = min(k, N - 1)
+        if side_by_side and hi > lo:
+            for j in prange(hi - lo + 1):
+                _lstm_cell(k, lo + j, ax0, weights, S, C, y, scratch, gates)
+        else:
+            for l in range(lo, hi + 1):
+                _lstm_cell(k, l, ax0, weights, S, C, y, scratch, gates)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,7 +402,7 @@ def _gru(w, x, states, side_by_side):
     A, AX = np.empty((N, B, G), dt), np.empty((N, B, 3 * H), dt)
     AN, RH = np.empty((N, B, H), dt), np.empty((N, B, H), dt)
     gates = tuple(np.empty((N, B, H), dt) for _ in range(4))  # r, z, n, g
-    diagonals(side_by_side, ax0, weights, S, y, (A, AX, AN, RH), gates)
+    gru_diagonals(side_by_side, ax0, weights, S, y, (A, AX, AN, RH), gates)
     # Layer l's last cell (l, T-1) is on diagonal l + T - 1.
     return y, tuple(S[(l + T - 1) % 2, l].copy() for l in range(N))
 
@@ -416,7 +417,7 @@ def _lstm(w, x, states, side_by_side):
     y = np.empty((T, B, H), dt)
     A, AX = np.empty((N, B, 4 * H), dt), np.empty((N, B, 4 * H), dt)
     gates = tuple(np.empty((N, B, H), dt) for _ in range(5))  # i, f, g, o, tanh(c)
-    diagonals(side_by_side, ax0, weights, (S, C), y, (A, AX), gates)
+    lstm_diagonals(side_by_side, ax0, weights, S, C, y, (A, AX), gates)
     last = [(l + T - 1) % 2 for l in range(N)]
     return y, tuple((S[k, l].copy(), C[k, l].copy()) for l, k in enumerate(last))
 
