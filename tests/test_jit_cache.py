@@ -91,3 +91,29 @@ def test_the_stamp_follows_the_modules_a_kernel_reaches():
     assert {"refrnn.jit.sru", "refrnn.jit._kernels"} <= set(reached)
     # The helpers' own file reaches only the cache mechanism (through njit), which belongs in it too.
     assert set(dict(sources_stamp("refrnn.jit._kernels"))) == {"refrnn.jit._kernels", "refrnn.jit._cache"}
+
+
+def test_no_cached_overload_reaches_another_file():
+    """numba caches an ``@overload`` implementation with its own stamp, its file alone (not through
+    refrnn.jit._cache): one that calls into another refrnn.jit file must not be cached, or it would
+    keep that file's old code."""
+    from numba.core.typing.templates import builtin_registry
+
+    from refrnn.jit._cache import sources_stamp
+
+    for name in _jit_modules():
+        importlib.import_module(name)
+    checked = 0
+    for func, typ in builtin_registry.globals:
+        module = getattr(func, "__module__", None) or ""
+        if not module.startswith("refrnn."):
+            continue
+        for template in getattr(typ, "templates", ()):
+            options = getattr(template, "_jit_options", None)
+            if options is None:  # an intrinsic: code generated in place, nothing cached
+                continue
+            checked += 1
+            if options.get("cache"):
+                others = set(dict(sources_stamp(module))) - {module, "refrnn.jit._cache"}
+                assert not others, f"{module}.{func.__name__}: cached by numba's own stamp, but reaches {sorted(others)}"
+    assert checked >= 2  # sigmoid and tanh of refrnn.jit._kernels

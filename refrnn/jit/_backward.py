@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _kernels
 from ._cache import njit
-from ._kernels import JIT
+from ._kernels import JIT, _sigmoid_grad_of_difference, _sigmoid_grad_of_product
 
 # ---------------------------------------------------------------------------------------------
 # Row loops (1-D, contiguous; one array written). ``acc`` accumulators are float64.
@@ -65,20 +65,6 @@ def _gru_da_n(out, dh, z, n):
 
 
 @njit(**JIT)
-def _gru_da_z(out, dh, h_prev, n, z):
-    """da_z = dh * (h_prev - n) * z * (1 - z)"""
-    for j in range(out.shape[0]):
-        out[j] = dh[j] * (h_prev[j] - n[j]) * z[j] * (1.0 - z[j])
-
-
-@njit(**JIT)
-def _sigmoid_grad_of_product(out, a, b, r):
-    """out = a * b * r * (1 - r): da_r from da_n * g (after) or d(r*h) * h_prev (before)"""
-    for j in range(out.shape[0]):
-        out[j] = a[j] * b[j] * r[j] * (1.0 - r[j])
-
-
-@njit(**JIT)
 def _scale(out, a):
     """out *= a"""
     for j in range(out.shape[0]):
@@ -90,13 +76,6 @@ def _gru_before_dh(dh, z, d_rh, r):
     """dh = dh * z + d_rh * r"""
     for j in range(dh.shape[0]):
         dh[j] = dh[j] * z[j] + d_rh[j] * r[j]
-
-
-@njit(**JIT)
-def _lstm_da_o(out, dm, tc, o):
-    """da_o = dm * tanh(c) * o * (1 - o)"""
-    for j in range(out.shape[0]):
-        out[j] = dm[j] * tc[j] * o[j] * (1.0 - o[j])
 
 
 @njit(**JIT)
@@ -135,8 +114,8 @@ def _gru_after_rows(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, acc_x, acc_hn):
         dh_b, ax, ah = dh[b], da_x[b], da_h[b]
         _total(dh_b, dy[b], rec[b])
         _gru_da_n(ax[2 * H :], dh_b, z[b], n[b])
-        _gru_da_z(ax[H : 2 * H], dh_b, h_prev[b], n[b], z[b])
-        _sigmoid_grad_of_product(ax[:H], ax[2 * H :], g[b], r[b])
+        _sigmoid_grad_of_difference(ax[H : 2 * H], dh_b, h_prev[b], n[b], z[b])  # da_z = dh * (h_prev - n) * z'
+        _sigmoid_grad_of_product(ax[:H], ax[2 * H :], g[b], r[b])  # da_r = da_n * g * r'
         _kernels._product(ah[2 * H :], ax[2 * H :], r[b])  # dg = da_n * r
         _kernels._copy(ah[: 2 * H], ax[: 2 * H])
         _scale(dh_b, z[b])
@@ -170,7 +149,7 @@ def _gru_before_rows_n(dh, dy, rec, h_prev, z, n, d_rz, d_n):
         dh_b = dh[b]
         _total(dh_b, dy[b], rec[b])
         _gru_da_n(d_n[b], dh_b, z[b], n[b])
-        _gru_da_z(d_rz[b][H:], dh_b, h_prev[b], n[b], z[b])
+        _sigmoid_grad_of_difference(d_rz[b][H:], dh_b, h_prev[b], n[b], z[b])  # da_z = dh * (h_prev - n) * z'
 
 
 @njit(**JIT)
@@ -179,7 +158,7 @@ def _gru_before_rows_r(dh, d_rh, h_prev, r, z, d_rz, d_n, rh, acc_rz, acc_n):
     H = dh.shape[1]
     for b in range(dh.shape[0]):
         drz_b = d_rz[b]
-        _sigmoid_grad_of_product(drz_b[:H], d_rh[b], h_prev[b], r[b])
+        _sigmoid_grad_of_product(drz_b[:H], d_rh[b], h_prev[b], r[b])  # da_r = d(r*h) * h_prev * r'
         _gru_before_dh(dh[b], z[b], d_rh[b], r[b])
         _kernels._product(rh[b], r[b], h_prev[b])
         _kernels._add_into(acc_rz, drz_b)
@@ -241,7 +220,7 @@ def _lstm_rows(dm, dc, c_prev, c_next, gates, peepholes, da, acc, peeps):
     for b in range(dc.shape[0]):
         da_b, dc_b, dm_b = da[b], dc[b], dm[b]
         da_i, da_f, da_g, da_o = da_b[:H], da_b[H : 2 * H], da_b[2 * H : 3 * H], da_b[3 * H :]
-        _lstm_da_o(da_o, dm_b, tc[b], o[b])
+        _sigmoid_grad_of_product(da_o, dm_b, tc[b], o[b])  # do = dm * tanh(c)
         _lstm_dc(dc_b, dm_b, o[b], tc[b], da_o, w_oc)
         _sigmoid_grad_of_product(da_i, dc_b, g[b], i[b])  # di = dc * g
         _sigmoid_grad_of_product(da_f, dc_b, c_prev[b], f[b])  # df = dc * c_{t-1}

@@ -84,26 +84,58 @@ def _normalise(out, a, mean, inv):
 
 
 @njit(**JIT)
-def forward_kernel(variant, bs, opts, px, pxz, U_allT, W_zT, b_z, rm, rv, inv_fixed, hs, cache, scratch):
+def _batch_statistics(a, eps, mu, var, inv):
+    """The batch statistics of ``a`` (B, K), as the reference's: ``mu`` (K,) its mean over the B rows,
+    ``var`` (K,) the biased variance about it (a second pass), ``inv`` = 1/sqrt(var + eps). Returns
+    whether a variance overflowed (finite but huge inputs: BN would zero the gate silently)."""
+    K = a.shape[1]
+    zero = a.dtype.type(0.0)
+    one = a.dtype.type(1.0)
+    nB = a.dtype.type(a.shape[0])
+    for k in range(K):
+        mu[k] = zero
+        var[k] = zero
+    for b in range(a.shape[0]):
+        a_b = a[b]
+        for k in range(K):
+            mu[k] += a_b[k]
+    for k in range(K):
+        mu[k] = mu[k] / nB
+    for b in range(a.shape[0]):
+        a_b = a[b]
+        for k in range(K):
+            d = a_b[k] - mu[k]
+            var[k] += d * d
+    bad = False
+    for k in range(K):
+        var[k] = var[k] / nB
+        inv[k] = one / np.sqrt(var[k] + eps)
+        bad = bad or not math.isfinite(var[k])
+    return bad
+
+
+@njit(**JIT)
+def forward_kernel(variant, bs, opts, px, pxz, weights, stats, hs, cache, scratch):
     """The recurrence of :func:`refrnn.cells.ccgru.forward`, t = 0 .. T-1.
 
     ``opts`` = (mode, s, eps, momentum, 1 - momentum, B/(B-1)) as scalars of the dtype (mode an int).
     ``px`` (T, B, 2H) = x W_rh^T + b_rh, ``pxz`` (T, B, Kz) = x W_zx^T + b_zx (all steps, by the
-    caller). ``U_allT`` (H, 2H + Kz) = [U_rh; U_zh]^T. ``W_zT`` (g, H) and ``b_z`` (H,): the low-rank
-    expansion (else empty). ``rm, rv`` (K,): running statistics, updated in place in mode 0.
-    ``inv_fixed`` (K,): 1/sqrt(running_var + eps) (mode 1) or ones (mode 2).
+    caller). ``weights`` = (U_allT, W_zT, b_z): ``U_allT`` (H, 2H + Kz) = [U_rh; U_zh]^T, ``W_zT``
+    (g, H) and ``b_z`` (H,) the low-rank expansion (else empty). ``stats`` = (rm, rv, inv_fixed):
+    ``rm, rv`` (K,) the running statistics, updated in place in mode 0; ``inv_fixed`` (K,)
+    1/sqrt(running_var + eps) (mode 1) or ones (mode 2).
     ``cache`` = (r, h_hat, Uh, z, z_lr, n_hat, inv_std), the reference cache's arrays; ``z_lr`` is
     (0, B, 0) for the full variant. ``scratch`` = (q (B, 2H + Kz), u (B, Kz), a (B, K)).
     Returns -1, or the first step whose batch variance overflowed (the caller raises).
     """
     mode, s, eps, m, keep, unbias = opts
+    U_allT, W_zT, b_z = weights
+    rm, rv, inv_fixed = stats
     r, h_hat, Uh, z, z_lr, n_hat, inv_std = cache
     q, u, a = scratch
     T, B, H = r.shape
     K = a.shape[1]
     zero = px.dtype.type(0.0)
-    one = px.dtype.type(1.0)
-    nB = px.dtype.type(B)
     mu = np.empty(K, px.dtype)
     var = np.empty(K, px.dtype)
     for t in range(T):
@@ -133,26 +165,7 @@ def forward_kernel(variant, bs, opts, px, pxz, U_allT, W_zT, b_z, rm, rv, inv_fi
                     _copy(a[b], z_lr[t, b])
         inv_t, n_t = inv_std[t], n_hat[t]
         if mode == BATCH:
-            for k in range(K):
-                mu[k] = zero
-                var[k] = zero
-            for b in range(B):
-                a_b = a[b]
-                for k in range(K):
-                    mu[k] += a_b[k]
-            for k in range(K):
-                mu[k] = mu[k] / nB
-            for b in range(B):
-                a_b = a[b]
-                for k in range(K):
-                    d = a_b[k] - mu[k]
-                    var[k] += d * d
-            bad = False
-            for k in range(K):
-                var[k] = var[k] / nB
-                inv_t[k] = one / np.sqrt(var[k] + eps)
-                bad = bad or not math.isfinite(var[k])
-            if bad:  # finite but huge inputs: BN would zero the gate silently
+            if _batch_statistics(a, eps, mu, var, inv_t):
                 return t
             for b in range(B):
                 _normalise(n_t[b], a[b], mu, inv_t)
@@ -238,6 +251,29 @@ def _carry(dh, z, rec):
 
 
 @njit(**JIT)
+def _batch_norm_grad(g, n, inv, g_mean, gn_mean, out):
+    """The gradient through batch statistics, every row: ``out`` (B, K) from ``g`` (B, K) at
+    BN(a, s), ``n`` (B, K) = n_hat and ``inv`` (K,); ``g_mean``, ``gn_mean`` (K,) are scratch for
+    the means of g and of g * n over the B rows."""
+    K = g.shape[1]
+    zero = g.dtype.type(0.0)
+    nB = g.dtype.type(g.shape[0])
+    for k in range(K):
+        g_mean[k] = zero
+        gn_mean[k] = zero
+    for b in range(g.shape[0]):
+        g_b, n_b = g[b], n[b]
+        for k in range(K):
+            g_mean[k] += g_b[k]
+            gn_mean[k] += g_b[k] * n_b[k]
+    for k in range(K):
+        g_mean[k] = g_mean[k] / nB
+        gn_mean[k] = gn_mean[k] / nB
+    for b in range(g.shape[0]):
+        _bn_grad(out[b], g[b], n[b], g_mean, gn_mean, inv)
+
+
+@njit(**JIT)
 def backward_kernel(variant, bs, mode, dy, dh, U_all, W_z, cache, grads, scratch):
     """BPTT of :func:`refrnn.cells.ccgru.backward`, t = T-1 .. 0.
 
@@ -254,7 +290,6 @@ def backward_kernel(variant, bs, mode, dy, dh, U_all, W_z, cache, grads, scratch
     Kz = du.shape[2]
     zero = dy.dtype.type(0.0)
     one = dy.dtype.type(1.0)
-    nB = dy.dtype.type(B)
     g_mean = np.empty(K, dy.dtype)
     gn_mean = np.empty(K, dy.dtype)
     for t in range(T - 1, -1, -1):
@@ -281,19 +316,7 @@ def backward_kernel(variant, bs, mode, dy, dh, U_all, W_z, cache, grads, scratch
                     g_b[k] = dzk * (one - zk * zk) if zk > zero else zero
         inv_t, da_t = inv_std[t], da[t]
         if mode == BATCH:
-            for k in range(K):
-                g_mean[k] = zero
-                gn_mean[k] = zero
-            for b in range(B):
-                g_b, n_b = da_hat[t, b], n_hat[t, b]
-                for k in range(K):
-                    g_mean[k] += g_b[k]
-                    gn_mean[k] += g_b[k] * n_b[k]
-            for k in range(K):
-                g_mean[k] = g_mean[k] / nB
-                gn_mean[k] = gn_mean[k] / nB
-            for b in range(B):
-                _bn_grad(da_t[b], da_hat[t, b], n_hat[t, b], g_mean, gn_mean, inv_t)
+            _batch_norm_grad(da_hat[t], n_hat[t], inv_t, g_mean, gn_mean, da_t)
         else:
             for b in range(B):
                 _product(da_t[b], inv_t, da_hat[t, b])

@@ -41,13 +41,14 @@ more arrays than LLVM will check for overlap at run time: see "Row loops" below.
 Kernel conventions (shared by every kernel below):
 
 * ``hs`` (T+1, B, H) holds h_0..h_T; the caller fills ``hs[0]``. ``y`` is the view ``hs[1:]``.
-* Gate outputs (``r, z, n, g`` or ``i, f, g, o, tc``) are (T, B, H) arrays in training mode, filled
-  for either backward (the reference's or :mod:`refrnn.jit._backward`'s); in inference mode they are
-  one-step (1, B, H) scratch buffers, so the same loop runs with nothing kept: step t writes index
-  ``min(t, len - 1)``.
+* Gate outputs arrive as one tuple, ``gates`` = ``(r, z, n, g)`` or ``(i, f, g, o, tc)``, of (T, B, H)
+  arrays in training mode, filled for either backward (the reference's or
+  :mod:`refrnn.jit._backward`'s); in inference mode they are one-step (1, B, H) scratch buffers, so
+  the same loop runs with nothing kept: step t writes index ``min(t, len - 1)``. The step helpers
+  take the tuple of that step's (B, H) slices.
 * The LSTM cell history ``cs`` is (T+1, B, H) in training mode and a two-slot ring (2, B, H) in
   inference mode: step t reads slot ``t % len`` and writes ``(t + 1) % len``.
-* Biases are folded once, in Python, into one vector ``c``; the input products ``ax`` come without
+* Biases are folded once, in Python, into one vector ``bias``; the input products ``ax`` come without
   bias, so no pass over the (T, B, G*H) array is spent adding it.
 * Every product goes through ``np.dot`` here, i.e. one BLAS library and one thread pool.
 * Weights arrive as transposed views (``W_h.T`` of a C-ordered ``W_h``, hence Fortran-ordered):
@@ -272,8 +273,26 @@ def _cell(out, f, c_prev, i, g):
         out[j] = f[j] * c_prev[j] + i[j] * g[j]
 
 
+# The two forms the gradient at a sigmoid gate's pre-activation takes, in the backward passes of the
+# GRU, the LSTM and the SRU: upstream gradient times what the gate multiplies, times s' = s (1 - s).
+
+
+@njit(**JIT)
+def _sigmoid_grad_of_product(out, a, b, s):
+    """out = a * b * s * (1 - s)"""
+    for j in range(out.shape[0]):
+        out[j] = a[j] * b[j] * s[j] * (1.0 - s[j])
+
+
+@njit(**JIT)
+def _sigmoid_grad_of_difference(out, a, b, c, s):
+    """out = a * (b - c) * s * (1 - s): the gate blends b and c"""
+    for j in range(out.shape[0]):
+        out[j] = a[j] * (b[j] - c[j]) * s[j] * (1.0 - s[j])
+
+
 # ---------------------------------------------------------------------------------------------
-# GRU. Folded bias c (4H,) = [b_xr + b_hr, b_xz + b_hz, b_xn, b_hn].
+# GRU. Folded bias (4H,) = [b_xr + b_hr, b_xz + b_hz, b_xn, b_hn].
 # ---------------------------------------------------------------------------------------------
 
 
@@ -315,8 +334,7 @@ def _gru_after_rows(a, xn, xn_from, bias, h, h_next, r, z, n, g):
     bias, xn[b, xn_from:] (H) = W_xn x. Writes r, z, n, g and h_next.
 
     Rows are passed whole and sliced here, so every loop sees contiguous 1-D arrays (a strided 2-D
-    slice made LLVM gather). Callers pass ``xn_from`` as a run-time integer (``D - D`` rather than
-    the literal 0): a literal argument makes numba compile a second specialisation.
+    slice made LLVM gather).
     """
     H = h.shape[1]
     for b in range(h.shape[0]):
@@ -350,136 +368,133 @@ def _gru_before_rows_n(an, xn, xn_from, bias, h, h_next, z, n, g):
 
 
 @njit(**JIT)
-def gru_after_batched(ax, W_hT, bias, hs, r, z, n, g):
-    """reset="after", input products precomputed: ax (T, B, 3H) = x @ W_x.T; W_hT (H, 3H) = W_h.T.
+def _gru_gates(before, a, xn, xn_from, W_hnT, bias, h, h_next, gates, work):
+    """The rest of a GRU step once its first product is in, for every row: ``a`` (B, G) holds the
+    pre-activations without bias, [a_r, a_z] whole and, with reset="after" (G = 3H), W_hn h;
+    ``xn[b, xn_from:]`` (H) = W_xn x. Writes ``gates`` = (r, z, n, g) of this step, each (B, H),
+    and ``h_next``.
 
-    One product per step, ``h_{t-1} @ W_h.T``, then one element-wise pass over the B*H units.
+    reset="before" (``before`` true) makes the step's second product here, ``(r*h) @ W_hn.T``,
+    through ``work`` = (rh, an), each (B, H). Callers pass ``xn_from`` as a run-time integer (``D - D``
+    rather than the literal 0): a literal argument makes numba compile a second specialisation.
+    """
+    r, z, n, g = gates
+    if before:
+        rh, an = work
+        _gru_before_rows_rz(a, bias, h, r, z, rh)
+        _recurrent_product(rh, W_hnT, an)
+        _gru_before_rows_n(an, xn, xn_from, bias, h, h_next, z, n, g)
+    else:
+        _gru_after_rows(a, xn, xn_from, bias, h, h_next, r, z, n, g)
+
+
+@njit(**JIT)
+def gru_batched(before, ax, W_hT, W_hnT, bias, hs, gates):
+    """Input products precomputed: ax (T, B, 3H) = x @ W_x.T. ``gates`` = (r, z, n, g).
+
+    reset="after": W_hT (H, 3H) = W_h.T, one product per step, ``h_{t-1} @ W_h.T``, then one
+    element-wise pass over the B*H units. reset="before" (``before``): W_hT (H, 2H) = [W_hr; W_hz].T
+    and W_hnT (H, H) = W_hn.T; two products per step, because n needs ``r * h_{t-1}`` before its
+    product can start: ``h @ [W_hr; W_hz].T``, a pass computing r, z and r*h, then
+    ``(r*h) @ W_hn.T`` and a pass for n, h.
     """
     T, B, H = ax.shape[0], ax.shape[1], hs.shape[2]
-    ah = np.empty((B, 3 * H), hs.dtype)
+    a = np.empty((B, W_hT.shape[1]), hs.dtype)
+    work = (np.empty((B, H), hs.dtype), np.empty((B, H), hs.dtype))
+    r, z, n, g = gates
     last = r.shape[0] - 1
     for t in range(T):
-        _recurrent_product(hs[t], W_hT, ah)
+        _recurrent_product(hs[t], W_hT, a)
         for b in range(B):  # r and z add their input and recurrent parts; n keeps them apart
-            _add_into(ah[b][: 2 * H], ax[t, b])
+            _add_into(a[b][: 2 * H], ax[t, b])
         k = min(t, last)
-        _gru_after_rows(ah, ax[t], 2 * H, bias, hs[t], hs[t + 1], r[k], z[k], n[k], g[k])
+        _gru_gates(before, a, ax[t], 2 * H, W_hnT, bias, hs[t], hs[t + 1], (r[k], z[k], n[k], g[k]), work)
 
 
 @njit(**JIT)
-def gru_before_batched(ax, W_hrzT, W_hnT, bias, hs, r, z, n, g):
-    """reset="before", input products precomputed: ax (T, B, 3H); W_hrzT (H, 2H); W_hnT (H, H).
+def gru_fused(before, x, F_T, W_xnT, W_hnT, bias, hs, gates):
+    """One product per step over the concatenation ``[x_t, h_{t-1}]`` (B, D+H). ``gates`` = (r, z, n, g).
 
-    Two products per step, because n needs ``r * h_{t-1}`` before its product can start:
-    ``h @ [W_hr; W_hz].T``, a pass computing r, z and r*h, then ``(r*h) @ W_hn.T`` and a pass for n, h.
-    """
-    T, B, H = ax.shape[0], ax.shape[1], hs.shape[2]
-    ah = np.empty((B, 2 * H), hs.dtype)
-    rh = np.empty((B, H), hs.dtype)
-    an = np.empty((B, H), hs.dtype)
-    last = r.shape[0] - 1
-    for t in range(T):
-        _recurrent_product(hs[t], W_hrzT, ah)
-        for b in range(B):
-            _add_into(ah[b], ax[t, b])
-        k = min(t, last)
-        _gru_before_rows_rz(ah, bias, hs[t], r[k], z[k], rh)
-        _recurrent_product(rh, W_hnT, an)
-        _gru_before_rows_n(an, ax[t], 2 * H, bias, hs[t], hs[t + 1], z[k], n[k], g[k])
-
-
-@njit(**JIT)
-def gru_after_fused(x, F_T, W_xnT, bias, hs, r, z, n, g):
-    """reset="after", one product per step over the concatenation ``[x_t, h_{t-1}]`` (B, D+H).
-
-    F_T (D+H, 3H) = [[W_xr, W_xz, 0], [W_hr, W_hz, W_hn]] transposed blockwise: its columns give
-    a_r and a_z whole and W_hn h, which the reset gate multiplies on its own. W_xn x_t, the one
-    part that cannot join (it would need an H x H block of zeros), is a small second product
-    with W_xnT (D, H).
+    reset="after": F_T (D+H, 3H) = [[W_xr, W_xz, 0], [W_hr, W_hz, W_hn]] transposed blockwise: its
+    columns give a_r and a_z whole and W_hn h, which the reset gate multiplies on its own.
+    reset="before" (``before``): F_T (D+H, 2H) = [[W_xr, W_xz], [W_hr, W_hz]] transposed
+    blockwise, and ``(r*h) @ W_hn.T`` (W_hnT (H, H)) separately (the cache needs
+    g = W_hn (r*h) + b_hn on its own). W_xn x_t, the one part that cannot join (it would need an
+    H x H block of zeros), is a small second product with W_xnT (D, H).
     """
     T, B, D = x.shape
     H = hs.shape[2]
     xh = np.empty((B, D + H), hs.dtype)
-    a = np.empty((B, 3 * H), hs.dtype)
+    a = np.empty((B, F_T.shape[1]), hs.dtype)
     axn = np.empty((B, H), hs.dtype)
+    work = (np.empty((B, H), hs.dtype), np.empty((B, H), hs.dtype))
+    r, z, n, g = gates
     last = r.shape[0] - 1
     for t in range(T):
         _concatenate_rows(xh, x[t], hs[t])
         _recurrent_product(xh, F_T, a)
         _recurrent_product(x[t], W_xnT, axn)
         k = min(t, last)
-        _gru_after_rows(a, axn, D - D, bias, hs[t], hs[t + 1], r[k], z[k], n[k], g[k])
-
-
-@njit(**JIT)
-def gru_before_fused(x, F_T, W_xnT, W_hnT, bias, hs, r, z, n, g):
-    """reset="before", one product per step over ``[x_t, h_{t-1}]`` for the gates r, z.
-
-    F_T (D+H, 2H) = [[W_xr, W_xz], [W_hr, W_hz]] transposed blockwise; then ``x_t @ W_xn.T`` and
-    ``(r*h) @ W_hn.T`` separately (the cache needs g = W_hn (r*h) + b_hn on its own).
-    """
-    T, B, D = x.shape
-    H = hs.shape[2]
-    xh = np.empty((B, D + H), hs.dtype)
-    a = np.empty((B, 2 * H), hs.dtype)
-    axn = np.empty((B, H), hs.dtype)
-    rh = np.empty((B, H), hs.dtype)
-    an = np.empty((B, H), hs.dtype)
-    last = r.shape[0] - 1
-    for t in range(T):
-        _concatenate_rows(xh, x[t], hs[t])
-        _recurrent_product(xh, F_T, a)
-        _recurrent_product(x[t], W_xnT, axn)
-        k = min(t, last)
-        _gru_before_rows_rz(a, bias, hs[t], r[k], z[k], rh)
-        _recurrent_product(rh, W_hnT, an)
-        _gru_before_rows_n(an, axn, D - D, bias, hs[t], hs[t + 1], z[k], n[k], g[k])
+        _gru_gates(before, a, axn, D - D, W_hnT, bias, hs[t], hs[t + 1], (r[k], z[k], n[k], g[k]), work)
 
 
 # ---------------------------------------------------------------------------------------------
-# LSTM. Folded bias (4H,) = b_x + b_h; gates i, f, g, o. Peepholes w_ic, w_fc, w_oc (H,) are
+# LSTM. Folded bias (4H,) = b_x + b_h; gates i, f, g, o. Peepholes = (w_ic, w_fc, w_oc), each (H,),
 # zero vectors when the cell has none (adding 0.0 changes no bit). The projection W_hr is (P, H);
 # without one it is a (0, H) array, and m = o * tanh(c) is written straight into h.
 # ---------------------------------------------------------------------------------------------
 
 
 @njit(**JIT)
-def _lstm_step(a, bias, w_ic, w_fc, w_oc, W_hr, hs, cs, t, i, f, g, o, tc, m):
-    """The element-wise pass of step t, then the projection if any. ``a`` (B, 4H) holds this
-    step's pre-activations without bias."""
-    B, H = cs.shape[1], cs.shape[2]
+def _lstm_rows(a, ax, bias, peepholes, c_prev, c_next, gates, m):
+    """The element-wise pass of one step, every row: ``a`` (B, 4H) holds the step's pre-activations
+    without bias, less the input products ``ax`` (B, 4H) when those come apart (added here, while the
+    row is in L1; a (0, 4H) array when ``a`` has them already). ``peepholes`` = (w_ic, w_fc, w_oc);
+    ``gates`` = (i, f, g, o, tc) of this step, each (B, H); writes them, ``c_next`` and
+    ``m`` = o * tanh(c)."""
+    i, f, g, o, tc = gates
+    w_ic, w_fc, w_oc = peepholes
+    add_input = ax.shape[0] > 0
+    H = c_prev.shape[1]
+    for b in range(c_prev.shape[0]):
+        a_b, cp = a[b], c_prev[b]
+        if add_input:
+            _add_into(a_b, ax[b])  # every LSTM gate adds its input and recurrent parts
+        _sigmoid_peephole(i[b], a_b[:H], bias[:H], w_ic, cp)
+        _sigmoid_peephole(f[b], a_b[H : 2 * H], bias[H : 2 * H], w_fc, cp)
+        _tanh_of(g[b], a_b[2 * H : 3 * H], bias[2 * H : 3 * H])
+        _cell(c_next[b], f[b], cp, i[b], g[b])
+        _sigmoid_peephole(o[b], a_b[3 * H :], bias[3 * H :], w_oc, c_next[b])  # the new c: see the reference
+        _tanh(tc[b], c_next[b])
+        _product(m[b], o[b], tc[b])
+
+
+@njit(**JIT)
+def _lstm_step(t, a, ax, bias, peepholes, W_hr, hs, cs, gates, m):
+    """Step t: the element-wise pass (:func:`_lstm_rows`) into slot ``min(t, len - 1)`` of ``gates``
+    = (i, f, g, o, tc), then the projection if any."""
+    i, f, g, o, tc = gates
     k = min(t, i.shape[0] - 1)
     project = W_hr.shape[0] > 0
     c_prev, c_next = cs[t % cs.shape[0]], cs[(t + 1) % cs.shape[0]]
     m_out = m[min(t, m.shape[0] - 1)] if project else hs[t + 1]
-    i_k, f_k, g_k, o_k, tc_k = i[k], f[k], g[k], o[k], tc[k]
-    for b in range(B):
-        a_b, cp = a[b], c_prev[b]
-        _sigmoid_peephole(i_k[b], a_b[:H], bias[:H], w_ic, cp)
-        _sigmoid_peephole(f_k[b], a_b[H : 2 * H], bias[H : 2 * H], w_fc, cp)
-        _tanh_of(g_k[b], a_b[2 * H : 3 * H], bias[2 * H : 3 * H])
-        _cell(c_next[b], f_k[b], cp, i_k[b], g_k[b])
-        _sigmoid_peephole(o_k[b], a_b[3 * H :], bias[3 * H :], w_oc, c_next[b])  # the new c: see the reference
-        _tanh(tc_k[b], c_next[b])
-        _product(m_out[b], o_k[b], tc_k[b])
+    _lstm_rows(a, ax, bias, peepholes, c_prev, c_next, (i[k], f[k], g[k], o[k], tc[k]), m_out)
     if project:
         _recurrent_product(m_out, W_hr.T, hs[t + 1])
 
 
 @njit(**JIT)
-def lstm_batched(ax, W_hT, bias, w_ic, w_fc, w_oc, W_hr, hs, cs, i, f, g, o, tc, m):
+def lstm_batched(ax, W_hT, bias, peepholes, W_hr, hs, cs, gates, m):
     """Input products precomputed: ax (T, B, 4H) = x @ W_x.T; W_hT (P, 4H). One product per step."""
     T, B, H = ax.shape[0], ax.shape[1], cs.shape[2]
     a = np.empty((B, 4 * H), cs.dtype)
     for t in range(T):
         _recurrent_product(hs[t], W_hT, a)
-        for b in range(B):
-            _add_into(a[b], ax[t, b])
-        _lstm_step(a, bias, w_ic, w_fc, w_oc, W_hr, hs, cs, t, i, f, g, o, tc, m)
+        _lstm_step(t, a, ax[t], bias, peepholes, W_hr, hs, cs, gates, m)
 
 
 @njit(**JIT)
-def lstm_fused(x, F_T, bias, w_ic, w_fc, w_oc, W_hr, hs, cs, i, f, g, o, tc, m):
+def lstm_fused(x, F_T, bias, peepholes, W_hr, hs, cs, gates, m):
     """One product per step: ``[x_t, h_{t-1}] @ [W_x | W_h].T`` with F_T (D+P, 4H). Every LSTM gate
     adds its input and recurrent parts, so this is the whole of the step's matrix work (with a
     projection, ``m_t @ W_hr.T`` follows)."""
@@ -487,7 +502,8 @@ def lstm_fused(x, F_T, bias, w_ic, w_fc, w_oc, W_hr, hs, cs, i, f, g, o, tc, m):
     H, P = cs.shape[2], hs.shape[2]
     xh = np.empty((B, D + P), cs.dtype)
     a = np.empty((B, 4 * H), cs.dtype)
+    no_input = np.empty((0, 4 * H), cs.dtype)  # the product has the input part already
     for t in range(T):
         _concatenate_rows(xh, x[t], hs[t])
         _recurrent_product(xh, F_T, a)
-        _lstm_step(a, bias, w_ic, w_fc, w_oc, W_hr, hs, cs, t, i, f, g, o, tc, m)
+        _lstm_step(t, a, no_input, bias, peepholes, W_hr, hs, cs, gates, m)

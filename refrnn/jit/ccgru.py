@@ -159,20 +159,47 @@ def _small_products(x, W, out):
         np.dot(x[i0:i1], W, out[i0:i1])
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _gate_z(variant, bs, pxz_t, h, U_z, U_zT, W_zT, b_z, mean, inv_std, s, u, a, zk, zu):
-    """Update gate of one step for all B samples (Eqs. 1, 6-11, inference statistics).
+class ZGate(NamedTuple):
+    """The update-gate fields of a :class:`Prepared` (same names, same arrays) as one kernel
+    argument: what :func:`_gate_z` reads. Built by :func:`_z_gate`."""
 
-    ``u = pxz_t + h @ U_zT`` (U_zT = U_z.T; both are stored) is ``a`` itself (full) or the
-    bottleneck pre-activation (lowrank, block); ``zk`` (B, K) receives
-    ``cliptanh((a - mean) * inv_std + s)`` (the reference's expression, term for term) and
-    ``zu`` (B, H) the gate of every unit (``zk`` itself, or each block value repeated over its
-    ``bs`` units).
+    variant: int
+    bs: int
+    U_z: np.ndarray
+    U_zT: np.ndarray
+    W_zT: np.ndarray
+    b_z: np.ndarray
+    mean: np.ndarray
+    inv_std: np.ndarray
+    s: np.generic
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _z_scratch(gate, B):
+    """``(u, a)`` for :func:`_gate_z` and the (B, K) gate ``zk``, allocated once per kernel call."""
+    dt = gate.mean.dtype
+    work = (np.empty((B, gate.U_z.shape[0]), dt), np.empty((B, gate.W_zT.shape[1]), dt))
+    return work, np.empty((B, gate.mean.shape[0]), dt)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _gate_z(gate, t, pxz, hs, work, zk, zs):
+    """Update gate of step t for all B samples (Eqs. 1, 6-11, inference statistics); returns ``zu``,
+    the slot of ``zs`` it wrote (``zs`` (T, B, H) keeps every step, (1, B, H) is scratch).
+
+    ``work`` = (u, a) from :func:`_z_scratch`. ``u = pxz[t] + h_{t-1} @ U_zT`` (U_zT = U_z.T; both
+    are stored) is ``a`` itself (full) or the bottleneck pre-activation (lowrank, block); ``zk``
+    (B, K) receives ``cliptanh((a - mean) * inv_std + s)`` (the reference's expression, term for
+    term) and ``zu`` (B, H) the gate of every unit (``zk`` itself, or each block value repeated
+    over its ``bs`` units).
 
     One sample (B = 1) is done by hand: the products are small (g x H and H x g at rank g) and a
     BLAS call costs about as much as the work; the low-rank expansion ``W_z z_lr`` also skips the
     bottleneck units the relu set to zero (their terms are exactly zero).
     """
+    variant, bs, U_z, U_zT, W_zT, b_z, mean, inv_std, s = gate
+    u, a = work
+    pxz_t, h, zu = pxz[t], hs[t], zs[min(t, zs.shape[0] - 1)]
     B, H = h.shape
     K = zk.shape[1]
     zero = h.dtype.type(0.0)
@@ -221,6 +248,7 @@ def _gate_z(variant, bs, pxz_t, h, U_z, U_zT, W_zT, b_z, mean, inv_std, s, u, a,
                 zu_b[k * bs : (k + 1) * bs] = zk_b[k]
         else:
             _copy(zu_b, zk_b)
+    return zu
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -249,7 +277,7 @@ def _tile_pass(p, p_rows, p_off, c, c_off, rows, z_t, h_t, h_next, j0, tu):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def dense_forward(variant, bs, px, pxz, U_tT, Ut, U_z, U_zT, W_zT, b_z, mean, inv_std, s, hs, zs):
+def dense_forward(gate, px, pxz, U_tT, Ut, hs, zs):
     """Every unit computed. Units are grouped in tiles of ``tu``; columns of px, U_tT and Ut are
     in *tile order* (per tile: its r columns, then its ĥ columns).
 
@@ -257,23 +285,19 @@ def dense_forward(variant, bs, px, pxz, U_tT, Ut, U_z, U_zT, W_zT, b_z, mean, in
     B = 1: one GEMV a step, ``h @ U_tT`` with U_tT (H, 2H) = U_rh.T in tile order.
     B > 1: per tile, Ut[k] (H, 2tu) multiplies the batch ``m`` rows at a time
     (:data:`SMALL_GEMM_MNK`); the tiles run in parallel (``prange``).
-    hs (T+1, B, H): the caller fills hs[0]. zs: (T, B, H) gate history, or (1, B, H) scratch.
+    ``gate``: :class:`ZGate`. hs (T+1, B, H): the caller fills hs[0]. zs: (T, B, H) gate history,
+    or (1, B, H) scratch.
     """
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    K = mean.shape[0]
     dt = hs.dtype
     n_tiles, tu = Ut.shape[0], Ut.shape[2] // 2
     m = max(1, SMALL_GEMM_MNK // (Ut.shape[1] * Ut.shape[2]))
-    u = np.empty((B, U_z.shape[0]), dt)
-    a = np.empty((B, W_zT.shape[1]), dt)
-    zk = np.empty((B, K), dt)
+    work, zk = _z_scratch(gate, B)
     q = np.empty((1, 2 * H), dt)
     rows = np.arange(B)
-    last = zs.shape[0] - 1
     for t in range(T):
-        zu = zs[min(t, last)]
+        zu = _gate_z(gate, t, pxz, hs, work, zk, zs)
         h_t, h_next, px_t = hs[t], hs[t + 1], px[t]
-        _gate_z(variant, bs, pxz[t], h_t, U_z, U_zT, W_zT, b_z, mean, inv_std, s, u, a, zk, zu)
         if B == 1:
             np.dot(h_t[0], U_tT, q[0])
             for k in range(n_tiles):
@@ -290,8 +314,9 @@ def dense_forward(variant, bs, px, pxz, U_tT, Ut, U_z, U_zT, W_zT, b_z, mean, in
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def unstructured_forward(variant, bs, x, pxz, P, b_rh, U_z, U_zT, W_zT, b_z, mean, inv_std, s, hs, zs):
-    """Per sample, only the active units; P (H, 2D + 2H) holds unit j's rows [W_r, W_h, U_r, U_h].
+def unstructured_forward(gate, x, pxz, P, b_rh, hs, zs):
+    """Per sample, only the active units; P (H, 2D + 2H) holds unit j's rows [W_r, W_h, U_r, U_h];
+    ``gate``: :class:`ZGate`.
 
     Active units are taken two at a time: ``(W_r x, W_h x)`` of each from one pass over ``x``, and
     ``(U_r h, U_h h)`` of both from one pass over ``h`` (four contiguous row streams, each ``h[k]``
@@ -305,19 +330,14 @@ def unstructured_forward(variant, bs, x, pxz, P, b_rh, U_z, U_zT, W_zT, b_z, mea
     T, B, D = x.shape
     H = hs.shape[2]
     ru = 2 * D  # where the U rows start
-    K = mean.shape[0]
     dt = hs.dtype
     one = dt.type(1.0)
-    u = np.empty((B, U_z.shape[0]), dt)
-    a = np.empty((B, W_zT.shape[1]), dt)
-    zk = np.empty((B, K), dt)
+    work, zk = _z_scratch(gate, B)
     idx = np.empty(H + 1, np.int64)
     buf = np.empty((4, H + 1), dt)  # compact per-active-unit values
     a_r, a_hx, a_hh, h_n = buf[0], buf[1], buf[2], buf[3]
-    last = zs.shape[0] - 1
     for t in range(T):
-        zu = zs[min(t, last)]
-        _gate_z(variant, bs, pxz[t], hs[t], U_z, U_zT, W_zT, b_z, mean, inv_std, s, u, a, zk, zu)
+        zu = _gate_z(gate, t, pxz, hs, work, zk, zs)
         for b in range(B):
             h_b, h_next, z_b, x_b = hs[t, b], hs[t + 1, b], zu[b], x[t, b]
             # Branch-free compaction: every unit is first copied (z = 0: the state carries over,
@@ -349,11 +369,18 @@ def unstructured_forward(variant, bs, x, pxz, P, b_rh, U_z, U_zT, W_zT, b_z, mea
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _block_step(kb, bs, x_t, h_t, h_next, zk, zu, Ut, Wt, b_t, m, sel, h_buf, c, p_buf, local):
-    """Block ``kb`` of one step: gather the samples whose block is active, multiply, scatter."""
+def _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, work, local):
+    """Block ``kb`` of one step: gather the samples whose block is active, multiply, scatter.
+
+    ``weights`` = (Ut, Wt, b_t) as in :func:`block_forward`; ``work`` = (sel, h_buf, c, p_buf), the
+    worker's scratch, whose ``c`` (m, 2tu) takes the tile products ``m`` rows at a time.
+    """
+    Ut, Wt, b_t = weights
+    sel, h_buf, c, p_buf = work
     B, H = h_t.shape
     D = x_t.shape[1]
     tu = Ut.shape[2] // 2
+    m = c.shape[0]
     lo = kb * bs
     n = 0
     for b in range(B):  # inactive (sample, block) pairs keep the copy of h_t made for the step
@@ -384,30 +411,27 @@ def _block_step(kb, bs, x_t, h_t, h_next, zk, zu, Ut, Wt, b_t, m, sel, h_buf, c,
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def block_forward(x, pxz, Ut, Wt, b_t, U_z, U_zT, mean, inv_std, s, hs, zs, workers):
+def block_forward(gate, x, pxz, weights, hs, zs, workers):
     """Block-sparse: per block, the samples whose block is active are gathered and multiplied
-    together (paper Fig. 3); ``workers`` threads share the blocks (``prange``).
+    together (paper Fig. 3); ``workers`` threads share the blocks (``prange``). ``gate``: the
+    :class:`ZGate` of the block variant.
 
-    Ut (H/tu, H, 2tu), Wt (H/tu, D, 2tu) and b_t (2H,) hold, per tile of ``tu`` units (tiles never
-    straddle a block), ``[U_r; U_h]`` and ``[W_r; W_h]`` rows of its units, transposed and
-    contiguous, and their biases. A block is ``bs/tu`` tiles; each tile product takes the gathered
-    rows ``m`` at a time (:data:`SMALL_GEMM_MNK`). The input side (K = D, small) is a loop
+    ``weights`` = (Ut, Wt, b_t): Ut (H/tu, H, 2tu), Wt (H/tu, D, 2tu) and b_t (2H,) hold, per tile
+    of ``tu`` units (tiles never straddle a block), ``[U_r; U_h]`` and ``[W_r; W_h]`` rows of its
+    units, transposed and contiguous, and their biases. A block is ``bs/tu`` tiles; each tile
+    product takes the gathered rows ``m`` at a time (:data:`SMALL_GEMM_MNK`). The input side (K = D, small) is a loop
     vectorised over the tile's 2tu outputs. Inactive (sample, block) pairs copy their state: the
     whole state is copied first (one vectorised pass; per-block slices cost 0.1 ms a step at
     B=64, g=64), then each active block overwrites its units.
     """
+    Ut = weights[0]
     T, B, D = x.shape
     H = hs.shape[2]
-    g = U_z.shape[0]
-    bs = H // g
+    g, bs = gate.U_z.shape[0], gate.bs
     tu = Ut.shape[2] // 2
     m = max(1, SMALL_GEMM_MNK // (Ut.shape[1] * Ut.shape[2]))
     dt = hs.dtype
-    u = np.empty((B, g), dt)
-    a = np.empty((B, 0), dt)
-    empty_W = np.empty((0, 0), dt)
-    empty_b = np.empty(0, dt)
-    zk = np.empty((B, g), dt)
+    z_work, zk = _z_scratch(gate, B)
     # Scratch per worker, allocated once. Worker w takes the blocks w, w + workers, ...
     # (numba.get_thread_id would index per-thread scratch too, but it stops on-disk caching).
     sel_buf = np.empty((workers, B), np.int64)
@@ -415,17 +439,15 @@ def block_forward(x, pxz, Ut, Wt, b_t, U_z, U_zT, mean, inv_std, s, hs, zs, work
     c_buf = np.empty((workers, m, 2 * tu), dt)
     p_buf = np.empty((workers, B * 2 * tu), dt)
     local = np.arange(B)
-    last = zs.shape[0] - 1
     for t in range(T):
-        zu = zs[min(t, last)]
+        zu = _gate_z(gate, t, pxz, hs, z_work, zk, zs)
         h_t, h_next, x_t = hs[t], hs[t + 1], x[t]
-        _gate_z(2, bs, pxz[t], h_t, U_z, U_zT, empty_W, empty_b, mean, inv_std, s, u, a, zk, zu)
         for b in range(B):  # z = 0 copies the state: one copy now, active blocks overwrite theirs
             _copy(h_next[b], h_t[b])
         for w in prange(workers):
+            work = (sel_buf[w], h_buf[w], c_buf[w], p_buf[w])
             for kb in range(w, g, workers):
-                _block_step(kb, bs, x_t, h_t, h_next, zk, zu, Ut, Wt, b_t, m,
-                            sel_buf[w], h_buf[w], c_buf[w], p_buf[w], local)
+                _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, work, local)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,6 +615,10 @@ def forward_inference(params, x, state0=None, *, algorithm: str = "sparse", prep
     return (y, h_T, z) if return_z else (y, h_T)
 
 
+def _z_gate(p: Prepared) -> ZGate:
+    return ZGate(p.variant, p.bs, p.U_z, p.U_zT, p.W_zT, p.b_z, p.mean, p.inv_std, p.s)
+
+
 def _run(params, x, h0, algorithm, prepared, keep_z):
     reference._check_params(params)
     _check_inference(params)
@@ -615,17 +641,17 @@ def _run(params, x, h0, algorithm, prepared, keep_z):
     # on one). The unstructured path is sequential and never calls BLAS inside its loop.
     with _blas.threads(1) if path in ("block", "dense") else contextlib.nullcontext():
         pxz = (np.dot(flat_x, p.W_zxT) + p.b_zx).reshape(T, B, -1)
-        z_args = (p.U_z, p.U_zT, p.W_zT, p.b_z, p.mean, p.inv_std, p.s, hs, zs)
+        gate = _z_gate(p)
         if path == "dense":
             px = (np.dot(flat_x, w["W_tT"]) + w["b_t"]).reshape(T, B, 2 * H)
-            dense_forward(p.variant, p.bs, px, pxz, w["U_tT"], w["Ut"], *z_args)
+            dense_forward(gate, px, pxz, w["U_tT"], w["Ut"], hs, zs)
         elif path == "unstructured":
-            unstructured_forward(p.variant, p.bs, x, pxz, w["P"], w["b_rh"], *z_args)
+            unstructured_forward(gate, x, pxz, w["P"], w["b_rh"], hs, zs)
         else:
             from numba import get_num_threads
 
             workers = min(get_num_threads(), params.g)
-            block_forward(x, pxz, w["Ut"], w["Wt"], w["b_t"], p.U_z, p.U_zT, p.mean, p.inv_std, p.s, hs, zs, workers)
+            block_forward(gate, x, pxz, (w["Ut"], w["Wt"], w["b_t"]), hs, zs, workers)
     return hs[1:], hs[-1].copy(), zs if keep_z else None
 
 
@@ -701,7 +727,7 @@ def forward_train(params, x, state0=None):
         with _step_threads(B, H, Kz):
             bad = _ccgru_train.forward_kernel(
                 _VARIANT_CODE[variant], params.block_size if variant == "block" else 1, opts,
-                px.reshape(T, B, 2 * H), pxz.reshape(T, B, Kz), U_allT, W_zT, b_z, rm, rv, np.ascontiguousarray(inv_fixed),
+                px.reshape(T, B, 2 * H), pxz.reshape(T, B, Kz), (U_allT, W_zT, b_z), (rm, rv, np.ascontiguousarray(inv_fixed)),
                 hs, (r, h_hat, Uh, z, z_lr, n_hat, inv_std), scratch,
             )
         if bad >= 0:

@@ -102,16 +102,12 @@ def _run(params, x, state0, algorithm, prepared, train):
         return x, hs, (r, z, n, g)
     p = prepared
     xc = np.ascontiguousarray(x)
+    before = params.reset == "before"
     if prepared.algorithm == "batched":
         ax = _kernels.input_products(xc.reshape(T * B, -1), p.W_xT).reshape(T, B, 3 * H)
-        if params.reset == "after":
-            _kernels.gru_after_batched(ax, p.W_hT, p.bias, hs, r, z, n, g)
-        else:
-            _kernels.gru_before_batched(ax, p.W_hT, p.W_hnT, p.bias, hs, r, z, n, g)
-    elif params.reset == "after":
-        _kernels.gru_after_fused(xc, p.W_hT, p.W_xT, p.bias, hs, r, z, n, g)
+        _kernels.gru_batched(before, ax, p.W_hT, p.W_hnT, p.bias, hs, (r, z, n, g))
     else:
-        _kernels.gru_before_fused(xc, p.W_hT, p.W_xT, p.W_hnT, p.bias, hs, r, z, n, g)
+        _kernels.gru_fused(before, xc, p.W_hT, p.W_xT, p.W_hnT, p.bias, hs, (r, z, n, g))
     return x, hs, (r, z, n, g)
 
 

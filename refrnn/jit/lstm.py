@@ -92,9 +92,9 @@ def _run(params, x, state0, algorithm, prepared, train):
     xc = np.ascontiguousarray(x)
     if prepared.algorithm == "batched":
         ax = _kernels.input_products(xc.reshape(T * B, -1), p.W_xT).reshape(T, B, 4 * H)
-        _kernels.lstm_batched(ax, p.W_hT, p.bias, *p.peepholes, p.W_hr, hs, cs, *gates, m)
+        _kernels.lstm_batched(ax, p.W_hT, p.bias, p.peepholes, p.W_hr, hs, cs, gates, m)
     else:
-        _kernels.lstm_fused(xc, p.W_hT, p.bias, *p.peepholes, p.W_hr, hs, cs, *gates, m)
+        _kernels.lstm_fused(xc, p.W_hT, p.bias, p.peepholes, p.W_hr, hs, cs, gates, m)
     return x, hs, cs, gates, (m if params.W_hr is not None else None)
 
 

@@ -61,6 +61,8 @@ Time-major. ``state0`` and ``dstate_T`` (dL/dc_T) are the names every cell uses;
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import get_num_threads, prange
 
@@ -70,10 +72,14 @@ from ..cells import sru as reference
 from ..cells._common import frozen
 from ..cells.sru import SRUCache, SRUParams
 from . import _kernels
-from ._onepool import product as _product  # a @ b in the BLAS the kernels use (one thread pool)
 from ._cache import njit
-from ._kernels import _copy
+from ._kernels import _copy, _sigmoid_grad_of_difference, _sigmoid_grad_of_product
 from ._kernels import sigmoid as _sigmoid
+from ._onepool import product as _product  # a @ b in the BLAS the kernels use (one thread pool)
+# Every array the kernels only read goes in read-only, whatever the caller had (an ``x`` that is a
+# frozen ``y`` of the layer below, a frozen cache, a fresh ``dy``): one signature per dtype, and each
+# costs ~10 s of compilation on a cold cache.
+from ._onepool import readonly as _readonly
 
 SKIP_CODES = {"none": 0, "identity": 1, "projection": 2}
 # Fused multiply-add only, and no zero test in every division (which would keep sigmoid's loops
@@ -81,6 +87,16 @@ SKIP_CODES = {"none": 0, "identity": 1, "projection": 2}
 JIT = _kernels.JIT
 LANES = 16  # stretches of units are multiples of this: one AVX-512 register of float32
 TASKS_PER_THREAD = 4  # enough tasks that threads finishing early find work
+
+
+class Options(NamedTuple):
+    """The scalar options of an SRU, as both kernels read them (build with :func:`_options`)."""
+
+    skip: int  # SKIP_CODES[params.skip]
+    offset: int  # params.skip_offset: x's first column of the identity skip
+    alpha: np.generic  # the highway scale, a scalar of the params' dtype
+    use_tanh: bool  # g = tanh, else the identity
+    has_v: bool  # params.v is not None (backward: accumulate dv)
 
 # ---------------------------------------------------------------------------------------------
 # Row loops: 1-d contiguous slices of one task's units, few arrays each (see the module docstring)
@@ -137,33 +153,36 @@ def _task(i, n_stretch, stretch, H):
 
 
 @njit(parallel=True, **JIT)
-def forward_kernel(U, x, skip, off, alpha, use_tanh, vb, pad, cs, h, f, r, g, keep_g, uc, s, stretch):
+def forward_kernel(U, x, pad, vb, options, h, cache, stretch):
     """The recurrence over U (T, B, kH) = x W^T (without bias).
 
-    ``vb`` (4H,) = [v_f, v_r, b_f, b_r] (zeros for v when the model has none: adding +-0 changes no
-    bit). ``pad`` (T, B) bool, or (0, 0) without a mask. ``cs`` (T+1, B, H) training or (2, B, H)
-    inference ring, ``cs[0] = c0`` filled by the caller; ``h`` (T, B, H) = y. ``f, r`` (T, B, H)
-    training or (1, B, H) scratch; ``g`` (T, B, H) written when ``keep_g`` (the cache) and, with
-    ``use_tanh``, also as scratch (then (1, B, H) in inference); otherwise g(c) = c is read from
-    ``cs``. ``uc``, ``s`` (T, B, H) receive the cache's U_c and s_t, or are (0, B, H): not kept.
+    ``pad`` (T, B) bool, or (0, 0) without a mask. ``vb`` (4, H) = [v_f, v_r, b_f, b_r] (zeros for
+    v when the model has none: adding +-0 changes no bit). ``options``: :class:`Options`. ``h``
+    (T, B, H) = y. ``cache`` = (cs, f, r, g, uc, s), the arrays of an
+    :class:`refrnn.cells.sru.SRUCache` it fills: ``cs`` (T+1, B, H) training or (2, B, H) inference
+    ring, ``cs[0] = c0`` filled by the caller; ``f, r`` (T, B, H) training or (1, B, H) scratch;
+    ``g`` (T, B, H) written when kept (the cache) and, with ``use_tanh``, also as scratch (then
+    (1, B, H) in inference), or (0, B, H): g(c) = c is read from ``cs``. ``uc``, ``s`` (T, B, H)
+    receive the cache's U_c and s_t, or are (0, B, H): not kept.
     """
     T, B, H = h.shape
     n_stretch = (H + stretch - 1) // stretch
     # The parallel loop only calls the task: numba's parfor passes then analyse a one-line body, and
     # the task compiles as plain njit code (measured: about half the cold compile time).
     for i in prange(B * n_stretch):
-        _forward_task(i, n_stretch, stretch, U, x, skip, off, alpha, use_tanh, vb, pad, cs, h, f, r, g, keep_g, uc, s)
+        _forward_task(i, n_stretch, stretch, U, x, pad, vb, options, h, cache)
 
 
 @njit(**JIT)
-def _forward_task(i, n_stretch, stretch, U, x, skip, off, alpha, use_tanh, vb, pad, cs, h, f, r, g, keep_g, uc, s):
+def _forward_task(i, n_stretch, stretch, U, x, pad, vb, options, h, cache):
     """One task of :func:`forward_kernel`: sample b, units [j0, j1), all T steps."""
+    cs, f, r, g, uc, s = cache
+    skip, off, alpha, use_tanh = options.skip, options.offset, options.alpha, options.use_tanh
     T, B, H = h.shape
     n_ring, last_f, last_g = cs.shape[0], f.shape[0] - 1, g.shape[0] - 1
-    keep_uc, keep_s, has_pad = uc.shape[0] > 0, s.shape[0] > 0, pad.shape[0] > 0
+    write_g, keep_uc, keep_s, has_pad = g.shape[0] > 0, uc.shape[0] > 0, s.shape[0] > 0, pad.shape[0] > 0
     b, j0, j1 = _task(i, n_stretch, stretch, H)
-    v_f, v_r = vb[j0:j1], vb[H + j0 : H + j1]
-    b_f, b_r = vb[2 * H + j0 : 2 * H + j1], vb[3 * H + j0 : 3 * H + j1]
+    v_f, v_r, b_f, b_r = vb[0][j0:j1], vb[1][j0:j1], vb[2][j0:j1], vb[3][j0:j1]
     for t in range(T):
         U_tb = U[t, b]
         c_prev = cs[t % n_ring, b][j0:j1]
@@ -177,7 +196,7 @@ def _forward_task(i, n_stretch, stretch, U, x, skip, off, alpha, use_tanh, vb, p
         if keep_uc:
             _copy(uc[t, b][j0:j1], u_c)
         g_t = c_next
-        if use_tanh or keep_g:
+        if write_g:  # kept for the cache, or the scratch of tanh
             g_t = g[min(t, last_g), b][j0:j1]
             if use_tanh:
                 _kernels._tanh(g_t, c_next)
@@ -216,31 +235,10 @@ def _total_dc_tanh(out, dc, dh, r, g):
 
 
 @njit(**JIT)
-def _da_r_gated(out, dh, g, r):
-    """out = dh * g * r * (1 - r)"""
-    for j in range(out.shape[0]):
-        out[j] = dh[j] * g[j] * r[j] * (1.0 - r[j])
-
-
-@njit(**JIT)
-def _da_r_highway(out, dh, g, s, r):
-    """out = dh * (g - s) * r * (1 - r)"""
-    for j in range(out.shape[0]):
-        out[j] = dh[j] * (g[j] - s[j]) * r[j] * (1.0 - r[j])
-
-
-@njit(**JIT)
 def _d_skip(out, dh, r, alpha):
     """out = alpha * (dh * (1 - r)): the gradient at U_s or at x's skip columns"""
     for j in range(out.shape[0]):
         out[j] = alpha * (dh[j] * (1.0 - r[j]))
-
-
-@njit(**JIT)
-def _da_f(out, dct, c_prev, u_c, f):
-    """out = dct * (c_prev - u_c) * f * (1 - f)"""
-    for j in range(out.shape[0]):
-        out[j] = dct[j] * (c_prev[j] - u_c[j]) * f[j] * (1.0 - f[j])
 
 
 @njit(**JIT)
@@ -258,29 +256,34 @@ def _dc_prev(out, dct, f, da_f, v_f, da_r, v_r):
 
 
 @njit(parallel=True, **JIT)
-def backward_kernel(dy, cs, f, r, g, uc, s, pad, vb, has_v, skip, alpha, use_tanh, dc, dU, ds, acc, dct, stretch):
+def backward_kernel(dy, cache, vb, options, dc, grads, stretch):
     """BPTT of the recurrence, t = T-1 .. 0, each task over its own units (see the module docstring).
 
-    Reads the cache (``cs`` (T+1, B, H), ``f, r, g, uc`` (T, B, H), ``s`` (T, B, H) or (0, B, H)
-    without a skip term), ``pad`` (T, B) or (0, 0), ``vb`` (4H,) = [v_f, v_r, ...] (zeros without v).
-    ``dc`` (B, H) holds dL/dc_T on entry and dL/dc_0 on exit. Writes ``dU`` (T, B, kH): every block,
-    the skip block included for a projection; ``ds`` (T, B, H) the identity skip's gradient at
-    x's skip columns (else (0, B, H)); ``acc`` (B, 4H) += [dv_f, dv_r, db_f, db_r], per sample.
-    ``dct`` (B, H) is scratch.
+    Reads ``cache`` = (x, cs, f, r, g, uc, s, pad), an :class:`refrnn.cells.sru.SRUCache`'s arrays
+    (``cs`` (T+1, B, H), ``f, r, g, uc`` (T, B, H), ``s`` (T, B, H) or (0, B, H) without a skip
+    term, ``pad`` (T, B) or (0, 0); ``x`` is not read), ``vb`` (4, H) = [v_f, v_r, ...] (zeros
+    without v), ``options``: :class:`Options`. ``dc`` (B, H) holds dL/dc_T on entry and dL/dc_0 on
+    exit. Writes ``grads`` = (dU, ds, acc): ``dU`` (T, B, kH), every block, the skip block included
+    for a projection; ``ds`` (T, B, H) the identity skip's gradient at x's skip columns (else
+    (0, B, H)); ``acc`` (B, 4H) += [dv_f, dv_r, db_f, db_r], per sample.
     """
     T, B, H = dy.shape
     n_stretch = (H + stretch - 1) // stretch
+    dct = np.empty((B, H), dy.dtype)  # dL/dc_t in full, per task's units
     for i in prange(B * n_stretch):
-        _backward_task(i, n_stretch, stretch, dy, cs, f, r, g, uc, s, pad, vb, has_v, skip, alpha, use_tanh, dc, dU, ds, acc, dct)
+        _backward_task(i, n_stretch, stretch, dy, cache, vb, options, dc, grads, dct)
 
 
 @njit(**JIT)
-def _backward_task(i, n_stretch, stretch, dy, cs, f, r, g, uc, s, pad, vb, has_v, skip, alpha, use_tanh, dc, dU, ds, acc, dct):
+def _backward_task(i, n_stretch, stretch, dy, cache, vb, options, dc, grads, dct):
     """One task of :func:`backward_kernel`: sample b, units [j0, j1), t = T-1 .. 0."""
+    _, cs, f, r, g, uc, s, pad = cache
+    dU, ds, acc = grads
+    skip, alpha = options.skip, options.alpha
     T, B, H = dy.shape
     has_pad = pad.shape[0] > 0
     b, j0, j1 = _task(i, n_stretch, stretch, H)
-    v_f, v_r = vb[j0:j1], vb[H + j0 : H + j1]
+    v_f, v_r = vb[0][j0:j1], vb[1][j0:j1]
     dc_b, dct_b = dc[b][j0:j1], dct[b][j0:j1]
     acc_b = acc[b]
     for t in range(T - 1, -1, -1):
@@ -298,22 +301,22 @@ def _backward_task(i, n_stretch, stretch, dy, cs, f, r, g, uc, s, pad, vb, has_v
             continue
         dh, f_t, r_t, g_t = dy[t, b][j0:j1], f[t, b][j0:j1], r[t, b][j0:j1], g[t, b][j0:j1]
         c_prev = cs[t, b][j0:j1]
-        if use_tanh:
+        if options.use_tanh:
             _total_dc_tanh(dct_b, dc_b, dh, r_t, g_t)
         else:
             _total_dc(dct_b, dc_b, dh, r_t, g_t)
         if skip == 0:
-            _da_r_gated(da_r, dh, g_t, r_t)
+            _sigmoid_grad_of_product(da_r, dh, g_t, r_t)  # da_r = dh * g * r'
         else:
-            _da_r_highway(da_r, dh, g_t, s[t, b][j0:j1], r_t)
+            _sigmoid_grad_of_difference(da_r, dh, g_t, s[t, b][j0:j1], r_t)  # da_r = dh * (g - s) * r'
             if skip == 2:
                 _d_skip(dU_tb[3 * H + j0 : 3 * H + j1], dh, r_t, alpha)
             else:
                 _d_skip(ds[t, b][j0:j1], dh, r_t, alpha)
-        _da_f(da_f, dct_b, c_prev, uc[t, b][j0:j1], f_t)
+        _sigmoid_grad_of_difference(da_f, dct_b, c_prev, uc[t, b][j0:j1], f_t)  # da_f = dct * (c_prev - U_c) * f'
         _du_c(du_c, dct_b, f_t)
         _dc_prev(dc_b, dct_b, f_t, da_f, v_f, da_r, v_r)
-        if has_v:
+        if options.has_v:
             _kernels._add_product_into(acc_b[j0:j1], da_f, c_prev)
             _kernels._add_product_into(acc_b[H + j0 : H + j1], da_r, c_prev)
         _kernels._add_into(acc_b[2 * H + j0 : 2 * H + j1], da_f)
@@ -343,23 +346,16 @@ def stretch_for(B: int, H: int, threads: int | None = None) -> int:
     return min(H, max(LANES, -(-stretch // LANES) * LANES))
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    """A C-contiguous, read-only view of ``a`` (a copy only when ``a`` is not C-contiguous).
-
-    numba compiles a kernel once per combination of argument types, and read-only is part of an
-    array's type: every array the kernels only read goes in read-only, whatever the caller had
-    (an ``x`` that is a frozen ``y`` of the layer below, a frozen cache, a fresh ``dy``). One
-    signature per dtype; each costs ~10 s of compilation on a cold cache.
-    """
-    view = np.ascontiguousarray(a).view()
-    view.setflags(write=False)
-    return view
-
-
 def _vb(params: SRUParams) -> np.ndarray:
+    """(4, H) = [v_f, v_r, b_f, b_r], read-only (v zeros when the model has none)."""
     H = params.hidden_size
     v = np.zeros(2 * H, params.dtype) if params.v is None else params.v
-    return np.ascontiguousarray(np.concatenate([v, params.b]))
+    return _readonly(np.concatenate([v, params.b]).reshape(4, H))
+
+
+def _options(params: SRUParams) -> Options:
+    return Options(SKIP_CODES[params.skip], params.skip_offset, params.dtype.type(params.alpha),
+                   params.activation == "tanh", params.v is not None)
 
 
 def _run(params, x, c0, mask_pad, train):
@@ -370,8 +366,8 @@ def _run(params, x, c0, mask_pad, train):
     xc = _readonly(x)
     W = np.ascontiguousarray(params.W)
     U = _product(xc.reshape(T * B, D), W.T).reshape(T, B, params.k * H)  # no bias: the kernel adds it
-    skip = SKIP_CODES[params.skip]
-    use_tanh = params.activation == "tanh"
+    options = _options(params)
+    skip, use_tanh = options.skip, options.use_tanh
     keep_g = train and pad is not None and not use_tanh
     steps = T if train else 1
     cs = np.empty((T + 1 if train else 2, B, H), dt)
@@ -382,8 +378,7 @@ def _run(params, x, c0, mask_pad, train):
     uc = np.empty((T if train else 0, B, H), dt)
     s = np.empty((T if train and skip else 0, B, H), dt)
     pad_k = _readonly(np.zeros((0, 0), np.bool_) if pad is None else pad)
-    forward_kernel(U, xc, skip, params.skip_offset, dt.type(params.alpha), use_tanh, _readonly(_vb(params)), pad_k,
-                   cs, h, f, r, g, use_tanh or keep_g, uc, s, stretch_for(B, H))
+    forward_kernel(U, xc, pad_k, _vb(params), options, h, (cs, f, r, g, uc, s), stretch_for(B, H))
     c_T = cs[T % cs.shape[0]].copy()
     if not train:
         return h, c_T, None
@@ -455,9 +450,8 @@ def backward(params: SRUParams, cache: SRUCache, dy, dstate_T=None) -> tuple[SRU
     # Placeholders read-only like the cache arrays they stand for: one compiled signature, not two.
     pad_k = C(np.zeros((0, 0), np.bool_) if pad is None else pad)
     s_k = C(np.empty((0, B, H), dt) if s is None else s)
-    backward_kernel(C(dy), C(c), C(f), C(r), C(g), C(U_c), s_k, pad_k, C(_vb(params)), params.v is not None, skip,
-                    dt.type(params.alpha), params.activation == "tanh", dc, dU, ds, acc, np.empty((B, H), dt),
-                    stretch_for(B, H))
+    cached = (C(x), C(c), C(f), C(r), C(g), C(U_c), s_k, pad_k)
+    backward_kernel(C(dy), cached, _vb(params), _options(params), dc, (dU, ds, acc), stretch_for(B, H))
     flat = dU.reshape(T * B, k * H)
     sums = acc.sum(axis=0)
     grads = params.replace(

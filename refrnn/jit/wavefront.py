@@ -101,116 +101,125 @@ def _copy_rows(dst, src):
             d[j] = s[j]
 
 
+class GRUStack(NamedTuple):
+    """The weights of a homogeneous GRU stack as :func:`gru_diagonals` reads them, layer l at index l
+    (C order throughout)."""
+
+    before: int  # 0 for reset="after", 1 for reset="before"
+    WxT: np.ndarray  # (max(N-1, 1), H, 3H): W_x^l.T for l = 1..N-1 at index l - 1
+    WhT: np.ndarray  # (N, H, G): W_h^l.T (after, G = 3H) or [W_hr; W_hz]^l.T (before, G = 2H)
+    WhnT: np.ndarray  # (N, H, H): W_hn^l.T (before); (N, 0, 0), unused, with reset="after"
+    bias: np.ndarray  # (N, 4H): folded biases per layer, as in refrnn.jit._kernels
+
+
+class LSTMStack(NamedTuple):
+    """The weights of a homogeneous LSTM stack (no projection) as :func:`lstm_diagonals` reads them."""
+
+    WxT: np.ndarray  # (max(N-1, 1), H, 4H): W_x^l.T for l = 1..N-1 at index l - 1
+    WhT: np.ndarray  # (N, H, 4H): W_h^l.T
+    bias: np.ndarray  # (N, 4H): b_x + b_h
+    peepholes: np.ndarray  # (N, 3, H): [w_ic, w_fc, w_oc] per layer, zeros where absent
+
+
 @njit(**_kernels.JIT)
-def _gru_cell(l, t, before, ax0, WxT, WhT, WhnT, bias, old, new, y, A, AX, AN, RH, r, z, n, g):
-    """Cell (l, t) of a homogeneous GRU stack: reads ``old`` (what diagonal k - 1 wrote), writes
-    ``new[l]`` (and ``y[t]`` for the top layer). Only layer l's scratch is touched."""
-    N, H = new.shape[0], new.shape[2]
-    B = new.shape[1]
-    h_prev = old[l]
-    h_next = new[l]
+def _gru_cell(k, l, ax0, weights, S, y, scratch, gates):
+    """Cell (l, t = k - l) of a homogeneous GRU stack, on diagonal k: reads ``S[(k - 1) % 2]`` (what
+    diagonal k - 1 wrote), writes layer l of ``S[k % 2]`` (and ``y[t]`` for the top layer). Only
+    layer l's scratch is touched: ``scratch`` = (A (N, B, G), AX (N, B, 3H), AN, RH (N, B, H)),
+    ``gates`` = (r, z, n, g), each (N, B, H)."""
+    A, AX, AN, RH = scratch
+    r, z, n, g = gates
+    new, old = S[k % 2], S[(k + 1) % 2]  # (k + 1) % 2 = (k - 1) % 2
+    t = k - l
+    N, B, H = new.shape[0], new.shape[1], new.shape[2]
+    h_prev, h_next = old[l], new[l]
     if l == 0:
         ax = ax0[t]
     else:
         ax = AX[l]
-        _kernels._recurrent_product(old[l - 1], WxT[l - 1], ax)  # h^{l-1}_t: the layer below, same step
+        _kernels._recurrent_product(old[l - 1], weights.WxT[l - 1], ax)  # h^{l-1}_t: the layer below, same step
     a = A[l]
-    _kernels._recurrent_product(h_prev, WhT[l], a)
-    bias_l = bias[l]
-    if before == 0:
-        for b in range(B):  # r and z add their input and recurrent parts; n keeps them apart
-            _kernels._add_into(a[b][: 2 * H], ax[b])
-        _kernels._gru_after_rows(a, ax, 2 * H, bias_l, h_prev, h_next, r[l], z[l], n[l], g[l])
-    else:
-        for b in range(B):
-            _kernels._add_into(a[b], ax[b])
-        _kernels._gru_before_rows_rz(a, bias_l, h_prev, r[l], z[l], RH[l])
-        _kernels._recurrent_product(RH[l], WhnT[l], AN[l])
-        _kernels._gru_before_rows_n(AN[l], ax, 2 * H, bias_l, h_prev, h_next, z[l], n[l], g[l])
+    _kernels._recurrent_product(h_prev, weights.WhT[l], a)
+    for b in range(B):  # r and z add their input and recurrent parts; n keeps them apart
+        _kernels._add_into(a[b][: 2 * H], ax[b])
+    _kernels._gru_gates(weights.before, a, ax, 2 * H, weights.WhnT[l], weights.bias[l], h_prev, h_next,
+                        (r[l], z[l], n[l], g[l]), (RH[l], AN[l]))
     if l == N - 1:
         _copy_rows(y[t], h_next)
 
 
+@njit(**_kernels.JIT)
+def _lstm_cell(k, l, ax0, weights, S, C, y, scratch, gates):
+    """Cell (l, t = k - l) of a homogeneous LSTM stack, on diagonal k: reads ``S``, ``C`` (the double
+    buffers of h and c) at ``(k - 1) % 2``, writes layer l at ``k % 2`` (and ``y[t]`` for the top
+    layer). ``scratch`` = (A, AX (N, B, 4H)); ``gates`` = (i, f, g, o, tc), each (N, B, H)."""
+    A, AX = scratch
+    i, f, g, o, tc = gates
+    new, old = S[k % 2], S[(k + 1) % 2]
+    c_new, c_old = C[k % 2], C[(k + 1) % 2]
+    t = k - l
+    N = new.shape[0]
+    if l == 0:
+        ax = ax0[t]
+    else:
+        ax = AX[l]
+        _kernels._recurrent_product(old[l - 1], weights.WxT[l - 1], ax)
+    a = A[l]
+    _kernels._recurrent_product(old[l], weights.WhT[l], a)
+    peep = weights.peepholes[l]
+    _kernels._lstm_rows(a, ax, weights.bias[l], (peep[0], peep[1], peep[2]), c_old[l], c_new[l],
+                        (i[l], f[l], g[l], o[l], tc[l]), new[l])
+    if l == N - 1:
+        _copy_rows(y[t], new[l])
+
+
+# The two walkers below differ only in the cell they call. One walker for both would need the cell
+# chosen at compile time (an @overload on the weights' type): measured, that costs 1.1-1.3 s more
+# compilation per signature than calling the cell directly.
+
+
 @njit(**PARALLEL_JIT)
-def gru_diagonals(side_by_side, before, ax0, WxT, WhT, WhnT, bias, S, y, A, AX, AN, RH, r, z, n, g):
+def gru_diagonals(side_by_side, ax0, weights, S, y, scratch, gates):
     """Every diagonal of a homogeneous GRU stack, in order; the cells of one diagonal in a ``prange``
     when ``side_by_side`` (and the diagonal holds more than one), else one after the other.
 
-    before: 0 for reset="after", 1 for reset="before".
-    ax0 (T, B, 3H): layer 0's input products x @ W_x^0.T, without bias.
-    WxT (max(N-1, 1), H, 3H): W_x^l.T for l = 1..N-1 at index l - 1 (C order).
-    WhT (N, H, G): W_h^l.T (after, G = 3H) or [W_hr; W_hz]^l.T (before, G = 2H).
-    WhnT (N, H, H): W_hn^l.T (before); unused with reset="after".
-    bias (N, 4H): folded biases per layer, as in :mod:`refrnn.jit._kernels`.
-    S (2, N, B, H): the state double buffer (module docstring); y (T, B, H) the top layer's outputs.
-    A (N, B, G), AX (N, B, 3H), AN, RH, r, z, n, g (N, B, H): per-layer scratch, so the cells of a
-    diagonal never share a buffer.
+    ax0 (T, B, 3H): layer 0's input products x @ W_x^0.T, without bias. ``weights``: a
+    :class:`GRUStack`. S (2, N, B, H): the state double buffer (module docstring); y (T, B, H) the
+    top layer's outputs. ``scratch`` and ``gates``: per-layer buffers, so the cells of a diagonal
+    never share one (see :func:`_gru_cell`).
     """
     T = ax0.shape[0]
     N = S.shape[1]
     for k in range(T + N - 1):
         lo = max(0, k - T + 1)
         hi = min(k, N - 1)
-        new = S[k % 2]
-        old = S[(k + 1) % 2]  # = S[(k - 1) % 2]: what diagonal k - 1 wrote
         if side_by_side and hi > lo:
             for j in prange(hi - lo + 1):
-                _gru_cell(lo + j, k - lo - j, before, ax0, WxT, WhT, WhnT, bias, old, new, y, A, AX, AN, RH, r, z, n, g)
+                _gru_cell(k, lo + j, ax0, weights, S, y, scratch, gates)
         else:  # outside any parallel region: BLAS may spread each product over every core
             for l in range(lo, hi + 1):
-                _gru_cell(l, k - l, before, ax0, WxT, WhT, WhnT, bias, old, new, y, A, AX, AN, RH, r, z, n, g)
-
-
-@njit(**_kernels.JIT)
-def _lstm_cell(l, t, ax0, WxT, WhT, bias, w_ic, w_fc, w_oc, old, new, c_old, c_new, y, A, AX, i, f, g, o, tc):
-    """Cell (l, t) of a homogeneous LSTM stack: reads ``old``, ``c_old`` (diagonal k - 1), writes
-    ``new[l]``, ``c_new[l]`` (and ``y[t]`` for the top layer)."""
-    N, B, H = new.shape[0], new.shape[1], new.shape[2]
-    if l == 0:
-        ax = ax0[t]
-    else:
-        ax = AX[l]
-        _kernels._recurrent_product(old[l - 1], WxT[l - 1], ax)
-    a = A[l]
-    _kernels._recurrent_product(old[l], WhT[l], a)
-    bias_l, h_next, cp_l, cn_l = bias[l], new[l], c_old[l], c_new[l]
-    i_l, f_l, g_l, o_l, tc_l = i[l], f[l], g[l], o[l], tc[l]
-    for b in range(B):
-        a_b, cp = a[b], cp_l[b]
-        _kernels._add_into(a_b, ax[b])  # every LSTM gate adds its input and recurrent parts
-        _kernels._sigmoid_peephole(i_l[b], a_b[:H], bias_l[:H], w_ic[l], cp)
-        _kernels._sigmoid_peephole(f_l[b], a_b[H : 2 * H], bias_l[H : 2 * H], w_fc[l], cp)
-        _kernels._tanh_of(g_l[b], a_b[2 * H : 3 * H], bias_l[2 * H : 3 * H])
-        _kernels._cell(cn_l[b], f_l[b], cp, i_l[b], g_l[b])
-        _kernels._sigmoid_peephole(o_l[b], a_b[3 * H :], bias_l[3 * H :], w_oc[l], cn_l[b])  # the new c
-        _kernels._tanh(tc_l[b], cn_l[b])
-        _kernels._product(h_next[b], o_l[b], tc_l[b])
-    if l == N - 1:
-        _copy_rows(y[t], h_next)
+                _gru_cell(k, l, ax0, weights, S, y, scratch, gates)
 
 
 @njit(**PARALLEL_JIT)
-def lstm_diagonals(side_by_side, ax0, WxT, WhT, bias, w_ic, w_fc, w_oc, S, C, y, A, AX, i, f, g, o, tc):
+def lstm_diagonals(side_by_side, ax0, weights, S, C, y, scratch, gates):
     """Every diagonal of a homogeneous LSTM stack (no projection), as :func:`gru_diagonals`.
 
-    ax0 (T, B, 4H): x @ W_x^0.T without bias; WxT (max(N-1, 1), H, 4H): W_x^l.T at index l - 1;
-    WhT (N, H, 4H); bias (N, 4H) = b_x + b_h; w_ic, w_fc, w_oc (N, H) peepholes (zeros where absent).
-    S, C (2, N, B, H): double buffers of h and of the cell state c, by diagonal parity.
-    A, AX (N, B, 4H), i, f, g, o, tc (N, B, H): per-layer scratch.
+    ax0 (T, B, 4H): x @ W_x^0.T without bias; ``weights``: an :class:`LSTMStack`. S, C (2, N, B, H):
+    double buffers of h and of the cell state c, by diagonal parity. ``scratch``, ``gates``: see
+    :func:`_lstm_cell`.
     """
     T = ax0.shape[0]
     N = S.shape[1]
     for k in range(T + N - 1):
         lo = max(0, k - T + 1)
         hi = min(k, N - 1)
-        new, old = S[k % 2], S[(k + 1) % 2]
-        c_new, c_old = C[k % 2], C[(k + 1) % 2]
         if side_by_side and hi > lo:
             for j in prange(hi - lo + 1):
-                _lstm_cell(lo + j, k - lo - j, ax0, WxT, WhT, bias, w_ic, w_fc, w_oc, old, new, c_old, c_new, y, A, AX, i, f, g, o, tc)
+                _lstm_cell(k, lo + j, ax0, weights, S, C, y, scratch, gates)
         else:
             for l in range(lo, hi + 1):
-                _lstm_cell(l, k - l, ax0, WxT, WhT, bias, w_ic, w_fc, w_oc, old, new, c_old, c_new, y, A, AX, i, f, g, o, tc)
+                _lstm_cell(k, l, ax0, weights, S, C, y, scratch, gates)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,15 +304,15 @@ def prepare(layers) -> Prepared:
         bias = _c_stack(
             [np.concatenate([p.b_x[: 2 * H] + p.b_h[: 2 * H], p.b_x[2 * H :], p.b_h[2 * H :]]) for p in layers], dt, ()
         )
-        arrays = dict(before=int(before), W_x0T=W_x0T, WxT=WxT, WhT=WhT, WhnT=WhnT, bias=bias)
+        arrays = dict(W_x0T=W_x0T, weights=GRUStack(int(before), WxT, WhT, WhnT, bias))
     else:
         WhT = _c_stack([p.W_h.T for p in layers], dt, ())
         bias = _c_stack([p.b_x + p.b_h for p in layers], dt, ())
-        peep = {
-            name: _c_stack([np.zeros(H, dt) if getattr(p, name) is None else getattr(p, name) for p in layers], dt, ())
-            for name in ("w_ic", "w_fc", "w_oc")
-        }
-        arrays = dict(W_x0T=W_x0T, WxT=WxT, WhT=WhT, bias=bias, **peep)
+        zeros = np.zeros(H, dt)
+        peepholes = _c_stack(
+            [[zeros if w is None else w for w in (p.w_ic, p.w_fc, p.w_oc)] for p in layers], dt, ()
+        )
+        arrays = dict(W_x0T=W_x0T, weights=LSTMStack(WxT, WhT, bias, peepholes))
     return Prepared(kind, arrays, layers)
 
 
@@ -373,35 +382,42 @@ def forward(layers, x, state0=None, *, prepared: Prepared | None = None, threads
         numba.set_num_threads(saved)
 
 
-def _gru(w, x, states, side_by_side):
+def _layer0(w, x):
+    """The stack's weights (:class:`GRUStack` or :class:`LSTMStack`) and layer 0's input products
+    ``x @ W_x^0.T`` for every step, one GEMM over all T*B rows: (T, B, G*H)."""
     T, B, _ = x.shape
-    N, H, dt = w["WhT"].shape[0], w["WhT"].shape[1], w["WhT"].dtype
-    xc = np.ascontiguousarray(x)
-    ax0 = _kernels.input_products(xc.reshape(T * B, -1), w["W_x0T"]).reshape(T, B, 3 * H)
+    ax0 = _kernels.input_products(np.ascontiguousarray(x).reshape(T * B, -1), w["W_x0T"])
+    return w["weights"], ax0.reshape(T, B, w["W_x0T"].shape[1])
+
+
+def _gru(w, x, states, side_by_side):
+    weights, ax0 = _layer0(w, x)
+    T, B, _ = x.shape
+    N, H, dt = weights.WhT.shape[0], weights.WhT.shape[1], weights.WhT.dtype
     S = np.empty((2, N, B, H), dt)
     for l, h0 in enumerate(states):
         S[(l - 1) % 2, l] = h0  # the slot "diagonal l - 1" would have written: layer l's first cell reads it
     y = np.empty((T, B, H), dt)
-    G = w["WhT"].shape[2]
+    G = weights.WhT.shape[2]
     A, AX = np.empty((N, B, G), dt), np.empty((N, B, 3 * H), dt)
-    AN, RH, r, z, n, g = (np.empty((N, B, H), dt) for _ in range(6))
-    gru_diagonals(side_by_side, w["before"], ax0, w["WxT"], w["WhT"], w["WhnT"], w["bias"], S, y, A, AX, AN, RH, r, z, n, g)
+    AN, RH = np.empty((N, B, H), dt), np.empty((N, B, H), dt)
+    gates = tuple(np.empty((N, B, H), dt) for _ in range(4))  # r, z, n, g
+    gru_diagonals(side_by_side, ax0, weights, S, y, (A, AX, AN, RH), gates)
     # Layer l's last cell (l, T-1) is on diagonal l + T - 1.
     return y, tuple(S[(l + T - 1) % 2, l].copy() for l in range(N))
 
 
 def _lstm(w, x, states, side_by_side):
+    weights, ax0 = _layer0(w, x)
     T, B, _ = x.shape
-    N, H, dt = w["WhT"].shape[0], w["WhT"].shape[1], w["WhT"].dtype
-    xc = np.ascontiguousarray(x)
-    ax0 = _kernels.input_products(xc.reshape(T * B, -1), w["W_x0T"]).reshape(T, B, 4 * H)
+    N, H, dt = weights.WhT.shape[0], weights.WhT.shape[1], weights.WhT.dtype
     S, C = np.empty((2, N, B, H), dt), np.empty((2, N, B, H), dt)
     for l, (h0, c0) in enumerate(states):
         S[(l - 1) % 2, l], C[(l - 1) % 2, l] = h0, c0
     y = np.empty((T, B, H), dt)
     A, AX = np.empty((N, B, 4 * H), dt), np.empty((N, B, 4 * H), dt)
-    i, f, g, o, tc = (np.empty((N, B, H), dt) for _ in range(5))
-    lstm_diagonals(side_by_side, ax0, w["WxT"], w["WhT"], w["bias"], w["w_ic"], w["w_fc"], w["w_oc"], S, C, y, A, AX, i, f, g, o, tc)
+    gates = tuple(np.empty((N, B, H), dt) for _ in range(5))  # i, f, g, o, tanh(c)
+    lstm_diagonals(side_by_side, ax0, weights, S, C, y, (A, AX), gates)
     last = [(l + T - 1) % 2 for l in range(N)]
     return y, tuple((S[k, l].copy(), C[k, l].copy()) for l, k in enumerate(last))
 
