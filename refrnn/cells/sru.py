@@ -361,51 +361,63 @@ def _flip(a):
     return None if a is None else np.asarray(a)[::-1]
 
 
-@renamed(c0="state0")
-def reverse_forward(params: SRUParams, x, state0=None, mask_pad=None) -> tuple[np.ndarray, np.ndarray, SRUCache]:
-    """Run one SRU from t = T-1 down to 0: :func:`forward` on time-flipped ``x`` and ``mask_pad``, output
-    flipped back so ``y[t]`` is the state after reading ``x[T-1], ..., x[t]``. ``c_T`` is the state after
-    ``x[0]``. The cache is in the flipped order; pass it to :func:`reverse_backward`."""
-    x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
-    y, c_end, cache = forward(params, x[::-1], state0, _flip(mask_pad))
-    return y[::-1], c_end, cache
-
-
-@renamed(dc_T="dstate_T")
-def reverse_backward(params: SRUParams, cache: SRUCache, dy, dstate_T=None) -> tuple[SRUParams, np.ndarray, np.ndarray]:
-    """Backward of :func:`reverse_forward`; ``dy`` in the caller's (unflipped) time order."""
-    dy = float_array("dy", dy, ("T", "B", "H"), {"H": params.hidden_size}, dtype=params.dtype)
-    grads, dx, dc0 = backward(params, cache, dy[::-1], dstate_T)
-    return grads, dx[::-1].copy(), dc0
-
-
 def _pair(name: str, value):
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise TypeError(f"{name}: expected a (forward, reverse) pair, got {type(value).__name__}")
     return tuple(value)
 
 
-def bidirectional_forward(directions, x, state0=None, mask_pad=None):
-    """A bidirectional layer: ``directions = (forward_params, reverse_params)``, both reading all of ``x``.
+def directions(forward, backward):
+    """``(reverse_forward, reverse_backward, bidirectional_forward, bidirectional_backward)`` built on one
+    implementation's ``forward`` and ``backward`` (this module's, or a fast twin's with the same contract).
 
-    Returns ``(y, (c_fwd_T, c_rev_T), cache)`` with ``y`` (T, B, H_fwd + H_rev) = ``[y_fwd, y_rev]`` along
-    the last axis (sru and PyTorch order). ``state0`` is the pair ``(c0_fwd, c0_rev)`` or None; ``c_rev_T``
-    is the reverse direction's state after reading ``x[0]``.
+    They stay SRU-specific rather than :mod:`refrnn.layers.bidirectional`'s generic layer because sru's
+    padding is ``mask_pad`` (a padded step passes the state through), not lengths.
     """
-    fwd, rev = _pair("directions", directions)
-    c0_f, c0_r = (None, None) if state0 is None else _pair("state0", state0)
-    y_f, c_f, cache_f = forward(fwd, x, c0_f, mask_pad)
-    y_r, c_r, cache_r = reverse_forward(rev, x, c0_r, mask_pad)
-    return np.concatenate([y_f, y_r], axis=-1), (c_f, c_r), BidirectionalCache(cache_f, cache_r)
+
+    @renamed(c0="state0")
+    def reverse_forward(params: SRUParams, x, state0=None, mask_pad=None) -> tuple[np.ndarray, np.ndarray, SRUCache]:
+        """Run one SRU from t = T-1 down to 0: ``forward`` on time-flipped ``x`` and ``mask_pad``, output
+        flipped back so ``y[t]`` is the state after reading ``x[T-1], ..., x[t]``. ``c_T`` is the state
+        after ``x[0]``. The cache is in the flipped order; pass it to ``reverse_backward``."""
+        instance("params", params, SRUParams)
+        x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
+        y, c_end, cache = forward(params, x[::-1], state0, _flip(mask_pad))
+        return y[::-1], c_end, cache
+
+    @renamed(dc_T="dstate_T")
+    def reverse_backward(params: SRUParams, cache: SRUCache, dy, dstate_T=None) -> tuple[SRUParams, np.ndarray, np.ndarray]:
+        """Backward of ``reverse_forward``; ``dy`` in the caller's (unflipped) time order."""
+        instance("params", params, SRUParams)
+        dy = float_array("dy", dy, ("T", "B", "H"), {"H": params.hidden_size}, dtype=params.dtype)
+        grads, dx, dc0 = backward(params, cache, dy[::-1], dstate_T)
+        return grads, dx[::-1].copy(), dc0
+
+    def bidirectional_forward(directions, x, state0=None, mask_pad=None):
+        """A bidirectional layer: ``directions = (forward_params, reverse_params)``, both reading all of ``x``.
+
+        Returns ``(y, (c_fwd_T, c_rev_T), cache)`` with ``y`` (T, B, H_fwd + H_rev) = ``[y_fwd, y_rev]``
+        along the last axis (sru and PyTorch order). ``state0`` is the pair ``(c0_fwd, c0_rev)`` or None;
+        ``c_rev_T`` is the reverse direction's state after reading ``x[0]``.
+        """
+        fwd, rev = _pair("directions", directions)
+        c0_f, c0_r = (None, None) if state0 is None else _pair("state0", state0)
+        y_f, c_f, cache_f = forward(fwd, x, c0_f, mask_pad)
+        y_r, c_r, cache_r = reverse_forward(rev, x, c0_r, mask_pad)
+        return np.concatenate([y_f, y_r], axis=-1), (c_f, c_r), BidirectionalCache(cache_f, cache_r)
+
+    def bidirectional_backward(directions, cache: BidirectionalCache, dy, dstate_T=None):
+        """Backward of ``bidirectional_forward``; returns ``((grads_fwd, grads_rev), dx, (dc0_fwd, dc0_rev))``."""
+        fwd, rev = _pair("directions", directions)
+        instance("cache", cache, BidirectionalCache)
+        dc_f, dc_r = (None, None) if dstate_T is None else _pair("dstate_T", dstate_T)
+        H_f = fwd.hidden_size
+        dy = float_array("dy", dy, ("T", "B", "H"), {"H": H_f + rev.hidden_size}, dtype=fwd.dtype)
+        g_f, dx_f, dc0_f = backward(fwd, cache.forward, dy[..., :H_f], dc_f)
+        g_r, dx_r, dc0_r = reverse_backward(rev, cache.reverse, dy[..., H_f:], dc_r)
+        return (g_f, g_r), dx_f + dx_r, (dc0_f, dc0_r)
+
+    return reverse_forward, reverse_backward, bidirectional_forward, bidirectional_backward
 
 
-def bidirectional_backward(directions, cache: BidirectionalCache, dy, dstate_T=None):
-    """Backward of :func:`bidirectional_forward`; returns ``((grads_fwd, grads_rev), dx, (dc0_fwd, dc0_rev))``."""
-    fwd, rev = _pair("directions", directions)
-    instance("cache", cache, BidirectionalCache)
-    dc_f, dc_r = (None, None) if dstate_T is None else _pair("dstate_T", dstate_T)
-    H_f = fwd.hidden_size
-    dy = float_array("dy", dy, ("T", "B", "H"), {"H": H_f + rev.hidden_size}, dtype=fwd.dtype)
-    g_f, dx_f, dc0_f = backward(fwd, cache.forward, dy[..., :H_f], dc_f)
-    g_r, dx_r, dc0_r = reverse_backward(rev, cache.reverse, dy[..., H_f:], dc_r)
-    return (g_f, g_r), dx_f + dx_r, (dc0_f, dc0_r)
+reverse_forward, reverse_backward, bidirectional_forward, bidirectional_backward = directions(forward, backward)

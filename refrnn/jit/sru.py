@@ -470,39 +470,4 @@ def backward(params: SRUParams, cache: SRUCache, dy, dstate_T=None) -> tuple[SRU
 # ---------------------------------------------------------------------------------------------
 
 
-@renamed(c0="state0")
-def reverse_forward(params: SRUParams, x, state0=None, mask_pad=None):
-    """:func:`refrnn.cells.sru.reverse_forward` on the fast path (time flipped in, output flipped back)."""
-    params = _check_params(params)
-    x = float_array("x", x, ("T", "B", "D"), {"D": params.input_size}, dtype=params.dtype)
-    y, c_end, cache = forward(params, x[::-1], state0, reference._flip(mask_pad))
-    return y[::-1], c_end, cache
-
-
-@renamed(dc_T="dstate_T")
-def reverse_backward(params: SRUParams, cache: SRUCache, dy, dstate_T=None):
-    """:func:`refrnn.cells.sru.reverse_backward` on the fast path."""
-    params = _check_params(params)
-    dy = float_array("dy", dy, ("T", "B", "H"), {"H": params.hidden_size}, dtype=params.dtype)
-    grads, dx, dc0 = backward(params, cache, dy[::-1], dstate_T)
-    return grads, dx[::-1].copy(), dc0
-
-
-def bidirectional_forward(directions, x, state0=None, mask_pad=None):
-    """:func:`refrnn.cells.sru.bidirectional_forward` on the fast path."""
-    fwd, rev = reference._pair("directions", directions)
-    c0_f, c0_r = (None, None) if state0 is None else reference._pair("state0", state0)
-    y_f, c_f, cache_f = forward(fwd, x, c0_f, mask_pad)
-    y_r, c_r, cache_r = reverse_forward(rev, x, c0_r, mask_pad)
-    return np.concatenate([y_f, y_r], axis=-1), (c_f, c_r), reference.BidirectionalCache(cache_f, cache_r)
-
-
-def bidirectional_backward(directions, cache, dy, dstate_T=None):
-    """:func:`refrnn.cells.sru.bidirectional_backward` on the fast path."""
-    fwd, rev = reference._pair("directions", directions)
-    dc_f, dc_r = (None, None) if dstate_T is None else reference._pair("dstate_T", dstate_T)
-    H_f = fwd.hidden_size
-    dy = float_array("dy", dy, ("T", "B", "H"), {"H": H_f + rev.hidden_size}, dtype=fwd.dtype)
-    g_f, dx_f, dc0_f = backward(fwd, cache.forward, dy[..., :H_f], dc_f)
-    g_r, dx_r, dc0_r = reverse_backward(rev, cache.reverse, dy[..., H_f:], dc_r)
-    return (g_f, g_r), dx_f + dx_r, (dc0_f, dc0_r)
+reverse_forward, reverse_backward, bidirectional_forward, bidirectional_backward = reference.directions(forward, backward)
