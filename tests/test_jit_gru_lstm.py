@@ -447,3 +447,46 @@ def test_backward_of_empty_sequences_and_batches():
         for name in [n for n in q.array_names() if getattr(q, n) is not None]:
             assert np.array_equal(getattr(ref[0], name), getattr(fast[0], name)), name
         assert all(np.array_equal(a, b) for a, b in zip(ref[2], fast[2]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The step product (_kernels._step_product) takes the transposed order for 2..TRANSPOSED_MAX_ROWS
+# rows and the direct one otherwise: both sides of the threshold, and widths that are not a
+# multiple of the transpose's eight-row blocks (3H = 9, 4H = 12, H = 3, P = 2).
+# ---------------------------------------------------------------------------------------------
+
+EDGE_BATCHES = [1, 2, _kernels.TRANSPOSED_MAX_ROWS, _kernels.TRANSPOSED_MAX_ROWS + 1]
+
+
+@pytest.mark.parametrize("B", EDGE_BATCHES)
+@pytest.mark.parametrize("N", [1, 9, 16, 17])
+def test_step_product_is_the_product_in_either_order(B, N):
+    rng = np.random.default_rng(B * 100 + N)
+    h, W = rng.standard_normal((B, 5)), rng.standard_normal((N, 5))
+    out = np.full((B, N), np.nan)
+    _kernels._step_product(h, W, W.T, np.full((N, B), np.nan), out)
+    assert _max_err(out, h @ W.T) <= 1e-13
+
+
+@pytest.mark.parametrize("B", EDGE_BATCHES)
+@pytest.mark.parametrize("variant", ["gru-after", "gru-before", "lstm", "lstmp-peepholes"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_step_product_threshold_forward_and_backward_equal_reference(B, variant, strategy):
+    if variant.startswith("gru"):
+        mod, fast = gru, jit_gru
+        p, x, s0 = _gru_case(variant[4:], 3, B, 3, 3, seed=B)
+    else:
+        mod, fast = lstm, jit_lstm
+        p, x, s0 = _lstm_case(3, B, 3, 3, seed=B, **({"proj_size": 2, "peepholes": True} if variant != "lstm" else {}))
+    y, s_T, cache = fast.forward(p, x, s0, algorithm=strategy)
+    y_r, s_r, cache_r = mod.forward(p, x, s0)
+    assert _max_err(y, y_r) <= TOL64
+    _assert_cache_close(cache, cache_r, TOL64)
+    dy = np.random.default_rng(B).standard_normal(y.shape)
+    ds = tuple(np.ones_like(a) for a in s_r) if isinstance(s_r, tuple) else np.ones_like(s_r)
+    (g, dx, d0), (g_r, dx_r, d0_r) = fast.backward(p, cache, dy, ds), mod.backward(p, cache_r, dy, ds)
+    assert _max_err(dx, dx_r) <= TOL64
+    for name in [n for n in p.array_names() if getattr(p, n) is not None]:
+        assert _max_err(getattr(g, name), getattr(g_r, name)) <= TOL64, name
+    for a, b in zip(d0 if isinstance(d0, tuple) else (d0,), d0_r if isinstance(d0_r, tuple) else (d0_r,)):
+        assert _max_err(a, b) <= TOL64

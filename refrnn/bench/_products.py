@@ -6,6 +6,7 @@ the fast paths make (a Python loop around it would add a dispatch per step to wh
 
 from __future__ import annotations
 
+import numpy as np
 
 from ..jit import _kernels
 from ..jit._cache import njit
@@ -13,6 +14,10 @@ from ..jit._cache import njit
 
 @njit(**_kernels.JIT)
 def products_only(h, W_T, out, steps):
-    """``steps`` recurrent products ``h @ W_T`` and nothing else."""
+    """``steps`` products ``h @ W_T`` and nothing else, each as a step of the fast paths makes it
+    (:func:`refrnn.jit._kernels._step_product`: transposed for a few rows, with its C-ordered weight
+    copied once here as the fast paths hold theirs)."""
+    W = np.ascontiguousarray(W_T.T)
+    work = np.empty((W.shape[0], h.shape[0]), out.dtype)
     for _ in range(steps):
-        _kernels._recurrent_product(h, W_T, out)
+        _kernels._step_product(h, W, W_T, work, out)

@@ -127,16 +127,20 @@ def _gru_after_rows(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, acc_x, acc_hn):
 def gru_after_backward(cache, dy, W_h, dh, out, acc):
     """reset="after": per step one product ``da_h[t] @ W_h`` (B x 3H x H).
 
-    ``out`` = (da_x, da_h), each (T, B, 3H); ``acc`` = (b_x sum (3H,), b_hn sum (H,)), float64.
+    ``W_h`` = (W_h (3H, H), its transpose for :func:`refrnn.jit._kernels._step_product`, from
+    ``transposed_weight``); ``out`` = (da_x, da_h), each (T, B, 3H); ``acc`` = (b_x sum (3H,),
+    b_hn sum (H,)), float64.
     """
     _, h, r, z, n, g = cache
     da_x, da_h = out
     acc_x, acc_hn = acc
+    W_h, W_hT = W_h
     T = r.shape[0]
     rec = np.zeros(dh.shape, dh.dtype)
+    rec_T = np.empty((dh.shape[1], dh.shape[0]), dh.dtype)
     for t in range(T - 1, -1, -1):
         _gru_after_rows(dh, dy[t], rec, h[t], r[t], z[t], n[t], g[t], da_x[t], da_h[t], acc_x, acc_hn)
-        _kernels._recurrent_product(da_h[t], W_h, rec)
+        _kernels._step_product(da_h[t], W_hT, W_h, rec_T, rec)
     for b in range(dh.shape[0]):
         _kernels._add_into(dh[b], rec[b])
 
@@ -169,21 +173,25 @@ def _gru_before_rows_r(dh, d_rh, h_prev, r, z, d_rz, d_n, rh, acc_rz, acc_n):
 def gru_before_backward(cache, dy, W_h, dh, out, acc):
     """reset="before": per step ``d_rh = da_n @ W_hn`` (B x H x H), then ``[da_r, da_z] @ [W_hr; W_hz]``.
 
-    ``out`` = (d_rz (T, B, 2H) = [da_r, da_z], d_n (T, B, H) = da_n, rh (T, B, H) = r * h_prev);
-    ``acc`` = (sums of d_rz (2H,), of d_n (H,)), float64. With reset="before" da_h = da_x.
+    ``W_h`` = (W_h (3H, H), then the transposes of its blocks [W_hr; W_hz] and W_hn for
+    :func:`refrnn.jit._kernels._step_product`, from ``transposed_weight``); ``out`` = (d_rz (T, B, 2H)
+    = [da_r, da_z], d_n (T, B, H) = da_n, rh (T, B, H) = r * h_prev); ``acc`` = (sums of d_rz (2H,),
+    of d_n (H,)), float64. With reset="before" da_h = da_x.
     """
     _, h, r, z, n, _ = cache
     d_rz, d_n, rh = out
     acc_rz, acc_n = acc
     T, B, H = r.shape
+    W_h, W_hrzT, W_hnT = W_h
     W_hrz, W_hn = W_h[: 2 * H], W_h[2 * H :]
     rec = np.zeros(dh.shape, dh.dtype)
     d_rh = np.empty(dh.shape, dh.dtype)
+    work = np.empty((H, B), dh.dtype)
     for t in range(T - 1, -1, -1):
         _gru_before_rows_n(dh, dy[t], rec, h[t], z[t], n[t], d_rz[t], d_n[t])
-        _kernels._recurrent_product(d_n[t], W_hn, d_rh)
+        _kernels._step_product(d_n[t], W_hnT, W_hn, work, d_rh)
         _gru_before_rows_r(dh, d_rh, h[t], r[t], z[t], d_rz[t], d_n[t], rh[t], acc_rz, acc_n)
-        _kernels._recurrent_product(d_rz[t], W_hrz, rec)
+        _kernels._step_product(d_rz[t], W_hrzT, W_hrz, work, rec)
     for b in range(B):
         _kernels._add_into(dh[b], rec[b])
 
@@ -238,29 +246,32 @@ def lstm_backward(cache, dy, weights, state, da, dh_all, acc, peeps):
     """Per step (projection: ``dm = dh @ W_hr``, B x P x H), the fused pass, then ``da[t] @ W_h``
     (B x 4H x P).
 
-    ``weights`` = (W_h (4H, P), W_hr (P, H) or (0, H), (w_ic, w_fc, w_oc)); ``state`` = (dh (B, P),
+    ``weights`` = ((W_h (4H, P), its transpose), (W_hr (P, H) or (0, H), its transpose), (w_ic,
+    w_fc, w_oc)), the transposes for :func:`refrnn.jit._kernels._step_product` (from
+    ``transposed_weight``); ``state`` = (dh (B, P),
     dc (B, H)): dL/d(h_T, c_T) on entry, dL/d(h_0, c_0) on return; ``da`` (T, B, 4H); ``dh_all``
     (T, B, P) keeps dL/dh_t for dW_hr (a (0, B, P) array without a projection); ``acc`` = float64
     sums (4H,), (H,), (H,), (H,) of da and of the peephole products; ``peeps``: accumulate those.
     """
     _, h, c, i, f, g, o, tc, _ = cache
-    W_h, W_hr, peepholes = weights
+    (W_h, W_hT), (W_hr, W_hrT), peepholes = weights
     dh, dc = state
     T, B, H = i.shape
     project = W_hr.shape[0] > 0
     rec = dh.copy()  # dL/dh_T goes in through the same addition as every later step's product
     dm = np.empty((B, H), dh.dtype)
+    rec_T, dm_T = np.empty((rec.shape[1], B), dh.dtype), np.empty((H, B), dh.dtype)
     for t in range(T - 1, -1, -1):
         if project:
             dh_t = dh_all[t]
             for b in range(B):
                 _sum_to(dh_t[b], dy[t][b], rec[b])
-            _kernels._recurrent_product(dh_t, W_hr, dm)
+            _kernels._step_product(dh_t, W_hrT, W_hr, dm_T, dm)
             _lstm_rows(dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc, peeps)
         else:
             for b in range(B):
                 _sum_to(dm[b], dy[t][b], rec[b])
             _lstm_rows(dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc, peeps)
-        _kernels._recurrent_product(da[t], W_h, rec)
+        _kernels._step_product(da[t], W_hT, W_h, rec_T, rec)
     for b in range(B):
         _kernels._copy(dh[b], rec[b])

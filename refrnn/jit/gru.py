@@ -162,7 +162,8 @@ def backward(params: GRUParams, cache: GRUCache, dy, dstate_T=None) -> tuple[GRU
     if params.reset == "after":
         da_x, da_h = np.empty((T, B, 3 * H), dt), np.empty((T, B, 3 * H), dt)
         acc_x, acc_hn = np.zeros(3 * H), np.zeros(H)
-        _backward.gru_after_backward(cached, dy, W_h, dh, (da_x, da_h), (acc_x, acc_hn))
+        W_hT = _onepool.readonly(_kernels.transposed_weight(W_h, B))
+        _backward.gru_after_backward(cached, dy, (W_h, W_hT), dh, (da_x, da_h), (acc_x, acc_hn))
         _backward.weight_gradient(da_x, x_c, dW_x)
         _backward.weight_gradient(da_h, h_c[:-1], dW_h)
         _backward.input_gradient(da_x, W_x, dx)
@@ -171,7 +172,8 @@ def backward(params: GRUParams, cache: GRUCache, dy, dstate_T=None) -> tuple[GRU
     else:
         d_rz, d_n, rh = np.empty((T, B, 2 * H), dt), np.empty((T, B, H), dt), np.empty((T, B, H), dt)
         acc_rz, acc_n = np.zeros(2 * H), np.zeros(H)
-        _backward.gru_before_backward(cached, dy, W_h, dh, (d_rz, d_n, rh), (acc_rz, acc_n))
+        W_hT = tuple(_onepool.readonly(_kernels.transposed_weight(w, B)) for w in (W_h[: 2 * H], W_h[2 * H :]))
+        _backward.gru_before_backward(cached, dy, (W_h, *W_hT), dh, (d_rz, d_n, rh), (acc_rz, acc_n))
         _backward.weight_gradient(d_rz, x_c, dW_x[: 2 * H])
         _backward.weight_gradient(d_n, x_c, dW_x[2 * H :])
         _backward.weight_gradient(d_rz, h_c[:-1], dW_h[: 2 * H])
