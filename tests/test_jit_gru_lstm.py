@@ -490,3 +490,37 @@ def test_step_product_threshold_forward_and_backward_equal_reference(B, variant,
         assert _max_err(getattr(g, name), getattr(g_r, name)) <= TOL64, name
     for a, b in zip(d0 if isinstance(d0, tuple) else (d0,), d0_r if isinstance(d0_r, tuple) else (d0_r,)):
         assert _max_err(a, b) <= TOL64
+
+
+# ---------------------------------------------------------------------------------------------
+# The training forward's cache is one allocation (refrnn.cells._common.carved), kept as it is.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_carved_arrays_are_disjoint_aligned_views_of_one_block():
+    from refrnn.cells._common import carved
+
+    for dtype in (np.float32, np.float64):
+        base, *arrays = carved(dtype, (3, 2, 5), (0, 2, 5), (1,), (4, 7))
+        assert [a.shape for a in arrays] == [(3, 2, 5), (0, 2, 5), (1,), (4, 7)]
+        for i, a in enumerate(arrays):
+            assert a.base is base and a.dtype == dtype and a.flags.c_contiguous
+            assert a.size == 0 or a.ctypes.data % 64 == 0  # (an empty view may point anywhere)
+            a[...] = i  # no two arrays overlap: each keeps what was written into it
+        assert [float(a.mean()) for a in arrays if a.size] == [0.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("module", ["gru", "lstm"])
+def test_training_cache_is_one_read_only_block_not_copied(module):
+    if module == "gru":
+        p, x, s0 = _gru_case("after", 4, 3, 2, 5)
+        y, _, cache = jit_gru.forward(p, x, s0)
+    else:
+        p, x, s0 = _lstm_case(4, 3, 2, 5, proj_size=3, peepholes=True)
+        y, _, cache = jit_lstm.forward(p, x, s0)
+    arrays = [getattr(cache, f) for f in cache._fields[1:] if getattr(cache, f) is not None]
+    base = arrays[0].base
+    # The cache construction copies any array whose memory is still writable somewhere: one block
+    # frozen whole keeps every array in it (and y is a view of that block too).
+    assert base is not None and all(a.base is base for a in arrays) and y.base is base
+    assert not base.flags.writeable and not any(a.flags.writeable for a in arrays)

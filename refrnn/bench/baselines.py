@@ -130,18 +130,22 @@ def gemm_flops(T, B, D, H, gates):
 def torch_train(torch, kind: str, p, x: np.ndarray, state0, dy: np.ndarray):
     """A zero-argument training step of ``torch.nn.<kind>`` with autograd: forward over ``x`` from
     ``state0``, then backward of the upstream gradient ``dy`` on ``y``. The input and the initial
-    state require gradients, so torch computes what refrnn's backward returns (weights, dx, dstate0)."""
+    state require gradients, so torch computes what refrnn's backward returns (weights, dx, dstate0).
+    Like the refrnn candidates of the training workloads, a step keeps its output ``y`` alive until
+    the next step's forward has returned."""
     module = torch_module(torch, kind, p)
     tx = torch.from_numpy(np.array(x)).requires_grad_(True)
     states = state0 if isinstance(state0, tuple) else (state0,)
     ts = tuple(torch.from_numpy(np.array(s))[None].requires_grad_(True) for s in states)
     tdy = torch.from_numpy(dy)
+    held = [None]
 
     def run():
         for w in (*module.parameters(), tx, *ts):
             w.grad = None
         y, _ = module(tx, ts if isinstance(state0, tuple) else ts[0])
         y.backward(tdy)
+        held[0] = y
         return module
 
     return run

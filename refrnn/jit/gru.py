@@ -42,7 +42,7 @@ import numpy as np
 from .._checks import float_array, instance
 from .._moved import algorithm_keyword, renamed
 from ..cells import gru as reference
-from ..cells._common import check_cache, frozen, gradients
+from ..cells._common import carved, check_cache, frozen, gradients
 from ..cells.gru import GRUCache, GRUParams
 from . import _backward, _kernels, _onepool, _strategy
 
@@ -94,10 +94,11 @@ def _run(params, x, state0, algorithm, prepared, train):
     T, B, _ = x.shape
     H = params.hidden_size
     dt = params.dtype
-    hs = np.empty((T + 1, B, H), dt)
-    hs[0] = h0
     steps = T if train else 1  # inference: one-step scratch buffers (see _kernels)
-    r, z, n, g = (np.empty((steps, B, H), dt) for _ in range(4))
+    shapes = ((T + 1, B, H), *[(steps, B, H)] * 4)
+    # Training: the whole cache in one allocation (see carved); inference: y keeps only hs alive.
+    _, hs, r, z, n, g = carved(dt, *shapes) if train else (None, *(np.empty(s, dt) for s in shapes))
+    hs[0] = h0
     if T * B == 0:  # no step to take: y (T, B, H) and the cache are empty, h_T = h0, as in the reference
         return x, hs, (r, z, n, g)
     p = prepared
@@ -121,7 +122,7 @@ def forward(params: GRUParams, x, state0=None, *, algorithm: str = "auto", prepa
     """
     algorithm = algorithm_keyword(algorithm, strategy=strategy)
     x, hs, (r, z, n, g) = _run(params, x, state0, algorithm, prepared, train=True)
-    frozen(hs, r, z, n, g)
+    frozen(hs.base, hs, r, z, n, g)
     return hs[1:], hs[-1].copy(), GRUCache(x, hs, r, z, n, g)
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from .._checks import float_array, instance
 from .._moved import algorithm_keyword
 from ..cells import lstm as reference
-from ..cells._common import check_cache, frozen, gradients
+from ..cells._common import carved, check_cache, frozen, gradients
 from ..cells.lstm import LSTMCache, LSTMParams
 from . import _backward, _kernels, _onepool, _strategy
 
@@ -80,12 +80,14 @@ def _run(params, x, state0, algorithm, prepared, train):
     T, B, _ = x.shape
     H, P = params.hidden_size, params.output_size
     dt = params.dtype
-    hs = np.empty((T + 1, B, P), dt)
-    cs = np.empty((T + 1 if train else 2, B, H), dt)  # inference: a two-slot ring (see _kernels)
-    hs[0], cs[0] = h0, c0
     steps = T if train else 1
-    gates = tuple(np.empty((steps, B, H), dt) for _ in range(5))  # i, f, g, o, tanh(c)
-    m = np.empty((steps if params.W_hr is not None else 0, B, H), dt)  # o * tanh(c), projection only
+    # Training: the whole cache in one allocation (see carved). Inference: c is a two-slot ring and
+    # the gates one step of scratch (see _kernels), y keeps only hs alive.
+    shapes = ((T + 1, B, P), (T + 1 if train else 2, B, H), *[(steps, B, H)] * 5,  # i, f, g, o, tanh(c)
+              (steps if params.W_hr is not None else 0, B, H))  # o * tanh(c), projection only
+    base, hs, cs, *gates, m = carved(dt, *shapes) if train else (None, *(np.empty(s, dt) for s in shapes))
+    gates = tuple(gates)
+    hs[0], cs[0] = h0, c0
     if T * B == 0:  # no step to take: y and the cache are empty, the state stays state0, as in the reference
         return x, hs, cs, gates, (m if params.W_hr is not None else None)
     p = prepared
@@ -103,7 +105,7 @@ def forward(params: LSTMParams, x, state0=None, *, algorithm: str = "auto", prep
     """Training forward: ``(y, (h_T, c_T), cache)`` exactly as :func:`refrnn.cells.lstm.forward`."""
     algorithm = algorithm_keyword(algorithm, strategy=strategy)
     x, hs, cs, gates, m = _run(params, x, state0, algorithm, prepared, train=True)
-    frozen(hs, cs, *gates, *(() if m is None else (m,)))
+    frozen(hs.base, hs, cs, *gates, *(() if m is None else (m,)))
     return hs[1:], (hs[-1].copy(), cs[-1].copy()), LSTMCache(x, hs, cs, *gates, m)
 
 

@@ -6,7 +6,10 @@ final-state gradient), sizes ``TRAIN_SIZES`` (T, B, D, H) = (50, 64, 27, 1024) a
 Each timed call is ``STEPS`` such steps in a row, with nothing between the forward and the backward
 nor between the steps (``refrnn bench``'s pause, if any, precedes the call only): that is where the
 compiled forward followed by NumPy's backward used to lose its time (two OpenBLAS thread pools
-taking the two cores from each other after every hand-over; see :mod:`refrnn.jit._backward`).
+taking the two cores from each other after every hand-over; see :mod:`refrnn.jit._backward`). And
+as in a loop that assigns each step's ``y, state, cache`` to the same names, every candidate keeps
+its previous step's forward outputs alive until its next forward has returned: what the allocator
+can reuse then differs from a loop that drops them first (see :func:`refrnn.cells._common.carved`).
 
 Candidates, over the same seeded data and weights:
 
@@ -68,17 +71,19 @@ def _case(cell: str, scale: str, size: str, torch_bar: float):
     dy = np.ones((T, B, H), np.float32)
     state0 = np.zeros((B, H), np.float32) if cell == "gru" else (np.zeros((B, H), np.float32), np.zeros((B, H), np.float32))
 
+    held = {}  # each candidate's last forward outputs, alive until its next forward has returned
+
     def compiled():
-        _, _, cache = fast.forward(p, x, state0)
-        return (fast.backward(p, cache, dy)[0].W_h,)
+        held["compiled"] = out = fast.forward(p, x, state0)
+        return (fast.backward(p, out[2], dy)[0].W_h,)
 
     def mixed():
-        _, _, cache = fast.forward(p, x, state0)
-        return (ref.backward(p, cache, dy)[0].W_h,)
+        held["mixed"] = out = fast.forward(p, x, state0)
+        return (ref.backward(p, out[2], dy)[0].W_h,)
 
     def reference():
-        _, _, cache = ref.forward(p, x, state0)
-        return (ref.backward(p, cache, dy)[0].W_h,)
+        held["reference"] = out = ref.forward(p, x, state0)
+        return (ref.backward(p, out[2], dy)[0].W_h,)
 
     fixed = fast.forward(p, x, state0)[2]
     forward_gemms, backward_gemms = training_gemms(cell, T, B, D, H)
