@@ -161,8 +161,12 @@ class BLASRecord(_Record):
 class BLASDescription(_Record):
     """Each loaded OpenBLAS described in full (its parameter); the value is its thread count.
 
-    The description is what the discovering process saw; a benchmark process that sees another BLAS
-    (a different environment) is skipped rather than recorded under a description that is not its own.
+    asv imports the suite again in the process that runs a benchmark and hands it the index of a
+    parameter, so the description a result is stored under is the one asv discovered and the value is
+    the running process's: the two agree when discovery and run share an environment, as in this
+    suite's one-environment matrix. (With several environments asv discovers in the first one only;
+    ``BLASRecord``'s numbers are each process's own whatever the matrix.) ``setup`` refuses, as a
+    skipped combination, a description that is not its own process's BLAS.
     """
 
     params = [_descriptions_at_discovery()]

@@ -334,3 +334,52 @@ def test_bound_rows_compute_what_refrnn_bench_reports(tiny_cases):
             bar = next(b for b in summarise(WORKLOADS[name], case, times)["bars"] if b["fast"].endswith(f"{density:.2f}"))
             met = (1.0 / 4.0) * bound <= 1 / 0.8  # the row's value against the bar's 80% of the bound
             assert bar["speedup"] == 4.0 and bar["met"] == met, (name, density, bar)
+
+
+def _bars_rows():
+    from asv_benchmarks import bench_bars
+
+    for cls in ("TrainStepOverTorch", "ForwardOverNumpyLoop", "SubjectOverGemmBound", "SparseOverFlopBound"):
+        owner = getattr(bench_bars, cls)
+        for combo in itertools.product(*_grid(owner)):
+            yield pytest.param(cls, combo, id=f"{cls}[{'-'.join(map(str, combo))}]")
+
+
+@pytest.mark.parametrize("cls, args", list(_bars_rows()))
+def test_bars_rows_time_the_bench_candidates_and_report_its_quantity(cls, args, tiny_cases):
+    # Each row must time the two candidates of the bench's workload its bar compares, and turn their
+    # ratio into what refrnn bench's summarise reports for the same times.
+    from refrnn.bench.registry import WORKLOADS
+    from refrnn.bench.report import summarise
+    from refrnn.bench.workloads import ccgru
+
+    from asv_benchmarks import bench_bars
+
+    row = getattr(bench_bars, cls)()
+    row.bench_scale = "tiny"
+    try:
+        row.setup(*args)
+    except common.Unavailable as err:
+        if err.kind == "attribute":
+            pytest.fail(str(err))
+        pytest.skip(str(err))
+    case, name = row.case, args[0]
+    if cls == "SparseOverFlopBound":
+        fast, other = ccgru._label(args[1]), "njit dense"
+    else:
+        fast, other = case.subject, {"TrainStepOverTorch": "torch autograd", "ForwardOverNumpyLoop": "NumPy loop"}.get(cls, case.sgemm)
+    timed = []
+    row.ratio = lambda candidate, baseline: timed.append((candidate, baseline)) or 2.0  # time(fast) = 2 time(other)
+    value = getattr(row, next(a for a in dir(row) if a.startswith("track_")))(*args)
+    assert timed == [(case.candidates[fast], case.candidates[other])], (fast, other)
+    times = {n: [1.0] for n in case.candidates}
+    times[fast] = [2.0]
+    res = summarise(WORKLOADS[name], case, times, scale="tiny")
+    if cls == "SubjectOverGemmBound":
+        expected = res["subject_over_bound"]
+    elif cls == "SparseOverFlopBound":
+        bar = next(b for b in res["bars"] if b["fast"] == fast)
+        expected = (bar["at_least"] / ccgru.BAR_FRACTION) / bar["speedup"]  # the bound over the speed-up
+    else:
+        expected = 1 / res["candidates"][other]["speedup_of_subject"]
+    assert math.isclose(value, expected, rel_tol=1e-3), (value, expected)  # the rows keep 4 digits
