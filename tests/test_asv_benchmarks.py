@@ -258,6 +258,16 @@ def test_blas_description_row_records_only_the_blas_it_was_discovered_with(fake_
     assert err.value.kind == "combination"
 
 
+def test_blas_description_row_is_discovered_with_this_process_blas():
+    # Its one parameter list is computed when the suite is imported: a placeholder there (the BLAS
+    # report not found) would leave every combination skipped, and the run would record nothing.
+    from asv_benchmarks import bench_blas
+
+    (discovered,) = bench_blas.BLASDescription.params
+    assert discovered == [bench_blas.description(r) for r in bench_blas.records()]
+    assert {line.split(":")[0] for line in discovered} >= set(bench_blas.LIBRARIES), discovered
+
+
 def test_blas_record_of_a_library_without_a_version_or_a_known_core(monkeypatch):
     from asv_benchmarks import bench_blas
 
