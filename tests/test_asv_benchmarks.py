@@ -10,7 +10,12 @@ strategy, order, ...), so every branch of every setup runs; a class may list its
 A benchmark whose setup raises ``common.Unavailable`` is skipped when what it needs is truly absent
 (a module not written yet, torch not installed, no GPU); it FAILS when the module exists but lacks
 the function the benchmark calls: that is an interface that moved away from its benchmark.
-No timing is asserted; a track_* result must only be a finite positive number.
+No timing is asserted; a track_* result must only be a finite positive number (or 0, for the
+flags and codes of bench_blas that say so). Ratios run one quick round (``ratio_repeats`` and the
+like lowered), and the rows built from ``refrnn bench``'s workloads (``bench_scale``) at its test
+sizes. The tests at the end pin bench_blas's record of the BLAS, and bench_bars's rows to the bench's
+bars: every bar has a row, and each row times the two candidates its bar compares and reports what
+the bench's ``summarise`` reports for the same times.
 """
 
 from __future__ import annotations
