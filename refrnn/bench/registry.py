@@ -66,6 +66,7 @@ class Case:
     sgemm_flops: float = 0.0  # FLOPs of that candidate
     flops: float = 0.0  # FLOPs of all the forward's products (recurrent + input): the GEMM bound's
     notes: tuple[str, ...] = ()
+    bounds: dict = dataclasses.field(default_factory=dict)  # candidate -> its FLOP-ratio bound over its bar's baseline
 
 
 @dataclasses.dataclass(frozen=True)

@@ -106,7 +106,7 @@ def calibrate_shift(params, x, target: float, *, path: str = "sparse", iters: in
     return best
 
 
-def _label(d: float) -> str:
+def label(d: float) -> str:
     return f"njit sparse, z-density {d:.2f}"
 
 
@@ -174,7 +174,7 @@ def _sparse_case(scale: str, variant: str, g_full: int, g_tiny: int, full: dict,
         reached, z = density(p, x, prepared=prepared)
         dense_f, sparse_f = flop_counts(p, z)
         bounds[target] = dense_f / sparse_f
-        cands[_label(target)] = _sparse_candidate(p, prepared, x, h0)
+        cands[label(target)] = _sparse_candidate(p, prepared, x, h0)
         notes.append(
             f"z-density {target:.2f}: reached {reached:.3f} with s = {p.s:+.4f}; GFLOP dense {dense_f / 1e9:.4g}, "
             f"sparse {sparse_f / 1e9:.4g}; FLOP-ratio bound {bounds[target]:.2f}x"
@@ -182,7 +182,7 @@ def _sparse_case(scale: str, variant: str, g_full: int, g_tiny: int, full: dict,
         if target in BAR_DENSITIES:
             bars.append(
                 Bar(
-                    _label(target),
+                    label(target),
                     "njit dense",
                     BAR_FRACTION[variant] * bounds[target],
                     f">= {BAR_FRACTION[variant]:.0%} of the FLOP-ratio bound {bounds[target]:.2f}x over njit dense",
@@ -191,7 +191,8 @@ def _sparse_case(scale: str, variant: str, g_full: int, g_tiny: int, full: dict,
     # The dense path's cost does not depend on s: it computes every unit whatever z is.
     notes.append("bound = dense / sparse FLOPs, z included (refrnn.bench.workloads.ccgru); element-wise work left out")
     sizes = {**s, "g": g} if variant == "lowrank" else {**s, "g": g, "bs": H // g}
-    return Case(sizes, cands, _label(BAR_DENSITIES[-1]), tuple(bars), notes=tuple(notes))
+    return Case(sizes, cands, label(BAR_DENSITIES[-1]), tuple(bars), notes=tuple(notes),
+                bounds={label(d): bound for d, bound in bounds.items()})
 
 
 def _register_unstructured(rank: int) -> None:
