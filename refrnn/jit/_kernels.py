@@ -306,26 +306,13 @@ def _recurrent_product(h, W_T, out):
         np.dot(h, W_T, out)
 
 
-# A step's product has few rows (the batch) against a wide weight. SciPy's OpenBLAS computes
-# ``h @ W.T`` faster the other way round, as ``W @ h.T`` into an (N, B) buffer, even counting the
-# transpose back, for these shapes (2 cores, native kernel, minimum of 15 interleaved rounds):
-#   2 <= B <= 32, any depth K:  B=32 K=256 N=1024 105 -> 85 us; K=1024 N=256 117 -> 70 us;
-#                               B=16 K=1024 N=4096 1.8 -> 0.96 ms;
-#   B <= 64 and K a multiple of 512, at least 1024 (the backward's 3H and 4H, the forward's H at
-#   H = 1024): B=64 K=4096 N=1024 2.75 -> 1.98 ms, K=3072 2.05 -> 1.47 ms, K=1024 N=4096 2.77 -> 2.32 ms.
-# Elsewhere at B = 64 it is no faster, or slower (K=256 0.86-0.89x, K=1051 0.93-0.98x, K=512 1.05x),
-# so those keep the direct product, and one row keeps its GEMV.
+# A step's product has few rows (the batch) against a wide weight. For 2 <= B <= 32, SciPy's OpenBLAS
+# computes ``h @ W.T`` 1.25-1.9x faster the other way round, as ``W @ h.T`` into an (N, B) buffer,
+# even counting the transpose back (2 cores, native kernel, minimum of 15 interleaved rounds:
+# B=32 256->1024 105 -> 85 us, 1024->256 117 -> 70 us; B=16 1024->4096 1.8 -> 0.96 ms). At B = 48
+# to 128 the two orders are within 0.9-1.2x of each other, either way depending on the shape, so
+# larger batches keep the direct product, and one row keeps its GEMV.
 TRANSPOSED_MAX_ROWS = 32
-TRANSPOSED_DEEP_ROWS = 64
-TRANSPOSED_DEPTH = 512
-
-
-@njit(**JIT)
-def takes_transposed(B, K):
-    """Whether a step's product of ``B`` rows and depth ``K`` runs transposed (see above)."""
-    return 1 < B <= TRANSPOSED_MAX_ROWS or (
-        1 < B <= TRANSPOSED_DEEP_ROWS and K >= 2 * TRANSPOSED_DEPTH and K % TRANSPOSED_DEPTH == 0
-    )
 
 
 @njit(**JIT)
@@ -351,9 +338,10 @@ def _step_product(h, W, W_T, work, out):
     """out (B, N) = h (B, K) @ W_T, the product of one step; ``W`` (N, K) C-ordered and ``W_T`` (K, N)
     hold the same weight (one usually a view of the other), ``work`` is an (N, B) buffer.
 
-    Where :func:`takes_transposed` says so this is ``W @ h.T`` into ``work``, transposed into ``out``
-    (see above why); otherwise exactly :func:`_recurrent_product`."""
-    if takes_transposed(h.shape[0], h.shape[1]):
+    For 2 <= B <= :data:`TRANSPOSED_MAX_ROWS` this is ``W @ h.T`` into ``work``, transposed into
+    ``out`` (see above why); otherwise exactly :func:`_recurrent_product`."""
+    B = h.shape[0]
+    if 1 < B <= TRANSPOSED_MAX_ROWS:
         np.dot(W, h.T, work)
         _transpose_into(out, work)
     else:
@@ -361,10 +349,10 @@ def _step_product(h, W, W_T, work, out):
 
 
 def transposed_weight(W, rows):
-    """The ``W`` argument :func:`_step_product` reads for a product ``h @ W`` of ``rows`` rows (``W``
-    stored (K, N), as the backward's weights are): ``W.T`` copied C-ordered where the transposed
-    order is taken, else an empty (0, 0) array of the same type (nothing to copy)."""
-    if takes_transposed(rows, W.shape[0]):
+    """The ``W`` argument :func:`_step_product` reads for a product ``h @ W_T`` of ``rows`` rows:
+    ``W_T.T`` copied C-ordered where the transposed order is taken, else an empty (0, 0) array of the
+    same type (nothing to copy). For weights that are stored (K, N), as the backward's are."""
+    if 1 < rows <= TRANSPOSED_MAX_ROWS:
         return np.ascontiguousarray(W.T)
     return np.empty((0, 0), W.dtype)
 
