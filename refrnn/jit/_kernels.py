@@ -310,7 +310,9 @@ def _recurrent_product(h, W_T, out):
 # computes ``h @ W.T`` 1.25-1.9x faster the other way round, as ``W @ h.T`` into an (N, B) buffer,
 # even counting the transpose back (2 cores, native kernel, minimum of 15 interleaved rounds:
 # B=32 256->1024 105 -> 85 us, 1024->256 117 -> 70 us; B=16 1024->4096 1.8 -> 0.96 ms). At B = 48
-# to 128 the two orders are within 0.9-1.2x of each other, either way depending on the shape, so
+# to 128 the two orders are within 0.9-1.2x of each other, either way depending on the shape; the
+# products of depth 1024-4096 at B = 64 that ran 1.14-1.4x faster on their own did not make the whole
+# backward at T=50, H=1024 faster (LSTM 195-220 ms before, 214-248 after, interleaved processes). So
 # larger batches keep the direct product, and one row keeps its GEMV.
 TRANSPOSED_MAX_ROWS = 32
 
