@@ -43,10 +43,14 @@ Three paths, chosen with ``algorithm`` (``"sparse"`` picks the sparse one that s
   that multiplies the block's recurrent weights, ``h_sel @ [U_r; U_h]_block.T``, stored per tile
   of the block, contiguous (the same small products as the dense path, on n_k <= B rows); the
   small input side (K = D) is a loop vectorised over the outputs; the results are scattered back.
-  Blocks run in parallel. Inactive (sample, block) pairs copy their state.
+  Blocks run in parallel, one parallel region a step: each worker computes the update gate of its
+  own contiguous range of blocks (its columns of ``U_z.T``, stored per worker) and then steps those
+  blocks, so no worker waits for another within a step. Inactive (sample, block) pairs copy their
+  state.
 
-The update gate is computed in the same way by every path (one helper, :func:`_gate_z`): its input
-side for all T steps is one GEMM, its recurrent side one product per step.
+The update gate's input side for all T steps is one GEMM; its recurrent side is one product per
+step (:func:`_gate_z` for the dense and unstructured paths, :func:`_block_gate` per worker for the
+block path: the same expression, term for term).
 
 Layout rules that mattered (each measured, see the comments where they apply): every array a loop
 reads is a contiguous 1-d slice (rows of 2-d slices are not, and are not vectorised); no index
@@ -611,7 +615,9 @@ def prepare(params, algorithm: str = "sparse", *, path: str | None = None) -> Pr
 
     ``weights`` holds, for "dense": ``W_tT`` (D, 2H), ``b_t`` (2H,), ``U_tT`` (H, 2H) (transposed,
     columns in tile order) and ``Ut`` (H/tu, H, 2tu) (per tile); for "unstructured": ``P``
-    (H, 2D+2H) unit-major and ``b_rh``; for "block": ``Ut``, ``Wt`` (H/tu, D, 2tu) and ``b_t``.
+    (H, 2D+2H) unit-major and ``b_rh``; for "block": ``Ut``, ``Wt`` (H/tu, D, 2tu), ``b_t`` and
+    ``U_zw`` (the update gate's columns per worker, :func:`_z_columns`, for the thread count of the
+    time; a later call with another thread count lays them out afresh).
     Pass the result as ``prepared=`` to reuse it across calls with the same ``params``.
     """
     reference._check_params(params)
