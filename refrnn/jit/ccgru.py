@@ -390,10 +390,18 @@ def _block_gate(gate, kb0, pxz_t, h_t, U_zw, u, zk):
     mean, inv_std, s = gate.mean, gate.inv_std, gate.s
     B, nw = u.shape
     zero = h_t.dtype.type(0.0)
-    m = max(1, SMALL_GEMM_MNK // (U_zw.shape[0] * nw))
-    for i0 in range(0, B, m):
-        i1 = min(B, i0 + m)
-        np.dot(h_t[i0:i1], U_zw, u[i0:i1])
+    if nw == 1:
+        # One column: OpenBLAS hands a one-column product to GEMV, whose last bit was seen to
+        # change from call to call here (two equal calls differed by 1 ulp in 92 of 300 tries,
+        # with two workers calling it at once); a dot gives the same bits every time.
+        col = U_zw.reshape(U_zw.shape[0])
+        for b in range(B):
+            u[b, 0] = _dot(h_t[b], col)
+    else:
+        m = max(1, SMALL_GEMM_MNK // (U_zw.shape[0] * nw))
+        for i0 in range(0, B, m):
+            i1 = min(B, i0 + m)
+            np.dot(h_t[i0:i1], U_zw, u[i0:i1])
     for b in range(B):
         u_b, p_b, zk_b = u[b], pxz_t[b][kb0 : kb0 + nw], zk[b]
         m_b, i_b = mean[kb0 : kb0 + nw], inv_std[kb0 : kb0 + nw]
