@@ -418,8 +418,7 @@ def _block_tile_pass(p, c, sel, i0, i1, zk_col, h_t, h_next, j0, tu):
     ``p[i]`` its 2tu input-side values and ``c[i - i0]`` its 2tu recurrent ones.
 
     Whole C-ordered arrays indexed in two dimensions: a row slice ``p[i0:i1]`` would be a
-    non-contiguous array type, over which LLVM does not vectorise, and row views cost numba a few
-    ns each (reference counting), more than the arithmetic of a 16-unit row.
+    non-contiguous array type (see the module docstring).
     """
     one = h_t.dtype.type(1.0)
     for i in range(i0, i1):
@@ -434,8 +433,8 @@ def _block_tile_pass(p, c, sel, i0, i1, zk_col, h_t, h_next, j0, tu):
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _block_step(kb, bs, x_t, h_t, h_next, zk_col, weights, work):
-    """Block ``kb`` of one step: copy its state, gather the samples whose block is active,
-    multiply, scatter.
+    """Block ``kb`` of one step: gather the samples whose block is active, multiply, scatter (the
+    worker has copied the block's state for every sample already).
 
     ``zk_col`` (B,): the block's gate per sample (strided: a column of the worker's gate).
     ``weights`` = (Ut, Wt, b_t) as in :func:`block_forward`; ``work`` = (sel, h_buf, c, p_buf), the
