@@ -43,14 +43,10 @@ Three paths, chosen with ``algorithm`` (``"sparse"`` picks the sparse one that s
   that multiplies the block's recurrent weights, ``h_sel @ [U_r; U_h]_block.T``, stored per tile
   of the block, contiguous (the same small products as the dense path, on n_k <= B rows); the
   small input side (K = D) is a loop vectorised over the outputs; the results are scattered back.
-  Blocks run in parallel, one parallel region a step: each worker computes the update gate of its
-  own contiguous range of blocks (its columns of ``U_z.T``, stored per worker) and then steps those
-  blocks, so no worker waits for another within a step. Inactive (sample, block) pairs copy their
-  state.
+  Blocks run in parallel. Inactive (sample, block) pairs copy their state.
 
-The update gate's input side for all T steps is one GEMM; its recurrent side is one product per
-step (:func:`_gate_z` for the dense and unstructured paths, :func:`_block_gate` per worker for the
-block path: the same expression, term for term).
+The update gate is computed in the same way by every path (one helper, :func:`_gate_z`): its input
+side for all T steps is one GEMM, its recurrent side one product per step.
 
 Layout rules that mattered (each measured, see the comments where they apply): every array a loop
 reads is a contiguous 1-d slice (rows of 2-d slices are not, and are not vectorised); no index
@@ -72,7 +68,7 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-from numba import get_num_threads, prange
+from numba import prange
 
 from .._checks import finite_result, float_array, one_of
 from .._moved import algorithm_keyword, renamed
@@ -372,71 +368,10 @@ def unstructured_forward(gate, x, pxz, P, b_rh, hs, zs):
                 h_next[idx[i]] = h_n[i]
 
 
-@njit(cache=True)
-def _worker_blocks(w, workers, g):
-    """``(kb0, kb1)``: the contiguous range of blocks worker ``w`` of ``workers`` steps."""
-    return w * g // workers, (w + 1) * g // workers
-
-
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _block_gate(gate, kb0, pxz_t, h_t, U_zw, u, zk):
-    """Update gate of the blocks ``kb0 .. kb0 + nw`` for all B samples (block variant, Eqs. 1, 6-11).
+def _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, work, local):
+    """Block ``kb`` of one step: gather the samples whose block is active, multiply, scatter.
 
-    ``U_zw`` (H, nw) holds those blocks' columns of U_z.T, contiguous: one worker's share of the
-    product ``h_{t-1} @ U_z.T``, in row chunks of :data:`SMALL_GEMM_MNK`. ``u`` (B, nw) is scratch;
-    ``zk`` (B, nw) receives ``cliptanh((relu(u + pxz) - mean) * inv_std + s)``, the expression of
-    :func:`_gate_z`, term for term.
-    """
-    mean, inv_std, s = gate.mean, gate.inv_std, gate.s
-    B, nw = u.shape
-    zero = h_t.dtype.type(0.0)
-    if nw == 1:
-        # One column: OpenBLAS hands a one-column product to GEMV, whose last bit was seen to
-        # change from call to call here (two equal calls differed by 1 ulp in 92 of 300 tries,
-        # with two workers calling it at once); a dot gives the same bits every time.
-        col = U_zw.reshape(U_zw.shape[0])
-        for b in range(B):
-            u[b, 0] = _dot(h_t[b], col)
-    else:
-        m = max(1, SMALL_GEMM_MNK // (U_zw.shape[0] * nw))
-        for i0 in range(0, B, m):
-            i1 = min(B, i0 + m)
-            np.dot(h_t[i0:i1], U_zw, u[i0:i1])
-    for b in range(B):
-        u_b, p_b, zk_b = u[b], pxz_t[b][kb0 : kb0 + nw], zk[b]
-        m_b, i_b = mean[kb0 : kb0 + nw], inv_std[kb0 : kb0 + nw]
-        for k in range(nw):
-            v = (max(u_b[k] + p_b[k], zero) - m_b[k]) * i_b[k] + s
-            t = _tanh(v)  # unconditionally: a select vectorises, a branch around a call does not
-            zk_b[k] = t if v > zero else zero
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _block_tile_pass(p, c, sel, i0, i1, zk_col, h_t, h_next, j0, tu):
-    """:func:`_tile_pass` for one tile of a block and the gathered samples ``i0 .. i1``: sample
-    ``sel[i]`` with the block's gate ``zk_col[sel[i]]`` (a scalar: z is constant on the block),
-    ``p[i]`` its 2tu input-side values and ``c[i - i0]`` its 2tu recurrent ones.
-
-    Whole C-ordered arrays indexed in two dimensions: a row slice ``p[i0:i1]`` would be a
-    non-contiguous array type (see the module docstring).
-    """
-    one = h_t.dtype.type(1.0)
-    for i in range(i0, i1):
-        b = sel[i]
-        zj = zk_col[b]
-        ci = i - i0
-        for v in range(tu):
-            r = _sigmoid(p[i, v] + c[ci, v])
-            h_hat = _tanh(p[i, tu + v] + r * c[ci, tu + v])
-            h_next[b, j0 + v] = (one - zj) * h_t[b, j0 + v] + zj * h_hat
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _block_step(kb, bs, x_t, h_t, h_next, zk_col, weights, work):
-    """Block ``kb`` of one step: gather the samples whose block is active, multiply, scatter (the
-    worker has copied the block's state for every sample already).
-
-    ``zk_col`` (B,): the block's gate per sample (strided: a column of the worker's gate).
     ``weights`` = (Ut, Wt, b_t) as in :func:`block_forward`; ``work`` = (sel, h_buf, c, p_buf), the
     worker's scratch, whose ``c`` (m, 2tu) takes the tile products ``m`` rows at a time.
     """
@@ -447,11 +382,10 @@ def _block_step(kb, bs, x_t, h_t, h_next, zk_col, weights, work):
     tu = Ut.shape[2] // 2
     m = c.shape[0]
     lo = kb * bs
-    zero = h_t.dtype.type(0.0)
     n = 0
     for b in range(B):  # inactive (sample, block) pairs keep the copy of h_t made for the step
         sel[n] = b
-        n += zk_col[b] != zero
+        n += zk[b, kb] != 0
     if n == 0:
         return
     if n == B:  # every sample active: h_t is the gathered matrix already
@@ -464,77 +398,56 @@ def _block_step(kb, bs, x_t, h_t, h_next, zk_col, weights, work):
     for k in range(lo // tu, (lo + bs) // tu):
         W, b_k = Wt[k], b_t[2 * tu * k : 2 * tu * (k + 1)]
         for i in range(n):  # input side, K = D: vectorised over the tile's 2tu outputs
-            b = sel[i]
-            for v in range(2 * tu):
-                p[i, v] = b_k[v]
+            x_b, p_i = x_t[sel[i]], p[i]
+            _copy(p_i, b_k)
             for d in range(D):
-                # An input that is exactly 0 (one-hot characters: all but one) adds exactly 0 to
-                # every output: skipped. The test costs nothing measurable on dense inputs.
-                xd = x_t[b, d]
-                if xd != zero:
-                    for v in range(2 * tu):
-                        p[i, v] += xd * W[d, v]
+                xd, w_d = x_b[d], W[d]
+                for v in range(2 * tu):
+                    p_i[v] += xd * w_d[v]
         for i0 in range(0, n, m):
             i1 = min(n, i0 + m)
             np.dot(h_sel[i0:i1], Ut[k], c[: i1 - i0])
-            _block_tile_pass(p, c, sel, i0, i1, zk_col, h_t, h_next, k * tu, tu)
+            _tile_pass(p, local[i0:i1], 0, c, 0, sel[i0:i1], zu, h_t, h_next, k * tu, tu)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def block_forward(gate, x, pxz, weights, hs, zs):
+def block_forward(gate, x, pxz, weights, hs, zs, workers):
     """Block-sparse: per block, the samples whose block is active are gathered and multiplied
-    together (paper Fig. 3). ``gate``: the :class:`ZGate` of the block variant.
+    together (paper Fig. 3); ``workers`` threads share the blocks (``prange``). ``gate``: the
+    :class:`ZGate` of the block variant.
 
-    ``weights`` = (Ut, Wt, b_t, U_zw): Ut (H/tu, H, 2tu), Wt (H/tu, D, 2tu) and b_t (2H,) hold,
-    per tile of ``tu`` units (tiles never straddle a block), ``[U_r; U_h]`` and ``[W_r; W_h]`` rows
-    of its units, transposed and contiguous, and their biases; U_zw (workers, H * nw_max) holds,
-    per worker, the columns of U_z.T of its blocks (:func:`_worker_blocks`), contiguous.
-
-    One parallel region a step: worker w computes the update gate of its own contiguous range of
-    blocks (its share of ``h @ U_z.T``) and then steps those blocks, so no other worker's result
-    is waited for within the step. A block is ``bs/tu`` tiles; each tile product takes the
-    gathered rows ``m`` at a time (:data:`SMALL_GEMM_MNK`). The input side (K = D, small) is a
-    loop vectorised over the tile's 2tu outputs. Inactive (sample, block) pairs copy their state.
+    ``weights`` = (Ut, Wt, b_t): Ut (H/tu, H, 2tu), Wt (H/tu, D, 2tu) and b_t (2H,) hold, per tile
+    of ``tu`` units (tiles never straddle a block), ``[U_r; U_h]`` and ``[W_r; W_h]`` rows of its
+    units, transposed and contiguous, and their biases. A block is ``bs/tu`` tiles; each tile
+    product takes the gathered rows ``m`` at a time (:data:`SMALL_GEMM_MNK`). The input side (K = D, small) is a loop
+    vectorised over the tile's 2tu outputs. Inactive (sample, block) pairs copy their state: the
+    whole state is copied first (one vectorised pass; per-block slices cost 0.1 ms a step at
+    B=64, g=64), then each active block overwrites its units.
     """
-    Ut, Wt, b_t, U_zw = weights
+    Ut = weights[0]
     T, B, D = x.shape
     H = hs.shape[2]
     g, bs = gate.U_z.shape[0], gate.bs
     tu = Ut.shape[2] // 2
-    workers = U_zw.shape[0]
-    nw_max = U_zw.shape[1] // H
     m = max(1, SMALL_GEMM_MNK // (Ut.shape[1] * Ut.shape[2]))
     dt = hs.dtype
-    keep_z = zs.shape[0] == T
-    # Scratch per worker, allocated once (numba.get_thread_id would index per-thread scratch
-    # too, but it stops on-disk caching).
+    z_work, zk = _z_scratch(gate, B)
+    # Scratch per worker, allocated once. Worker w takes the blocks w, w + workers, ...
+    # (numba.get_thread_id would index per-thread scratch too, but it stops on-disk caching).
     sel_buf = np.empty((workers, B), np.int64)
     h_buf = np.empty((workers, B * H), dt)
     c_buf = np.empty((workers, m, 2 * tu), dt)
     p_buf = np.empty((workers, B * 2 * tu), dt)
-    u_buf = np.empty((workers, B * nw_max), dt)
-    zk_buf = np.empty((workers, B * nw_max), dt)
+    local = np.arange(B)
     for t in range(T):
-        h_t, h_next, x_t, pxz_t = hs[t], hs[t + 1], x[t], pxz[t]
+        zu = _gate_z(gate, t, pxz, hs, z_work, zk, zs)
+        h_t, h_next, x_t = hs[t], hs[t + 1], x[t]
+        for b in range(B):  # z = 0 copies the state: one copy now, active blocks overwrite theirs
+            _copy(h_next[b], h_t[b])
         for w in prange(workers):
-            kb0, kb1 = _worker_blocks(w, workers, g)
-            nw = kb1 - kb0
-            zk = zk_buf[w][: B * nw].reshape(B, nw)
-            _block_gate(gate, kb0, pxz_t, h_t, U_zw[w][: H * nw].reshape(H, nw), u_buf[w][: B * nw].reshape(B, nw), zk)
-            # z = 0 copies the state: the worker copies its blocks' units of every sample first
-            # (contiguous stretches, no branch), then each active pair overwrites its own.
-            for b in range(B):
-                _copy(h_next[b][kb0 * bs : kb1 * bs], h_t[b][kb0 * bs : kb1 * bs])
             work = (sel_buf[w], h_buf[w], c_buf[w], p_buf[w])
-            for kl in range(nw):
-                kb = kb0 + kl
-                zk_col = zk[:, kl]
-                if keep_z:
-                    z_t = zs[t]
-                    for b in range(B):
-                        z_t[b][kb * bs : (kb + 1) * bs] = zk_col[b]
-                _block_step(kb, bs, x_t, h_t, h_next, zk_col, weights[:3], work)
-
+            for kb in range(w, g, workers):
+                _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, work, local)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -583,19 +496,6 @@ def _tile_rows(H: int, tu: int) -> np.ndarray:
     return np.concatenate([units, units + H], axis=1).ravel()
 
 
-def _z_columns(U_zT: np.ndarray, threads: int) -> np.ndarray:
-    """(workers, H * nw_max): per worker of :func:`block_forward` (``min(threads, g)`` of them),
-    the columns of ``U_zT`` (H, g) of its blocks (:func:`_worker_blocks`), as one C-ordered
-    (H, nw) matrix at the start of its row."""
-    H, g = U_zT.shape
-    workers = min(threads, g)
-    ranges = [_worker_blocks(w, workers, g) for w in range(workers)]
-    out = np.zeros((workers, H * max(b - a for a, b in ranges)), U_zT.dtype)
-    for w, (a, b) in enumerate(ranges):
-        out[w, : H * (b - a)] = np.ascontiguousarray(U_zT[:, a:b]).ravel()
-    return out
-
-
 def _resolve_path(params, algorithm: str) -> str:
     one_of("algorithm", algorithm, ALGORITHMS)
     if algorithm == "sparse":
@@ -622,9 +522,7 @@ def prepare(params, algorithm: str = "sparse", *, path: str | None = None) -> Pr
 
     ``weights`` holds, for "dense": ``W_tT`` (D, 2H), ``b_t`` (2H,), ``U_tT`` (H, 2H) (transposed,
     columns in tile order) and ``Ut`` (H/tu, H, 2tu) (per tile); for "unstructured": ``P``
-    (H, 2D+2H) unit-major and ``b_rh``; for "block": ``Ut``, ``Wt`` (H/tu, D, 2tu), ``b_t`` and
-    ``U_zw`` (the update gate's columns per worker, :func:`_z_columns`, for the thread count of the
-    time; a later call with another thread count lays them out afresh).
+    (H, 2D+2H) unit-major and ``b_rh``; for "block": ``Ut``, ``Wt`` (H/tu, D, 2tu) and ``b_t``.
     Pass the result as ``prepared=`` to reuse it across calls with the same ``params``.
     """
     reference._check_params(params)
@@ -671,7 +569,6 @@ def prepare(params, algorithm: str = "sparse", *, path: str | None = None) -> Pr
             Ut=c(U_t.reshape(*per_tile, H).transpose(0, 2, 1)),
             Wt=c(W_t.reshape(*per_tile, D).transpose(0, 2, 1)),
             b_t=c(b_t),
-            U_zw=_z_columns(c(U_z.T), get_num_threads()),
         )
     return Prepared(
         path, _VARIANT_CODE[variant], bs, tu, c(W_zx.T), c(b_zx), c(U_z), c(U_z.T), c(W_zT), c(b_z),
@@ -751,10 +648,10 @@ def _run(params, x, h0, algorithm, prepared, keep_z):
         elif path == "unstructured":
             unstructured_forward(gate, x, pxz, w["P"], w["b_rh"], hs, zs)
         else:
-            U_zw = w["U_zw"]
-            if U_zw.shape[0] != min(get_num_threads(), params.g):  # the thread count changed since prepare()
-                U_zw = _z_columns(p.U_zT, get_num_threads())
-            block_forward(gate, x, pxz, (w["Ut"], w["Wt"], w["b_t"], U_zw), hs, zs)
+            from numba import get_num_threads
+
+            workers = min(get_num_threads(), params.g)
+            block_forward(gate, x, pxz, (w["Ut"], w["Wt"], w["b_t"]), hs, zs, workers)
     return hs[1:], hs[-1].copy(), zs if keep_z else None
 
 
