@@ -218,7 +218,8 @@ def carved(dtype, *shapes) -> tuple[np.ndarray, ...]:
     logs, say) then faults on most of the new cache's pages every step (measured: LSTM, T=100, B=32,
     H=256, about 1,800 minor faults per jit forward, on seven ~3 MB arrays, each too small for
     NumPy's 4 MB huge-page advice). One block of the whole size is reused by the allocator from one
-    step to the next (0 faults a step after the first few) and is large enough for huge pages.
+    step to the next (measured in the same loop: 1-3 faults a step after the first ten, in most
+    processes) and is large enough for huge pages.
     Freeze ``base`` with the arrays (:func:`frozen`): a read-only view of a writable base counts as
     writable to :func:`owned`, which would copy it.
     """

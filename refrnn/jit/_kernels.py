@@ -318,6 +318,13 @@ TRANSPOSED_MAX_ROWS = 32
 
 
 @njit(**JIT)
+def takes_transposed(B):
+    """Whether a step's product of ``B`` rows runs transposed (see above): the one rule, read by the
+    kernels and by :func:`transposed_weight`."""
+    return 1 < B <= TRANSPOSED_MAX_ROWS
+
+
+@njit(**JIT)
 def _transpose_into(out, a):
     """out (B, N) = a (N, B).T, eight rows of ``a`` at a time, so that each visit to a row of ``out``
     writes eight adjacent floats rather than one per cache line (1.4x faster than element by element)."""
@@ -340,10 +347,9 @@ def _step_product(h, W, W_T, work, out):
     """out (B, N) = h (B, K) @ W_T, the product of one step; ``W`` (N, K) C-ordered and ``W_T`` (K, N)
     hold the same weight (one usually a view of the other), ``work`` is an (N, B) buffer.
 
-    For 2 <= B <= :data:`TRANSPOSED_MAX_ROWS` this is ``W @ h.T`` into ``work``, transposed into
-    ``out`` (see above why); otherwise exactly :func:`_recurrent_product`."""
-    B = h.shape[0]
-    if 1 < B <= TRANSPOSED_MAX_ROWS:
+    Where :func:`takes_transposed` says so this is ``W @ h.T`` into ``work``, transposed into ``out``
+    (see above why); otherwise exactly :func:`_recurrent_product`."""
+    if takes_transposed(h.shape[0]):
         np.dot(W, h.T, work)
         _transpose_into(out, work)
     else:
@@ -351,10 +357,10 @@ def _step_product(h, W, W_T, work, out):
 
 
 def transposed_weight(W, rows):
-    """The ``W`` argument :func:`_step_product` reads for a product ``h @ W_T`` of ``rows`` rows:
-    ``W_T.T`` copied C-ordered where the transposed order is taken, else an empty (0, 0) array of the
-    same type (nothing to copy). For weights that are stored (K, N), as the backward's are."""
-    if 1 < rows <= TRANSPOSED_MAX_ROWS:
+    """The ``W`` argument :func:`_step_product` reads for a product ``h @ W`` of ``rows`` rows, ``W``
+    stored (K, N) as the backward's weights are: ``W.T`` copied C-ordered where the transposed order
+    is taken, else an empty (0, 0) array of the same type (nothing to copy)."""
+    if takes_transposed(rows):
         return np.ascontiguousarray(W.T)
     return np.empty((0, 0), W.dtype)
 

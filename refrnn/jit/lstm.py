@@ -85,7 +85,7 @@ def _run(params, x, state0, algorithm, prepared, train):
     # the gates one step of scratch (see _kernels), y keeps only hs alive.
     shapes = ((T + 1, B, P), (T + 1 if train else 2, B, H), *[(steps, B, H)] * 5,  # i, f, g, o, tanh(c)
               (steps if params.W_hr is not None else 0, B, H))  # o * tanh(c), projection only
-    base, hs, cs, *gates, m = carved(dt, *shapes) if train else (None, *(np.empty(s, dt) for s in shapes))
+    _, hs, cs, *gates, m = carved(dt, *shapes) if train else (None, *(np.empty(s, dt) for s in shapes))
     gates = tuple(gates)
     hs[0], cs[0] = h0, c0
     if T * B == 0:  # no step to take: y and the cache are empty, the state stays state0, as in the reference
