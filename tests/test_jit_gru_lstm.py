@@ -451,33 +451,35 @@ def test_backward_of_empty_sequences_and_batches():
 
 # ---------------------------------------------------------------------------------------------
 # The step product (_kernels._step_product) takes the transposed order for 2..TRANSPOSED_MAX_ROWS
-# rows and the direct one otherwise: both sides of the threshold, and widths that are not a
-# multiple of the transpose's eight-row blocks (3H = 9, 4H = 12, H = 3, P = 2).
+# rows and the direct one otherwise: both sides of the threshold, and widths below, at and past the
+# transpose's 32-row blocks (H = 3: 3H = 9, 4H = 12, P = 2; H = 33: 3H = 99, 4H = 132, and the
+# backward's products of width 33).
 # ---------------------------------------------------------------------------------------------
 
 EDGE_BATCHES = [1, 2, _kernels.TRANSPOSED_MAX_ROWS, _kernels.TRANSPOSED_MAX_ROWS + 1]
 
 
 @pytest.mark.parametrize("B", EDGE_BATCHES)
-@pytest.mark.parametrize("N", [1, 9, 16, 17])
+@pytest.mark.parametrize("N", [1, 9, 31, 32, 33, 70])
 def test_step_product_is_the_product_in_either_order(B, N):
     rng = np.random.default_rng(B * 100 + N)
     h, W = rng.standard_normal((B, 5)), rng.standard_normal((N, 5))
     out = np.full((B, N), np.nan)
-    _kernels._step_product(h, W, W.T, np.full((N, B), np.nan), out)
+    _kernels._step_product(h, W, W.T, np.full((N, B), np.nan), out, False)
     assert _max_err(out, h @ W.T) <= 1e-13
 
 
 @pytest.mark.parametrize("B", EDGE_BATCHES)
 @pytest.mark.parametrize("variant", ["gru-after", "gru-before", "lstm", "lstmp-peepholes"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_step_product_threshold_forward_and_backward_equal_reference(B, variant, strategy):
+@pytest.mark.parametrize("H", [3, 33])
+def test_step_product_threshold_forward_and_backward_equal_reference(B, variant, strategy, H):
     if variant.startswith("gru"):
         mod, fast = gru, jit_gru
-        p, x, s0 = _gru_case(variant[4:], 3, B, 3, 3, seed=B)
+        p, x, s0 = _gru_case(variant[4:], 3, B, 3, H, seed=B)
     else:
         mod, fast = lstm, jit_lstm
-        p, x, s0 = _lstm_case(3, B, 3, 3, seed=B, **({"proj_size": 2, "peepholes": True} if variant != "lstm" else {}))
+        p, x, s0 = _lstm_case(3, B, 3, H, seed=B, **({"proj_size": 2, "peepholes": True} if variant != "lstm" else {}))
     y, s_T, cache = fast.forward(p, x, s0, algorithm=strategy)
     y_r, s_r, cache_r = mod.forward(p, x, s0)
     assert _max_err(y, y_r) <= TOL64

@@ -20,4 +20,4 @@ def products_only(h, W_T, out, steps):
     W = np.ascontiguousarray(W_T.T)
     work = np.empty((W.shape[0], h.shape[0]), out.dtype)
     for _ in range(steps):
-        _kernels._step_product(h, W, W_T, work, out)
+        _kernels._step_product(h, W, W_T, work, out, False)

@@ -140,7 +140,7 @@ def gru_after_backward(cache, dy, W_h, dh, out, acc):
     rec_T = np.empty((dh.shape[1], dh.shape[0]), dh.dtype)
     for t in range(T - 1, -1, -1):
         _gru_after_rows(dh, dy[t], rec, h[t], r[t], z[t], n[t], g[t], da_x[t], da_h[t], acc_x, acc_hn)
-        _kernels._step_product(da_h[t], W_hT, W_h, rec_T, rec)
+        _kernels._step_product(da_h[t], W_hT, W_h, rec_T, rec, False)
     for b in range(dh.shape[0]):
         _kernels._add_into(dh[b], rec[b])
 
@@ -189,9 +189,9 @@ def gru_before_backward(cache, dy, W_h, dh, out, acc):
     work = np.empty((H, B), dh.dtype)
     for t in range(T - 1, -1, -1):
         _gru_before_rows_n(dh, dy[t], rec, h[t], z[t], n[t], d_rz[t], d_n[t])
-        _kernels._step_product(d_n[t], W_hnT, W_hn, work, d_rh)
+        _kernels._step_product(d_n[t], W_hnT, W_hn, work, d_rh, False)
         _gru_before_rows_r(dh, d_rh, h[t], r[t], z[t], d_rz[t], d_n[t], rh[t], acc_rz, acc_n)
-        _kernels._step_product(d_rz[t], W_hrzT, W_hrz, work, rec)
+        _kernels._step_product(d_rz[t], W_hrzT, W_hrz, work, rec, False)
     for b in range(B):
         _kernels._add_into(dh[b], rec[b])
 
@@ -266,12 +266,12 @@ def lstm_backward(cache, dy, weights, state, da, dh_all, acc, peeps):
             dh_t = dh_all[t]
             for b in range(B):
                 _sum_to(dh_t[b], dy[t][b], rec[b])
-            _kernels._step_product(dh_t, W_hrT, W_hr, dm_T, dm)
+            _kernels._step_product(dh_t, W_hrT, W_hr, dm_T, dm, False)
             _lstm_rows(dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc, peeps)
         else:
             for b in range(B):
                 _sum_to(dm[b], dy[t][b], rec[b])
             _lstm_rows(dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc, peeps)
-        _kernels._step_product(da[t], W_hT, W_h, rec_T, rec)
+        _kernels._step_product(da[t], W_hT, W_h, rec_T, rec, False)
     for b in range(B):
         _kernels._copy(dh[b], rec[b])

@@ -65,6 +65,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
+from . import _rowcast
 from ._cache import njit
 
 FASTMATH = {"contract"}
@@ -135,7 +136,13 @@ def _is_float32(a) -> bool:
     return isinstance(a, types.Float) and a.bitwidth == 32
 
 
-@overload(sigmoid, jit_options=JIT)
+# The overloads are not cached on disk: numba would stamp them with this file alone, while this file
+# reaches another (refrnn.jit._rowcast). They compile in milliseconds, and every cached kernel holds
+# their machine code already.
+_OVERLOAD_JIT = {k: v for k, v in JIT.items() if k != "cache"}
+
+
+@overload(sigmoid, jit_options=_OVERLOAD_JIT)
 def _sigmoid_impl(a):
     if _is_float32(a):
         return lambda a: _ONE / (_ONE + exp32(-a))
@@ -145,7 +152,7 @@ def _sigmoid_impl(a):
     return None
 
 
-@overload(tanh, jit_options=JIT)
+@overload(tanh, jit_options=_OVERLOAD_JIT)
 def _tanh_impl(a):
     if _is_float32(a):
 
@@ -307,13 +314,13 @@ def _recurrent_product(h, W_T, out):
 
 
 # A step's product has few rows (the batch) against a wide weight. For 2 <= B <= 32, SciPy's OpenBLAS
-# computes ``h @ W.T`` 1.25-1.9x faster the other way round, as ``W @ h.T`` into an (N, B) buffer,
-# even counting the transpose back (2 cores, native kernel, minimum of 15 interleaved rounds:
-# B=32 256->1024 105 -> 85 us, 1024->256 117 -> 70 us; B=16 1024->4096 1.8 -> 0.96 ms). At B = 48
-# to 128 the two orders are within 0.9-1.2x of each other, either way depending on the shape; the
-# products of depth 1024-4096 at B = 64 that ran 1.14-1.4x faster on their own did not make the whole
-# backward at T=50, H=1024 faster (LSTM 195-220 ms before, 214-248 after, interleaved processes). So
-# larger batches keep the direct product, and one row keeps its GEMV.
+# computes ``h @ W.T`` 1.3-1.8x faster the other way round, as ``W @ h.T`` into an (N, B) buffer,
+# even counting the transpose back (2 cores, native kernel, medians of 9 interleaved rounds, B=32:
+# 256->1024 80 -> 57 us, 1024->256 104 -> 62 us, 1024->4096 1.69 -> 1.24 ms). At B = 48 to 128 the
+# product alone is still 1.05-1.3x faster that way at depths 1024-4096 (1.0 at depth 256), but the
+# whole paper-size LSTM/GRU forward and training step at B = 64 were not faster with it, in processes
+# alternating with the direct order (LSTM step 331-379 ms direct, 349-364 transposed; forward 101-130
+# against 108-114). So larger batches keep the direct product, and one row keeps its GEMV.
 TRANSPOSED_MAX_ROWS = 32
 
 
@@ -326,34 +333,51 @@ def takes_transposed(B):
 
 @njit(**JIT)
 def _transpose_into(out, a):
-    """out (B, N) = a (N, B).T, eight rows of ``a`` at a time, so that each visit to a row of ``out``
-    writes eight adjacent floats rather than one per cache line (1.4x faster than element by element)."""
+    """out (B, N) = a (N, B).T, a block of 32 rows of ``a`` at a time: each row of ``out`` then gets
+    32 adjacent floats (two cache lines) per visit, gathered from 32 rows that stay in L1, and LLVM
+    vectorises the gather. 3-4x faster than the 8-row blocks this replaced, at every shape measured
+    (N = 256-4096, B = 2-128): 4096x64 in 54 us instead of 175 us, about 40 GB/s."""
     N, B = a.shape
-    n8 = N - N % 8
-    for j in range(0, n8, 8):
-        a0, a1, a2, a3, a4, a5, a6, a7 = a[j], a[j + 1], a[j + 2], a[j + 3], a[j + 4], a[j + 5], a[j + 6], a[j + 7]
+    n32 = N - N % 32
+    for j in range(0, n32, 32):
+        block = a[j : j + 32]
         for b in range(B):
             o = out[b]
-            o[j], o[j + 1], o[j + 2], o[j + 3] = a0[b], a1[b], a2[b], a3[b]
-            o[j + 4], o[j + 5], o[j + 6], o[j + 7] = a4[b], a5[b], a6[b], a7[b]
-    for j in range(n8, N):
+            for r in range(32):
+                o[j + r] = block[r, b]
+    for j in range(n32, N):
         a_j = a[j]
         for b in range(B):
             out[b, j] = a_j[b]
 
 
 @njit(**JIT)
-def _step_product(h, W, W_T, work, out):
+def _step_product(h, W, W_T, work, out, rowcast):
     """out (B, N) = h (B, K) @ W_T, the product of one step; ``W`` (N, K) C-ordered and ``W_T`` (K, N)
-    hold the same weight (one usually a view of the other), ``work`` is an (N, B) buffer.
+    hold the same weight (one usually a view of the other), ``work`` is an (N, B) buffer, or (N + K, B)
+    with ``rowcast``.
 
-    Where :func:`takes_transposed` says so this is ``W @ h.T`` into ``work``, transposed into ``out``
-    (see above why); otherwise exactly :func:`_recurrent_product`."""
-    if takes_transposed(h.shape[0]):
-        np.dot(W, h.T, work)
-        _transpose_into(out, work)
+    ``rowcast`` (the caller checked :func:`refrnn.jit._rowcast.takes`): ``h.T`` into the last K rows
+    of ``work``, ``W @ h.T`` by :func:`refrnn.jit._rowcast.product` into its first N, transposed into
+    ``out``. Otherwise, where :func:`takes_transposed` says so, ``W @ h.T`` by BLAS into ``work``,
+    transposed into ``out`` (see above why); else exactly :func:`_recurrent_product`."""
+    N = W.shape[0]
+    if rowcast:
+        hT = work[N : N + h.shape[1]]
+        _transpose_into(hT, h)
+        _rowcast.into(W, hT, work[:N])
+        _transpose_into(out, work[:N])
+    elif takes_transposed(h.shape[0]):
+        np.dot(W, h.T, work[:N])
+        _transpose_into(out, work[:N])
     else:
         _recurrent_product(h, W_T, out)
+
+
+@njit(**JIT)
+def step_work(N, K, B, dtype):
+    """The ``work`` buffer of :func:`_step_product` for a product (B, K) -> (B, N), either order."""
+    return np.empty((N + K, B), dtype)
 
 
 def transposed_weight(W, rows):
@@ -427,52 +451,52 @@ def _gru_before_rows_n(an, xn, xn_from, bias, h, h_next, z, n, g):
 
 
 @njit(**JIT)
-def _gru_gates(before, a, xn, xn_from, W_hnT, bias, h, h_next, gates, work):
+def _gru_gates(before, a, xn, xn_from, W_hnT, bias, h, h_next, gates, work, rowcast):
     """The rest of a GRU step once its first product is in, for every row: ``a`` (B, G) holds the
     pre-activations without bias, [a_r, a_z] whole and, with reset="after" (G = 3H), W_hn h;
     ``xn[b, xn_from:]`` (H) = W_xn x. Writes ``gates`` = (r, z, n, g) of this step, each (B, H),
     and ``h_next``.
 
     reset="before" (``before`` true) makes the step's second product here, ``(r*h) @ W_hn.T``,
-    through ``work`` = (rh, an), each (B, H). Callers pass ``xn_from`` as a run-time integer (``D - D``
+    through ``work`` = (rh, an, its :func:`step_work`). Callers pass ``xn_from`` as a run-time integer (``D - D``
     rather than the literal 0): a literal argument makes numba compile a second specialisation.
     """
     r, z, n, g = gates
     if before:
-        rh, an = work
+        rh, an, an_work = work
         _gru_before_rows_rz(a, bias, h, r, z, rh)
-        _recurrent_product(rh, W_hnT, an)
+        _step_product(rh, W_hnT.T, W_hnT, an_work, an, rowcast)
         _gru_before_rows_n(an, xn, xn_from, bias, h, h_next, z, n, g)
     else:
         _gru_after_rows(a, xn, xn_from, bias, h, h_next, r, z, n, g)
 
 
 @njit(**JIT)
-def gru_batched(before, ax, W_hT, W_hnT, bias, hs, gates):
+def gru_batched(before, ax, W_hT, W_hnT, bias, hs, gates, rowcast):
     """Input products precomputed: ax (T, B, 3H) = x @ W_x.T. ``gates`` = (r, z, n, g).
 
     reset="after": W_hT (H, 3H) = W_h.T, one product per step, ``h_{t-1} @ W_h.T``, then one
     element-wise pass over the B*H units. reset="before" (``before``): W_hT (H, 2H) = [W_hr; W_hz].T
     and W_hnT (H, H) = W_hn.T; two products per step, because n needs ``r * h_{t-1}`` before its
     product can start: ``h @ [W_hr; W_hz].T``, a pass computing r, z and r*h, then
-    ``(r*h) @ W_hn.T`` and a pass for n, h.
+    ``(r*h) @ W_hn.T`` and a pass for n, h. ``rowcast``: every product by :mod:`refrnn.jit._rowcast`.
     """
     T, B, H = ax.shape[0], ax.shape[1], hs.shape[2]
     a = np.empty((B, W_hT.shape[1]), hs.dtype)
-    a_T = np.empty((W_hT.shape[1], B), hs.dtype)
-    work = (np.empty((B, H), hs.dtype), np.empty((B, H), hs.dtype))
+    a_T = step_work(W_hT.shape[1], H, B, hs.dtype)
+    work = (np.empty((B, H), hs.dtype), np.empty((B, H), hs.dtype), step_work(H, H, B, hs.dtype))
     r, z, n, g = gates
     last = r.shape[0] - 1
     for t in range(T):
-        _step_product(hs[t], W_hT.T, W_hT, a_T, a)
+        _step_product(hs[t], W_hT.T, W_hT, a_T, a, rowcast)
         for b in range(B):  # r and z add their input and recurrent parts; n keeps them apart
             _add_into(a[b][: 2 * H], ax[t, b])
         k = min(t, last)
-        _gru_gates(before, a, ax[t], 2 * H, W_hnT, bias, hs[t], hs[t + 1], (r[k], z[k], n[k], g[k]), work)
+        _gru_gates(before, a, ax[t], 2 * H, W_hnT, bias, hs[t], hs[t + 1], (r[k], z[k], n[k], g[k]), work, rowcast)
 
 
 @njit(**JIT)
-def gru_fused(before, x, F_T, W_xnT, W_hnT, bias, hs, gates):
+def gru_fused(before, x, F_T, W_xnT, W_hnT, bias, hs, gates, rowcast):
     """One product per step over the concatenation ``[x_t, h_{t-1}]`` (B, D+H). ``gates`` = (r, z, n, g).
 
     reset="after": F_T (D+H, 3H) = [[W_xr, W_xz, 0], [W_hr, W_hz, W_hn]] transposed blockwise: its
@@ -480,23 +504,24 @@ def gru_fused(before, x, F_T, W_xnT, W_hnT, bias, hs, gates):
     reset="before" (``before``): F_T (D+H, 2H) = [[W_xr, W_xz], [W_hr, W_hz]] transposed
     blockwise, and ``(r*h) @ W_hn.T`` (W_hnT (H, H)) separately (the cache needs
     g = W_hn (r*h) + b_hn on its own). W_xn x_t, the one part that cannot join (it would need an
-    H x H block of zeros), is a small second product with W_xnT (D, H).
+    H x H block of zeros), is a small second product with W_xnT (D, H). ``rowcast``: every product
+    by :mod:`refrnn.jit._rowcast`.
     """
     T, B, D = x.shape
     H = hs.shape[2]
     xh = np.empty((B, D + H), hs.dtype)
     a = np.empty((B, F_T.shape[1]), hs.dtype)
-    a_T = np.empty((F_T.shape[1], B), hs.dtype)
-    axn = np.empty((B, H), hs.dtype)
-    work = (np.empty((B, H), hs.dtype), np.empty((B, H), hs.dtype))
+    a_T = step_work(F_T.shape[1], D + H, B, hs.dtype)
+    axn, axn_work = np.empty((B, H), hs.dtype), step_work(H, D, B, hs.dtype)
+    work = (np.empty((B, H), hs.dtype), np.empty((B, H), hs.dtype), step_work(H, H, B, hs.dtype))
     r, z, n, g = gates
     last = r.shape[0] - 1
     for t in range(T):
         _concatenate_rows(xh, x[t], hs[t])
-        _step_product(xh, F_T.T, F_T, a_T, a)
-        _recurrent_product(x[t], W_xnT, axn)
+        _step_product(xh, F_T.T, F_T, a_T, a, rowcast)
+        _step_product(x[t], W_xnT.T, W_xnT, axn_work, axn, rowcast)
         k = min(t, last)
-        _gru_gates(before, a, axn, D - D, W_hnT, bias, hs[t], hs[t + 1], (r[k], z[k], n[k], g[k]), work)
+        _gru_gates(before, a, axn, D - D, W_hnT, bias, hs[t], hs[t + 1], (r[k], z[k], n[k], g[k]), work, rowcast)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,7 +556,7 @@ def _lstm_rows(a, ax, bias, peepholes, c_prev, c_next, gates, m):
 
 
 @njit(**JIT)
-def _lstm_step(t, a, ax, bias, peepholes, W_hr, hs, cs, gates, m, m_T):
+def _lstm_step(t, a, ax, bias, peepholes, W_hr, hs, cs, gates, m, m_T, rowcast):
     """Step t: the element-wise pass (:func:`_lstm_rows`) into slot ``min(t, len - 1)`` of ``gates``
     = (i, f, g, o, tc), then the projection if any (``m_T`` (P, B) its buffer, see :func:`_step_product`)."""
     i, f, g, o, tc = gates
@@ -541,30 +566,30 @@ def _lstm_step(t, a, ax, bias, peepholes, W_hr, hs, cs, gates, m, m_T):
     m_out = m[min(t, m.shape[0] - 1)] if project else hs[t + 1]
     _lstm_rows(a, ax, bias, peepholes, c_prev, c_next, (i[k], f[k], g[k], o[k], tc[k]), m_out)
     if project:
-        _step_product(m_out, W_hr, W_hr.T, m_T, hs[t + 1])
+        _step_product(m_out, W_hr, W_hr.T, m_T, hs[t + 1], rowcast)
 
 
 @njit(**JIT)
-def lstm_batched(ax, W_hT, bias, peepholes, W_hr, hs, cs, gates, m):
+def lstm_batched(ax, W_hT, bias, peepholes, W_hr, hs, cs, gates, m, rowcast):
     """Input products precomputed: ax (T, B, 4H) = x @ W_x.T; W_hT (P, 4H). One product per step."""
     T, B, H = ax.shape[0], ax.shape[1], cs.shape[2]
-    a, a_T, m_T = np.empty((B, 4 * H), cs.dtype), np.empty((4 * H, B), cs.dtype), np.empty((W_hr.shape[0], B), cs.dtype)
+    a, a_T, m_T = np.empty((B, 4 * H), cs.dtype), step_work(4 * H, W_hT.shape[0], B, cs.dtype), step_work(W_hr.shape[0], H, B, cs.dtype)
     for t in range(T):
-        _step_product(hs[t], W_hT.T, W_hT, a_T, a)
-        _lstm_step(t, a, ax[t], bias, peepholes, W_hr, hs, cs, gates, m, m_T)
+        _step_product(hs[t], W_hT.T, W_hT, a_T, a, rowcast)
+        _lstm_step(t, a, ax[t], bias, peepholes, W_hr, hs, cs, gates, m, m_T, rowcast)
 
 
 @njit(**JIT)
-def lstm_fused(x, F_T, bias, peepholes, W_hr, hs, cs, gates, m):
+def lstm_fused(x, F_T, bias, peepholes, W_hr, hs, cs, gates, m, rowcast):
     """One product per step: ``[x_t, h_{t-1}] @ [W_x | W_h].T`` with F_T (D+P, 4H). Every LSTM gate
     adds its input and recurrent parts, so this is the whole of the step's matrix work (with a
     projection, ``m_t @ W_hr.T`` follows)."""
     T, B, D = x.shape
     H, P = cs.shape[2], hs.shape[2]
     xh = np.empty((B, D + P), cs.dtype)
-    a, a_T, m_T = np.empty((B, 4 * H), cs.dtype), np.empty((4 * H, B), cs.dtype), np.empty((W_hr.shape[0], B), cs.dtype)
+    a, a_T, m_T = np.empty((B, 4 * H), cs.dtype), step_work(4 * H, D + P, B, cs.dtype), step_work(W_hr.shape[0], H, B, cs.dtype)
     no_input = np.empty((0, 4 * H), cs.dtype)  # the product has the input part already
     for t in range(T):
         _concatenate_rows(xh, x[t], hs[t])
-        _step_product(xh, F_T.T, F_T, a_T, a)
-        _lstm_step(t, a, no_input, bias, peepholes, W_hr, hs, cs, gates, m, m_T)
+        _step_product(xh, F_T.T, F_T, a_T, a, rowcast)
+        _lstm_step(t, a, no_input, bias, peepholes, W_hr, hs, cs, gates, m, m_T, rowcast)

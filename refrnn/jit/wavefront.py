@@ -125,9 +125,9 @@ class LSTMStack(NamedTuple):
 def _gru_cell(k, l, ax0, weights, S, y, scratch, gates):
     """Cell (l, t = k - l) of a homogeneous GRU stack, on diagonal k: reads ``S[(k - 1) % 2]`` (what
     diagonal k - 1 wrote), writes layer l of ``S[k % 2]`` (and ``y[t]`` for the top layer). Only
-    layer l's scratch is touched: ``scratch`` = (A (N, B, G), AX (N, B, 3H), AN, RH (N, B, H)),
+    layer l's scratch is touched: ``scratch`` = (A (N, B, G), AX (N, B, 3H), AN, RH (N, B, H), ANW (N, 2H, B)),
     ``gates`` = (r, z, n, g), each (N, B, H)."""
-    A, AX, AN, RH = scratch
+    A, AX, AN, RH, ANW = scratch
     r, z, n, g = gates
     new, old = S[k % 2], S[(k + 1) % 2]  # (k + 1) % 2 = (k - 1) % 2
     t = k - l
@@ -143,7 +143,7 @@ def _gru_cell(k, l, ax0, weights, S, y, scratch, gates):
     for b in range(B):  # r and z add their input and recurrent parts; n keeps them apart
         _kernels._add_into(a[b][: 2 * H], ax[b])
     _kernels._gru_gates(weights.before, a, ax, 2 * H, weights.WhnT[l], weights.bias[l], h_prev, h_next,
-                        (r[l], z[l], n[l], g[l]), (RH[l], AN[l]))
+                        (r[l], z[l], n[l], g[l]), (RH[l], AN[l], ANW[l]), False)
     if l == N - 1:
         _copy_rows(y[t], h_next)
 
@@ -401,8 +401,9 @@ def _gru(w, x, states, side_by_side):
     G = weights.WhT.shape[2]
     A, AX = np.empty((N, B, G), dt), np.empty((N, B, 3 * H), dt)
     AN, RH = np.empty((N, B, H), dt), np.empty((N, B, H), dt)
+    ANW = np.empty((N, 2 * H, B), dt)  # each layer's work buffer for (r*h) @ W_hn.T (see _kernels.step_work)
     gates = tuple(np.empty((N, B, H), dt) for _ in range(4))  # r, z, n, g
-    gru_diagonals(side_by_side, ax0, weights, S, y, (A, AX, AN, RH), gates)
+    gru_diagonals(side_by_side, ax0, weights, S, y, (A, AX, AN, RH, ANW), gates)
     # Layer l's last cell (l, T-1) is on diagonal l + T - 1.
     return y, tuple(S[(l + T - 1) % 2, l].copy() for l in range(N))
 

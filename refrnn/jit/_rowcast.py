@@ -1,0 +1,272 @@
+r"""A step's recurrent product as one compiled float32 kernel: ``C (N, B) = W (N, K) @ hT (K, B)``.
+
+Why not BLAS. A recurrent step multiplies the same weight ``W`` (the LSTM's 4H x P, 16 MB at the
+paper's H = 1024) by a new, thin ``hT`` (B = 64 columns) T times in a row. A BLAS GEMM repacks
+``W`` into its panel layout on every call: SciPy's OpenBLAS does the 4096 x 1024 x 64 product in
+1.7-2.2 ms on the 2 cores here (250-310 GFLOP/s, native AVX-512 kernel), while its large square
+products reach 400-415. And the BLAS numba does not use, MKL, picks a non-AVX-512 path on this AMD
+CPU: 105-141 GFLOP/s for the same product, packed API (``cblas_sgemm_compute``) included.
+
+This kernel needs no packing, because the product is thin: ``hT`` (K x B, 256 KB) stays in L2
+and ``W`` is read once, row by row, in the order it is stored. Each tile of ``R = 6`` rows of ``C``
+keeps its 6 x B results in registers (``B/16`` vectors of 16 floats per row: 24 of the 32 AVX-512
+registers at B = 64) and runs down ``k``: per ``k`` it loads the B-wide row ``hT[k]`` (``B/16``
+vector loads) and broadcasts one element of each of the 6 rows of ``W``, then does ``6 * B/16``
+fused multiply-adds. Rows are split between the threads (a ``prange``); every element of ``C`` is
+one chain of FMAs in increasing ``k``, whatever the split, so the result does not depend on the
+thread count. Measured, 4096 x 1024 x 64: 2.33-2.40 ms on one core (223-231 GFLOP/s, about 88% of
+a core's 64 FLOP/cycle) and 1.19-1.34 ms on two (400-452 GFLOP/s).
+
+The kernel is written in LLVM IR (generated below for each width ``B/16`` = 1..4; wider ``hT``
+goes through it in panels of 64 columns), compiled once per process into a numba code library and
+linked into every function that calls :func:`rows` (so numba's on-disk cache holds it too). It
+takes float32 C-ordered arrays with ``B`` a multiple of 16; :func:`takes` is the rule, and the
+callers keep BLAS for everything else (float64, other batches).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from ._cache import njit
+
+LANES = 16  # float32 lanes of one AVX-512 register
+ROWS = 6  # rows of C per tile: 6 x 4 accumulators + 4 loaded vectors + 1 broadcast fit 32 registers
+PANEL = 4 * LANES  # the widest hT the kernel takes at once; wider ones go in panels of this width
+UNROLL = 4  # k steps per loop iteration
+# Row chunks of a product: numba's prange gives each thread an equal run of consecutive tasks, so 24
+# splits evenly over 1, 2, 3, 4, 6, 8 or 12 threads. (Asking numba for its thread count inside the
+# kernel would be a run-time address, which numba's on-disk cache refuses to store.)
+CHUNKS = 24
+_NAME = "refrnn_rowcast_f32"
+
+
+def _tile(R: int, nv: int) -> str:
+    """IR of ``tile_R_nv(A, lda, B, ldb, C, ldc, K)``: C[r, :16nv] = sum_k A[r*lda + k] * B[k*ldb : +16nv]
+    for r < R; K >= 0 (K = 0 writes zeros)."""
+    vec = "<16 x float>"
+    out = [f"define internal void @tile_{R}_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %K) alwaysinline {{",
+           "entry:", f"  %Ku = and i64 %K, {-UNROLL}", "  %hasu = icmp ne i64 %Ku, 0",
+           "  br i1 %hasu, label %loop, label %tail0", "loop:", "  %k = phi i64 [0, %entry], [%kn, %loop]"]
+    acc = [(r, v) for r in range(R) for v in range(nv)]
+    out += [f"  %c_{r}_{v} = phi {vec} [zeroinitializer, %entry], [%u{UNROLL - 1}_{r}_{v}, %loop]" for r, v in acc]
+
+    def step(tag, k, prev):
+        """One k: the B-row's vectors, each A-row's broadcast, the FMAs; returns the new accumulators."""
+        lines = [f"  %bo{tag} = mul i64 {k}, %ldb"]
+        for v in range(nv):
+            lines += [f"  %bo{tag}_{v} = add i64 %bo{tag}, {LANES * v}",
+                      f"  %bp{tag}_{v} = getelementptr float, ptr %B, i64 %bo{tag}_{v}",
+                      f"  %b{tag}_{v} = load {vec}, ptr %bp{tag}_{v}, align 4"]
+        new = {}
+        for r in range(R):
+            lines += [f"  %ar{tag}_{r} = mul i64 %lda, {r}", f"  %ao{tag}_{r} = add i64 %ar{tag}_{r}, {k}",
+                      f"  %ap{tag}_{r} = getelementptr float, ptr %A, i64 %ao{tag}_{r}",
+                      f"  %a{tag}_{r} = load float, ptr %ap{tag}_{r}, align 4",
+                      f"  %ai{tag}_{r} = insertelement {vec} poison, float %a{tag}_{r}, i32 0",
+                      f"  %ab{tag}_{r} = shufflevector {vec} %ai{tag}_{r}, {vec} poison, <16 x i32> zeroinitializer"]
+            for v in range(nv):
+                new[r, v] = f"%u{tag}_{r}_{v}"
+                lines.append(f"  {new[r, v]} = call {vec} @llvm.fma.v16f32({vec} %ab{tag}_{r}, {vec} %b{tag}_{v}, {vec} {prev[r, v]})")
+        return lines, new
+
+    prev = {rv: f"%c_{rv[0]}_{rv[1]}" for rv in acc}
+    for u in range(UNROLL):
+        out.append(f"  %k{u} = add i64 %k, {u}")
+        lines, prev = step(u, f"%k{u}", prev)
+        out += lines
+    out += [f"  %kn = add i64 %k, {UNROLL}", "  %more = icmp ult i64 %kn, %Ku", "  br i1 %more, label %loop, label %tail0",
+            "tail0:", "  %kt0 = phi i64 [0, %entry], [%kn, %loop]"]
+    out += [f"  %d_{r}_{v} = phi {vec} [zeroinitializer, %entry], [%u{UNROLL - 1}_{r}_{v}, %loop]" for r, v in acc]
+    out += ["  %anyt = icmp ult i64 %kt0, %K", "  br i1 %anyt, label %tail, label %store",
+            "tail:", "  %kt = phi i64 [%kt0, %tail0], [%ktn, %tail]"]
+    out += [f"  %e_{r}_{v} = phi {vec} [%d_{r}_{v}, %tail0], [%ut_{r}_{v}, %tail]" for r, v in acc]
+    lines, _ = step("t", "%kt", {rv: f"%e_{rv[0]}_{rv[1]}" for rv in acc})
+    out += lines
+    out += ["  %ktn = add i64 %kt, 1", "  %tmore = icmp ult i64 %ktn, %K", "  br i1 %tmore, label %tail, label %store", "store:"]
+    out += [f"  %s_{r}_{v} = phi {vec} [%d_{r}_{v}, %tail0], [%ut_{r}_{v}, %tail]" for r, v in acc]
+    for r, v in acc:
+        out += [f"  %so_{r}_{v} = mul i64 %ldc, {r}", f"  %sv_{r}_{v} = add i64 %so_{r}_{v}, {LANES * v}",
+                f"  %sp_{r}_{v} = getelementptr float, ptr %C, i64 %sv_{r}_{v}",
+                f"  store {vec} %s_{r}_{v}, ptr %sp_{r}_{v}, align 4"]
+    return "\n".join(out + ["  ret void", "}"])
+
+
+def _rows_of(nv: int) -> str:
+    """IR of ``rows_nv``: rows [r0, r1) of C, in tiles of ROWS, the last few one at a time."""
+    R = ROWS
+    return f"""
+define internal void @rows_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K) {{
+entry:
+  %span = sub i64 %r1, %r0
+  %nt = udiv i64 %span, {R}
+  %tend = mul i64 %nt, {R}
+  %tlim = add i64 %r0, %tend
+  %any = icmp ult i64 %r0, %tlim
+  br i1 %any, label %tiles, label %ones0
+tiles:
+  %i = phi i64 [%r0, %entry], [%in, %tiles]
+  %ao = mul i64 %i, %lda
+  %ap = getelementptr float, ptr %A, i64 %ao
+  %co = mul i64 %i, %ldc
+  %cp = getelementptr float, ptr %C, i64 %co
+  call void @tile_{R}_{nv}(ptr %ap, i64 %lda, ptr %B, i64 %ldb, ptr %cp, i64 %ldc, i64 %K)
+  %in = add i64 %i, {R}
+  %m = icmp ult i64 %in, %tlim
+  br i1 %m, label %tiles, label %ones0
+ones0:
+  %j0 = phi i64 [%r0, %entry], [%tlim, %tiles]
+  %any1 = icmp ult i64 %j0, %r1
+  br i1 %any1, label %ones, label %done
+ones:
+  %j = phi i64 [%j0, %ones0], [%jn, %ones]
+  %ao1 = mul i64 %j, %lda
+  %ap1 = getelementptr float, ptr %A, i64 %ao1
+  %co1 = mul i64 %j, %ldc
+  %cp1 = getelementptr float, ptr %C, i64 %co1
+  call void @tile_1_{nv}(ptr %ap1, i64 %lda, ptr %B, i64 %ldb, ptr %cp1, i64 %ldc, i64 %K)
+  %jn = add i64 %j, 1
+  %m1 = icmp ult i64 %jn, %r1
+  br i1 %m1, label %ones, label %done
+done:
+  ret void
+}}
+"""
+
+
+def module_ir() -> str:
+    """The whole module: tiles and row loops for widths 1..4 and the entry point, which takes
+    ``nv`` = (columns of the panel) / 16 and dispatches."""
+    widths = range(1, PANEL // LANES + 1)
+    parts = ["declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>)"]
+    for nv in widths:
+        parts += [_tile(ROWS, nv), _tile(1, nv), _rows_of(nv)]
+    cases = " ".join(f"i64 {nv}, label %w{nv}" for nv in widths)
+    body = "\n".join(f"w{nv}:\n  call void @rows_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K)\n"
+                     "  br label %done" for nv in widths)
+    parts.append(f"""
+define void @{_NAME}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %nv, i64 %r0, i64 %r1, i64 %K) {{
+entry:
+  switch i64 %nv, label %done [ {cases} ]
+{body}
+done:
+  ret void
+}}""")
+    return "\n".join(parts)
+
+
+_LIBRARY = []  # the compiled code library, built on first use (one per process)
+
+
+def _library(context):
+    if not _LIBRARY:
+        import llvmlite.binding as llvm
+
+        library = context.codegen().create_library("refrnn_rowcast")
+        module = llvm.parse_assembly(module_ir())
+        module.verify()
+        library.add_llvm_module(module)
+        library.finalize()
+        _LIBRARY.append(library)
+    return _LIBRARY[0]
+
+
+def _is_f32_c_matrix(a) -> bool:
+    return isinstance(a, types.Array) and a.ndim == 2 and a.dtype == types.float32 and a.layout == "C"
+
+
+@intrinsic
+def _panel_rows(typingctx, W, hT, out, j0, nv, r0, r1):
+    """Rows [r0, r1) of out[:, j0 : j0 + 16nv] = W @ hT[:, j0 : j0 + 16nv]; float32 C-ordered arrays."""
+    if not (_is_f32_c_matrix(W) and _is_f32_c_matrix(hT) and _is_f32_c_matrix(out)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        W_v, hT_v, out_v, j0_v, nv_v, r0_v, r1_v = args
+        i64, ptr = ir.IntType(64), ir.PointerType(ir.FloatType())
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64, i64]), _NAME)
+        context.active_code_library.add_linking_library(_library(context))
+        arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args[:3], (W_v, hT_v, out_v))]
+        (_, K), (_, ldb), (_, ldc) = (cgutils.unpack_tuple(builder, a.shape, 2) for a in arrays)
+        A, Bp, C = (a.data for a in arrays)
+        Bp, C = builder.gep(Bp, [j0_v]), builder.gep(C, [j0_v])  # the panel's first column
+        builder.call(fn, [A, K, Bp, ldb, C, ldc, nv_v, r0_v, r1_v, K])  # W C-ordered: its row stride is K
+        return context.get_dummy_value()
+
+    return types.void(W, hT, out, types.int64, types.int64, types.int64, types.int64), codegen
+
+
+# Where the forward takes this kernel, as measured (float32 forward_inference, 2 cores, native BLAS
+# kernel, 3 alternating processes each way, medians in ms, BLAS -> this kernel): T=50 B=64 H=1024
+# (the paper's) LSTM 107-121 -> 78-84, GRU 81-86 -> 58-67; B=48 H=768 LSTM 54-66 -> 41-44; B=128
+# H=512 LSTM 57-61 -> 47-53; B=16 H=512 LSTM 22-28 -> 20-24. At B=32 H=256, a 1 MB weight that BLAS
+# repacks from L2, no gain (LSTM 13.5-16.8 -> 14.8-16.2), so smaller weights keep BLAS.
+MIN_WEIGHT = 1 << 20  # elements of the step's largest weight (4 MB in float32)
+
+
+def _has_avx512() -> bool:
+    """The kernel is written for 16-lane registers: only measured, and only taken, where they exist."""
+    if not _AVX512:
+        import llvmlite.binding as llvm
+
+        _AVX512.append(bool(llvm.get_host_cpu_features().get("avx512f", False)))
+    return _AVX512[0]
+
+
+_AVX512: list = []
+
+
+def applies(dtype, rows: int, weight_size: int) -> bool:
+    """Whether a forward's step products run here: float32, a positive multiple of 16 rows (the
+    batch), a weight of at least MIN_WEIGHT elements, and a CPU with AVX-512. All of a forward's
+    products go one way, so that its step loop never alternates between numba's threads and BLAS's
+    (two pools on two cores slow each other down many times over)."""
+    return (np.dtype(dtype) == np.float32 and rows >= LANES and rows % LANES == 0 and weight_size >= MIN_WEIGHT
+            and _has_avx512())
+
+
+def matmul(a, b):
+    """``a (M, K) @ b (K, N)`` by :func:`product`, for N a multiple of 16 (a step loop's input
+    products, so that the loop never switches to BLAS's threads: see the callers)."""
+    if b.shape[1] % LANES:
+        raise ValueError(f"b: expected a multiple of {LANES} columns, got shape {b.shape}")
+    out = np.empty((a.shape[0], b.shape[1]), np.float32)
+    product(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def product(W, hT, out):
+    """out (N, B) = W (N, K) @ hT (K, B), float32, every array C-ordered, B a multiple of 16.
+
+    Tasks: the rows of ``out`` in CHUNKS chunks (a multiple of ROWS rows each) times the panels of
+    64 columns; the parallel loop only calls the kernel."""
+    N, B = out.shape
+    if B % LANES or W.shape[0] != N or hT.shape[1] != B or hT.shape[0] != W.shape[1]:
+        raise ValueError("rowcast.product: expected W (N, K), hT (K, B), out (N, B) with B a multiple of 16")
+    per = -(-N // (CHUNKS * ROWS)) * ROWS
+    panels = -(-B // PANEL)
+    for task in prange(CHUNKS * panels):
+        c, p = task // panels, task % panels
+        j0 = p * PANEL
+        r0, r1 = c * per, min(N, (c + 1) * per)
+        if r0 < r1:
+            _panel_rows(W, hT, out, j0, min(PANEL, B - j0) // LANES, r0, r1)
+
+
+def into(W, hT, out):
+    """``out = W @ hT`` inside njit code: :func:`product` for float32 operands (``W`` made C-ordered
+    if it is not), BLAS for any other dtype, so that a kernel with a run-time choice of product
+    compiles for every dtype. The forwards ask for it only where :func:`applies` holds."""
+    raise NotImplementedError("refrnn.jit._rowcast.into is callable from numba-compiled code only")
+
+
+@overload(into)
+def _into_impl(W, hT, out):
+    if all(isinstance(a, types.Array) and a.dtype == types.float32 for a in (W, hT, out)) and hT.layout == out.layout == "C":
+        return lambda W, hT, out: product(np.ascontiguousarray(W), hT, out)
+    return lambda W, hT, out: np.dot(W, hT, out)

@@ -1,0 +1,129 @@
+"""The compiled step product of :mod:`refrnn.jit._rowcast` and the forwards that take it.
+
+float32 tolerance of the product: every entry is one chain of K fused multiply-adds, so its error is
+at most about K float32 roundings of the running sum, each at most eps/2 of a partial sum bounded by
+(|W| @ |hT|); ``2 K eps (|W| @ |hT|)`` leaves a factor of 4 of room and still fails for any misplaced
+or missing term (those are O(|W||hT|), not O(eps)). The forwards use the tolerance that
+``tests/test_jit_gru_lstm.py`` argues for its float32 paths.
+"""
+
+import numba
+import numpy as np
+import pytest
+
+from refrnn.cells import gru, lstm
+from refrnn.jit import _rowcast
+from refrnn.jit import gru as jit_gru
+from refrnn.jit import lstm as jit_lstm
+
+TOL32 = 5e-7
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _operands(N, K, B, seed):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, K)).astype(np.float32), rng.standard_normal((K, B)).astype(np.float32)
+
+
+# N: below, at and past a six-row tile; K: every remainder of the four-step unrolled loop, and none;
+# B: one to four 16-lane vectors and wider panels (80 = 64 + 16, 144 = 2 * 64 + 16).
+@pytest.mark.parametrize("B", [16, 32, 48, 64, 80, 144])
+@pytest.mark.parametrize("K", [0, 1, 3, 4, 5, 9, 33])
+def test_product_equals_the_float64_product(K, B):
+    for N in (1, 5, 6, 7, 13, 50):
+        W, hT = _operands(N, K, B, seed=N * 1000 + K * 10 + B)
+        out = np.full((N, B), np.nan, np.float32)
+        _rowcast.product(W, hT, out)
+        exact = W.astype(np.float64) @ hT.astype(np.float64)
+        bound = 2 * max(K, 1) * EPS32 * (np.abs(W).astype(np.float64) @ np.abs(hT).astype(np.float64))
+        assert np.all(np.abs(out - exact) <= bound), (N, K, B)
+
+
+def test_product_does_not_depend_on_the_thread_count():
+    W, hT = _operands(301, 70, 64, seed=3)
+    outs = []
+    threads = numba.get_num_threads()
+    try:
+        for n in sorted({1, threads}):
+            numba.set_num_threads(n)
+            out = np.empty((301, 64), np.float32)
+            _rowcast.product(W, hT, out)
+            outs.append(out)
+    finally:
+        numba.set_num_threads(threads)
+    assert all(np.array_equal(outs[0], o) for o in outs)
+
+
+def test_product_and_matmul_refuse_widths_the_kernel_does_not_cover():
+    W, hT = _operands(4, 3, 24, seed=0)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        _rowcast.product(W, hT, np.empty((4, 24), np.float32))
+    with pytest.raises(ValueError, match="b: expected a multiple of 16 columns"):
+        _rowcast.matmul(W, hT)
+    assert np.allclose(_rowcast.matmul(W, hT[:, :16]), W @ hT[:, :16], atol=1e-5)
+
+
+def test_applies_only_to_float32_batches_of_16_and_large_weights(monkeypatch):
+    monkeypatch.setattr(_rowcast, "_AVX512", [True])
+    big = _rowcast.MIN_WEIGHT
+    assert _rowcast.applies(np.float32, 64, big) and _rowcast.applies(np.float32, 16, big)
+    assert not _rowcast.applies(np.float64, 64, big)
+    assert not any(_rowcast.applies(np.float32, b, big) for b in (0, 1, 8, 24, 33))
+    assert not _rowcast.applies(np.float32, 64, big - 1)
+    monkeypatch.setattr(_rowcast, "_AVX512", [False])
+    assert not _rowcast.applies(np.float32, 64, big)
+
+
+def _max_err(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)), initial=0.0))
+
+
+@pytest.mark.parametrize("B", [16, 48])
+@pytest.mark.parametrize("algorithm", ["batched", "fused"])
+@pytest.mark.parametrize("variant", ["gru-after", "gru-before", "lstm", "lstmp-peepholes"])
+def test_forward_inference_through_the_kernel_equals_the_reference(monkeypatch, variant, algorithm, B):
+    """Small sizes, with the rule made to take the kernel; the rule is asked about this forward."""
+    asked = []
+    monkeypatch.setattr(_rowcast, "applies", lambda dtype, rows, size: asked.append((np.dtype(dtype), rows)) or True)
+    T, D, H = 4, 5, 20  # 4H = 80 and 3H = 60: input products through the kernel (LSTM) and not (GRU)
+    rng = np.random.default_rng(B)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    h0 = (0.5 * rng.standard_normal((B, H))).astype(np.float32)
+    if variant.startswith("gru"):
+        p = gru.init(D, H, reset=variant[4:], rng=rng, dtype=np.float32)
+        y, h_T = jit_gru.forward_inference(p, x, h0, algorithm=algorithm)
+        y_t = jit_gru.forward(p, x, h0, algorithm=algorithm)[0]
+        y_r, h_r, _ = gru.forward(p.astype(np.float64), x.astype(np.float64), h0.astype(np.float64))
+        finals = [(h_T, h_r)]
+    else:
+        extra = {"proj_size": 12, "peepholes": True} if variant != "lstm" else {}
+        p = lstm.init(D, H, rng=rng, **extra).astype(np.float32)
+        s0 = ((0.5 * rng.standard_normal((B, p.output_size))).astype(np.float32), h0)
+        y, s_T = jit_lstm.forward_inference(p, x, s0, algorithm=algorithm)
+        y_t = jit_lstm.forward(p, x, s0, algorithm=algorithm)[0]
+        y_r, s_r, _ = lstm.forward(p.astype(np.float64), x.astype(np.float64), tuple(a.astype(np.float64) for a in s0))
+        finals = list(zip(s_T, s_r))
+    assert asked and asked[0] == (np.dtype(np.float32), B)
+    tol = TOL32 * (T + 1)
+    assert _max_err(y, y_r) <= tol
+    assert all(_max_err(a, b) <= tol for a, b in finals)
+    assert _max_err(y, y_t) <= 2 * tol  # the training forward (BLAS) agrees to rounding
+
+
+@pytest.mark.parametrize("module", [jit_gru, jit_lstm])
+def test_forward_inference_at_the_rule_threshold_equals_the_training_forward(module):
+    """The real rule, on the smallest weight it takes: 4H * H = MIN_WEIGHT for the LSTM (H = 512);
+    the GRU (3H * H) stays below it at H = 512 and so keeps BLAS, bit for bit the training forward."""
+    H, T, B, D = 512, 2, 16, 3
+    rng = np.random.default_rng(0)
+    ref = gru if module is jit_gru else lstm
+    p = ref.init(D, H, rng=rng, dtype=np.float32)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    y_inf = module.forward_inference(p, x, None, algorithm="batched")[0]
+    y_train = module.forward(p, x, None, algorithm="batched")[0]
+    takes = _rowcast.applies(np.float32, B, p.W_h.size)
+    assert takes == (module is jit_lstm and _rowcast._has_avx512())
+    if takes:
+        assert _max_err(y_inf, y_train) <= 2 * TOL32 * (T + 1)
+    else:
+        np.testing.assert_array_equal(y_inf, y_train)
