@@ -20,6 +20,10 @@ Every value is a time over a time, below 1 the subject's is the smaller (asv fla
   measured speed-up over the dense path (bars: speed-up >= 90% of the bound for unstructured z, i.e.
   <= 1.11, and >= 85% for block z, i.e. <= 1.18).
 
+One row tracks no bar but the kernel the forwards take in place of BLAS: ``RowcastOverSgemm``, the
+recurrent products alone through :mod:`refrnn.jit._rowcast` over the same products through BLAS, on
+the forward workloads whose subject takes it (below 1: the compiled kernel is the faster).
+
 The other bars (each forward against ``torch.nn``) have rows already: ``bench_torch.RefrnnOverTorch``
 (jit) and ``bench_sru.SRUOverTorchLSTM`` (jit). :data:`BAR_ROWS` maps every bar to its row, and
 ``tests/test_asv_benchmarks.py`` checks that every bar of every workload is in it.
@@ -37,6 +41,7 @@ GEMM_BOUND_WORKLOADS = (
     *TRAIN_WORKLOADS,
     "ccgru-train-mid", "ccgru-train-paper", "sru-forward", "sru-train-mid", "sru-train-paper",
 )  # fmt: skip
+ROWCAST_WORKLOADS = ("gru-paper", "lstm-paper", "gru-before")
 SPARSE_WORKLOADS = tuple(f"ccgru-unstructured-r{r}" for r in (16, 32, 64)) + tuple(f"ccgru-block-bs{b}" for b in (16, 32, 64))
 SPARSE_BAR_DENSITIES = (0.25, 0.10)  # refrnn.bench.workloads.ccgru.BAR_DENSITIES (a test pins them equal)
 
@@ -168,3 +173,24 @@ class SparseOverFlopBound(_Workload):
 
     def track_sparse_over_flop_bound(self, workload, density):
         return float(f"{self.ratio(self.sparse, self.dense) * self.bound:.4g}")
+
+
+class RowcastOverSgemm(_Workload):
+    """A forward workload's recurrent products alone through the compiled step product of
+    :mod:`refrnn.jit._rowcast` over the same products through BLAS (the bench's two products-alone
+    candidates). No bar; where it rises above 1, the forwards' rule for taking the kernel is due a
+    re-measure."""
+
+    params = [list(ROWCAST_WORKLOADS)]
+    param_names = ["workload"]
+
+    def setup(self, workload):
+        case = self._case(workload)
+        label = require("refrnn.bench.baselines", "ROWCAST").ROWCAST
+        if label not in case.candidates:  # a batch or weight the forward keeps on BLAS (the tiny sizes)
+            raise Unavailable("combination", f"{workload} at scale {self.bench_scale!r}: its forward does not take the kernel")
+        self.rowcast = self._candidate(label)
+        self.products = self._candidate(case.sgemm)
+
+    def track_rowcast_over_sgemm(self, workload):
+        return self.ratio(self.rowcast, self.products)

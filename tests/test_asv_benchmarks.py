@@ -402,3 +402,19 @@ def test_bars_rows_time_the_bench_candidates_and_report_its_quantity(cls, args, 
     else:
         expected = 1 / res["candidates"][other]["speedup_of_subject"]
     assert math.isclose(value, expected, rel_tol=1e-3), (value, expected)  # the rows keep 4 digits
+
+
+def test_rowcast_row_measures_the_kernel_at_the_bench_size():
+    """The generic run above skips RowcastOverSgemm (the tiny sizes keep BLAS); here it runs once at
+    the bench's own size of the LSTM forward, where the forward takes the kernel."""
+    pytest.importorskip("refrnn.jit._rowcast")
+    from refrnn.jit import _rowcast
+
+    if not _rowcast.applies("float32", 64, 4 * 1024 * 1024):
+        pytest.skip("this CPU has no AVX-512: the forwards keep BLAS")
+    bars = importlib.import_module("asv_benchmarks.bench_bars")
+    row = bars.RowcastOverSgemm()
+    row.ratio_repeats, row.ratio_sample, row.ratio_settle = 1, 0.0, 0.0
+    row.setup("lstm-paper")
+    value = row.track_rowcast_over_sgemm("lstm-paper")
+    assert math.isfinite(value) and value > 0

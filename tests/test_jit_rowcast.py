@@ -25,10 +25,12 @@ def _operands(N, K, B, seed):
     return rng.standard_normal((N, K)).astype(np.float32), rng.standard_normal((K, B)).astype(np.float32)
 
 
-# N: below, at and past a six-row tile; K: every remainder of the four-step unrolled loop, and none;
+# N: below, at and past a six-row tile; K: every remainder of the four-step unrolled loop, none, and
+# one (1024, 1025), two (1600, 2051) and three (3100) blocks of about KBLOCK = 1024, the later ones
+# added onto the first;
 # B: one to four 16-lane vectors and wider panels (80 = 64 + 16, 144 = 2 * 64 + 16).
 @pytest.mark.parametrize("B", [16, 32, 48, 64, 80, 144])
-@pytest.mark.parametrize("K", [0, 1, 3, 4, 5, 9, 33])
+@pytest.mark.parametrize("K", [0, 1, 3, 4, 5, 9, 33, 1024, 1025, 1600, 2051, 3100])
 def test_product_equals_the_float64_product(K, B):
     for N in (1, 5, 6, 7, 13, 50):
         W, hT = _operands(N, K, B, seed=N * 1000 + K * 10 + B)
@@ -127,3 +129,29 @@ def test_forward_inference_at_the_rule_threshold_equals_the_training_forward(mod
         assert _max_err(y_inf, y_train) <= 2 * TOL32 * (T + 1)
     else:
         np.testing.assert_array_equal(y_inf, y_train)
+
+
+def test_a_kernel_compiled_against_a_cached_product_loads_in_a_new_process(tmp_path):
+    """numba's cache, three processes: the first caches product() alone, the second compiles a
+    kernel that calls it (product() now comes from the cache), the third loads that kernel. Without
+    the thread pool started at import, the third crashed (the kernel's parallel launch had no pool)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from refrnn.jit import _kernels, _rowcast\n"
+        "h, W = np.ones((16, 3), np.float32), np.ones((5, 3), np.float32)\n"
+        "out, work = np.empty((16, 5), np.float32), np.empty((8, 16), np.float32)\n"
+        "if sys.argv[1] == 'product':\n"
+        "    _rowcast.product(W, h.T.copy(), work[:5])\n"
+        "else:\n"
+        "    _kernels._step_product(h, W, W.T, work, out, True)\n"
+        "    assert (out == 3).all()\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    for step in ("product", "kernel", "kernel"):
+        run = subprocess.run([sys.executable, "-c", script, step], env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0 and run.stdout.strip() == "ok", (step, run.returncode, run.stderr[-2000:])

@@ -106,9 +106,10 @@ def torch_rnn(torch, kind: str, p, x: np.ndarray, state0):
     return run
 
 
-def recurrent_products(T, B, *W_Ts):
+def recurrent_products(T, B, *W_Ts, rowcast=False):
     """T steps of the products ``h @ W_T`` (one per matrix in ``W_Ts``, h random with B rows), through
-    the BLAS call the fast path makes, and nothing else."""
+    the BLAS call the fast path makes (with ``rowcast``, the compiled kernel of
+    :mod:`refrnn.jit._rowcast`), and nothing else."""
     from ._products import products_only
 
     rng = np.random.default_rng(SEED)
@@ -116,9 +117,23 @@ def recurrent_products(T, B, *W_Ts):
 
     def run():
         for h, W_T, out in work:
-            products_only(h, W_T, out, T)
+            products_only(h, W_T, out, T, rowcast)
 
     return run
+
+
+def rowcast_products(T, B, W, *W_Ts):
+    """The candidate ``ROWCAST`` of a forward workload whose subject takes the compiled step product
+    (:func:`refrnn.jit._rowcast.applies`, asked about the float32 weight ``W`` at batch ``B``): a dict
+    with it, or an empty one."""
+    from ..jit import _rowcast
+
+    if not _rowcast.applies(np.float32, B, W.size):
+        return {}
+    return {ROWCAST: recurrent_products(T, B, *W_Ts, rowcast=True)}
+
+
+ROWCAST = "rowcast: recurrent products alone"
 
 
 def gemm_flops(T, B, D, H, gates):
@@ -167,7 +182,7 @@ def products(*gemms):
 
     def run():
         for a, b, out, count in work:
-            products_only(a, b, out, count)
+            products_only(a, b, out, count, False)
         return (work[-1][2],)
 
     run.twin = lambda: (work[-1][0] @ work[-1][1],)

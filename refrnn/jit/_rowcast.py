@@ -17,15 +17,25 @@ one chain of FMAs in increasing ``k``, whatever the split, so the result does no
 thread count. Measured, 4096 x 1024 x 64: 2.33-2.40 ms on one core (223-231 GFLOP/s, about 88% of
 a core's 64 FLOP/cycle) and 1.19-1.34 ms on two (400-452 GFLOP/s).
 
+The price of a second thread pool. The kernel's threads are numba's, not BLAS's. After a BLAS call
+OpenBLAS's worker threads keep spinning for about 0.1 s, and a forward through this kernel started in
+that time shares the cores with them: at the paper's LSTM size 133-157 ms right after a 3200 x 1024
+x 1024 GEMM, 83 ms once 0.1 s has passed, against 112-127 ms for the BLAS forward either way (the
+same pool). So the training forward, whose backward runs on BLAS, keeps BLAS (see
+:mod:`refrnn.jit.gru`), and a loop that puts BLAS work between inference forwards gains less or
+loses up to ~15%; back-to-back forwards gain the full 1.3-1.5x. Handing out the tasks one by one
+(an atomic count) instead of numba's fixed shares did not help (133 ms after the GEMM).
+
 The kernel is written in LLVM IR (generated below for each width ``B/16`` = 1..4; wider ``hT``
 goes through it in panels of 64 columns), compiled once per process into a numba code library and
-linked into every function that calls :func:`rows` (so numba's on-disk cache holds it too). It
-takes float32 C-ordered arrays with ``B`` a multiple of 16; :func:`takes` is the rule, and the
-callers keep BLAS for everything else (float64, other batches).
+linked into every function that calls :func:`product` (so numba's on-disk cache holds it too). It
+takes float32 C-ordered arrays with ``B`` a multiple of 16; :func:`applies` is the rule the
+forwards follow, and they keep BLAS for everything else (float64, other batches, small weights).
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
@@ -42,18 +52,29 @@ UNROLL = 4  # k steps per loop iteration
 # splits evenly over 1, 2, 3, 4, 6, 8 or 12 threads. (Asking numba for its thread count inside the
 # kernel would be a run-time address, which numba's on-disk cache refuses to store.)
 CHUNKS = 24
+# Depth of one pass over a tile's rows: about KBLOCK rows of hT (256 KB at B = 64) stay in L2 while
+# every tile of the task reads them; deeper products go in equal blocks of about that depth (1051 in
+# one, 4096 in four), each later block added onto C. Measured at 1024 x 4096 x 64: one pass over
+# all 4096 rows of hT (1 MB, the whole L2) 1.66 ms (324 GFLOP/s), four passes 1.33 ms (402).
+KBLOCK = 1024
 _NAME = "refrnn_rowcast_f32"
 
 
 def _tile(R: int, nv: int) -> str:
-    """IR of ``tile_R_nv(A, lda, B, ldb, C, ldc, K)``: C[r, :16nv] = sum_k A[r*lda + k] * B[k*ldb : +16nv]
-    for r < R; K >= 0 (K = 0 writes zeros)."""
+    """IR of ``tile_R_nv(A, lda, B, ldb, C, ldc, K, add)``: C[r, :16nv] = sum_k A[r*lda + k] * B[k*ldb : +16nv]
+    for r < R, added onto C's values when ``add``; K >= 0 (K = 0 writes zeros, or leaves C)."""
     vec = "<16 x float>"
-    out = [f"define internal void @tile_{R}_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %K) alwaysinline {{",
-           "entry:", f"  %Ku = and i64 %K, {-UNROLL}", "  %hasu = icmp ne i64 %Ku, 0",
-           "  br i1 %hasu, label %loop, label %tail0", "loop:", "  %k = phi i64 [0, %entry], [%kn, %loop]"]
     acc = [(r, v) for r in range(R) for v in range(nv)]
-    out += [f"  %c_{r}_{v} = phi {vec} [zeroinitializer, %entry], [%u{UNROLL - 1}_{r}_{v}, %loop]" for r, v in acc]
+    out = [f"define internal void @tile_{R}_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %K, i1 %add) alwaysinline {{",
+           "entry:", "  br i1 %add, label %load, label %start", "load:"]
+    for r, v in acc:  # accumulate onto C (a later block of k) rather than from zero
+        out += [f"  %lo_{r}_{v} = mul i64 %ldc, {r}", f"  %lv_{r}_{v} = add i64 %lo_{r}_{v}, {LANES * v}",
+                f"  %lp_{r}_{v} = getelementptr float, ptr %C, i64 %lv_{r}_{v}", f"  %l_{r}_{v} = load {vec}, ptr %lp_{r}_{v}, align 4"]
+    out += ["  br label %start", "start:"]
+    out += [f"  %i_{r}_{v} = phi {vec} [%l_{r}_{v}, %load], [zeroinitializer, %entry]" for r, v in acc]
+    out += [f"  %Ku = and i64 %K, {-UNROLL}", "  %hasu = icmp ne i64 %Ku, 0",
+            "  br i1 %hasu, label %loop, label %tail0", "loop:", "  %k = phi i64 [0, %start], [%kn, %loop]"]
+    out += [f"  %c_{r}_{v} = phi {vec} [%i_{r}_{v}, %start], [%u{UNROLL - 1}_{r}_{v}, %loop]" for r, v in acc]
 
     def step(tag, k, prev):
         """One k: the B-row's vectors, each A-row's broadcast, the FMAs; returns the new accumulators."""
@@ -80,8 +101,8 @@ def _tile(R: int, nv: int) -> str:
         lines, prev = step(u, f"%k{u}", prev)
         out += lines
     out += [f"  %kn = add i64 %k, {UNROLL}", "  %more = icmp ult i64 %kn, %Ku", "  br i1 %more, label %loop, label %tail0",
-            "tail0:", "  %kt0 = phi i64 [0, %entry], [%kn, %loop]"]
-    out += [f"  %d_{r}_{v} = phi {vec} [zeroinitializer, %entry], [%u{UNROLL - 1}_{r}_{v}, %loop]" for r, v in acc]
+            "tail0:", "  %kt0 = phi i64 [0, %start], [%kn, %loop]"]
+    out += [f"  %d_{r}_{v} = phi {vec} [%i_{r}_{v}, %start], [%u{UNROLL - 1}_{r}_{v}, %loop]" for r, v in acc]
     out += ["  %anyt = icmp ult i64 %kt0, %K", "  br i1 %anyt, label %tail, label %store",
             "tail:", "  %kt = phi i64 [%kt0, %tail0], [%ktn, %tail]"]
     out += [f"  %e_{r}_{v} = phi {vec} [%d_{r}_{v}, %tail0], [%ut_{r}_{v}, %tail]" for r, v in acc]
@@ -100,7 +121,7 @@ def _rows_of(nv: int) -> str:
     """IR of ``rows_nv``: rows [r0, r1) of C, in tiles of ROWS, the last few one at a time."""
     R = ROWS
     return f"""
-define internal void @rows_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K) {{
+define internal void @rows_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K, i1 %add) {{
 entry:
   %span = sub i64 %r1, %r0
   %nt = udiv i64 %span, {R}
@@ -114,7 +135,7 @@ tiles:
   %ap = getelementptr float, ptr %A, i64 %ao
   %co = mul i64 %i, %ldc
   %cp = getelementptr float, ptr %C, i64 %co
-  call void @tile_{R}_{nv}(ptr %ap, i64 %lda, ptr %B, i64 %ldb, ptr %cp, i64 %ldc, i64 %K)
+  call void @tile_{R}_{nv}(ptr %ap, i64 %lda, ptr %B, i64 %ldb, ptr %cp, i64 %ldc, i64 %K, i1 %add)
   %in = add i64 %i, {R}
   %m = icmp ult i64 %in, %tlim
   br i1 %m, label %tiles, label %ones0
@@ -128,7 +149,7 @@ ones:
   %ap1 = getelementptr float, ptr %A, i64 %ao1
   %co1 = mul i64 %j, %ldc
   %cp1 = getelementptr float, ptr %C, i64 %co1
-  call void @tile_1_{nv}(ptr %ap1, i64 %lda, ptr %B, i64 %ldb, ptr %cp1, i64 %ldc, i64 %K)
+  call void @tile_1_{nv}(ptr %ap1, i64 %lda, ptr %B, i64 %ldb, ptr %cp1, i64 %ldc, i64 %K, i1 %add)
   %jn = add i64 %j, 1
   %m1 = icmp ult i64 %jn, %r1
   br i1 %m1, label %ones, label %done
@@ -146,11 +167,12 @@ def module_ir() -> str:
     for nv in widths:
         parts += [_tile(ROWS, nv), _tile(1, nv), _rows_of(nv)]
     cases = " ".join(f"i64 {nv}, label %w{nv}" for nv in widths)
-    body = "\n".join(f"w{nv}:\n  call void @rows_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K)\n"
+    body = "\n".join(f"w{nv}:\n  call void @rows_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K, i1 %add)\n"
                      "  br label %done" for nv in widths)
     parts.append(f"""
-define void @{_NAME}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %nv, i64 %r0, i64 %r1, i64 %K) {{
+define void @{_NAME}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %nv, i64 %r0, i64 %r1, i64 %K, i64 %addf) {{
 entry:
+  %add = icmp ne i64 %addf, 0
   switch i64 %nv, label %done [ {cases} ]
 {body}
 done:
@@ -158,6 +180,12 @@ done:
 }}""")
     return "\n".join(parts)
 
+
+# numba's thread pool, started now rather than at the first parallel call. Every kernel that may call
+# product() carries its parallel launch in its machine code; numba restarts the pool when it loads
+# such a kernel from its on-disk cache only if the kernel was compiled together with product(), not
+# when product() itself had come from the cache (measured: a segmentation fault on the next load).
+numba.get_num_threads()
 
 _LIBRARY = []  # the compiled code library, built on first use (one per process)
 
@@ -180,24 +208,30 @@ def _is_f32_c_matrix(a) -> bool:
 
 
 @intrinsic
-def _panel_rows(typingctx, W, hT, out, j0, nv, r0, r1):
-    """Rows [r0, r1) of out[:, j0 : j0 + 16nv] = W @ hT[:, j0 : j0 + 16nv]; float32 C-ordered arrays."""
+def _panel_rows(typingctx, W, hT, out, j0, nv, r0, r1, k0, k1):
+    """Rows [r0, r1) of out[:, j0 : j0 + 16nv] = W[:, k0:k1] @ hT[k0:k1, j0 : j0 + 16nv], added onto
+    ``out`` unless k0 = 0; float32 C-ordered arrays."""
     if not (_is_f32_c_matrix(W) and _is_f32_c_matrix(hT) and _is_f32_c_matrix(out)):
         return None
 
     def codegen(context, builder, signature, args):
-        W_v, hT_v, out_v, j0_v, nv_v, r0_v, r1_v = args
+        W_v, hT_v, out_v, j0_v, nv_v, r0_v, r1_v, k0_v, k1_v = args
         i64, ptr = ir.IntType(64), ir.PointerType(ir.FloatType())
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64, i64]), _NAME)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64, i64, i64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _NAME)
         context.active_code_library.add_linking_library(_library(context))
         arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args[:3], (W_v, hT_v, out_v))]
         (_, K), (_, ldb), (_, ldc) = (cgutils.unpack_tuple(builder, a.shape, 2) for a in arrays)
         A, Bp, C = (a.data for a in arrays)
-        Bp, C = builder.gep(Bp, [j0_v]), builder.gep(C, [j0_v])  # the panel's first column
-        builder.call(fn, [A, K, Bp, ldb, C, ldc, nv_v, r0_v, r1_v, K])  # W C-ordered: its row stride is K
+        A = builder.gep(A, [k0_v])  # W C-ordered: row stride K, the block's first column k0
+        Bp = builder.gep(Bp, [builder.add(builder.mul(k0_v, ldb), j0_v)])  # row k0 of the panel
+        C = builder.gep(C, [j0_v])
+        add = builder.zext(builder.icmp_signed("!=", k0_v, ir.Constant(i64, 0)), i64)
+        builder.call(fn, [A, K, Bp, ldb, C, ldc, nv_v, r0_v, r1_v, builder.sub(k1_v, k0_v), add])
         return context.get_dummy_value()
 
-    return types.void(W, hT, out, types.int64, types.int64, types.int64, types.int64), codegen
+    sig = types.void(W, hT, out, *[types.int64] * 6)
+    return sig, codegen
 
 
 # Where the forward takes this kernel, as measured (float32 forward_inference, 2 cores, native BLAS
@@ -251,11 +285,23 @@ def product(W, hT, out):
     per = -(-N // (CHUNKS * ROWS)) * ROWS
     panels = -(-B // PANEL)
     for task in prange(CHUNKS * panels):
-        c, p = task // panels, task % panels
-        j0 = p * PANEL
-        r0, r1 = c * per, min(N, (c + 1) * per)
-        if r0 < r1:
-            _panel_rows(W, hT, out, j0, min(PANEL, B - j0) // LANES, r0, r1)
+        _task(W, hT, out, task, per, panels)
+
+
+@njit(cache=True)
+def _task(W, hT, out, task, per, panels):
+    """One task of :func:`product`: its rows of one panel, over k in blocks of KBLOCK."""
+    N, B = out.shape
+    K = W.shape[1]
+    c, p = task // panels, task % panels
+    j0 = p * PANEL
+    r0, r1 = c * per, min(N, (c + 1) * per)
+    if r0 < r1:
+        nv = min(PANEL, B - j0) // LANES
+        depth = max(1, -(-K // max(1, (K + KBLOCK // 2) // KBLOCK)))  # blocks of about KBLOCK, all alike
+        _panel_rows(W, hT, out, j0, nv, r0, r1, 0, min(K, depth))
+        for k0 in range(depth, K, depth):
+            _panel_rows(W, hT, out, j0, nv, r0, r1, k0, min(K, k0 + depth))
 
 
 def into(W, hT, out):

@@ -112,7 +112,7 @@ def _run(params, x, state0, algorithm, prepared, train):
     p = prepared
     xc = np.ascontiguousarray(x)
     before = params.reset == "before"
-    rowcast = not train and _rowcast.applies(dt, B, p.W_hT.size)  # see the module docstring
+    rowcast = not train and _rowcast.applies(dt, B, params.W_h.size)  # see the module docstring
     if prepared.algorithm == "batched":
         x2 = xc.reshape(T * B, -1)
         ax = _rowcast.matmul(x2, p.W_xT) if rowcast and H % 16 == 0 else _kernels.input_products(x2, p.W_xT)

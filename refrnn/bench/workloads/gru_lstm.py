@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...cells import gru, lstm
-from ..baselines import bench_threads, gemm_flops, numpy_gru, numpy_lstm, recurrent_products, torch_note, torch_or_none, torch_rnn
+from ..baselines import (bench_threads, gemm_flops, numpy_gru, numpy_lstm, recurrent_products, rowcast_products, torch_note,
+                         torch_or_none, torch_rnn)
 from ..registry import SGEMM, SIZES, SUBJECT, Bar, Case, data, sizes_for, workload
 
 _TINY = dict(B=3, T=4, D=5, H=8)
@@ -52,8 +53,10 @@ def _gru_case(scale, full, tiny, *, reset="after", bars=(), torch_too=True, note
         cands["torch.nn.GRU"] = torch_rnn(torch, "GRU", p, x, h0)
     if reset == "after":
         cands[SGEMM] = recurrent_products(T, B, p.W_h.T)
+        cands.update(rowcast_products(T, B, p.W_h, p.W_h.T))
     else:  # two products a step: [W_hr; W_hz] h, then W_hn (r*h)
         cands[SGEMM] = recurrent_products(T, B, p.W_h[: 2 * H].T, p.W_h[2 * H :].T)
+        cands.update(rowcast_products(T, B, p.W_h, p.W_h[: 2 * H].T, p.W_h[2 * H :].T))
     bars = tuple(b for b in bars if b.other in cands or b.other == "GEMM bound")
     return Case(s, cands, subject, bars, SGEMM, 2.0 * T * B * H * 3 * H, gemm_flops(T, B, D, H, 3), notes)
 
@@ -101,6 +104,7 @@ def _lstm_paper(scale):
     if torch is not None:
         cands["torch.nn.LSTM"] = torch_rnn(torch, "LSTM", p, x, (h0, c0))
     cands[SGEMM] = recurrent_products(T, B, p.W_h.T)
+    cands.update(rowcast_products(T, B, p.W_h, p.W_h.T))
     bars = (Bar(SUBJECT, "torch.nn.LSTM", 1.0, ">= 1.0x faster than torch.nn.LSTM"),)
     bars = tuple(b for b in bars if b.other in cands)
     return Case(s, cands, subject, bars, SGEMM, 2.0 * T * B * H * 4 * H, gemm_flops(T, B, D, H, 4), torch_note("vs torch.nn.LSTM"))
