@@ -117,6 +117,22 @@ def _tile(R: int, nv: int) -> str:
     return "\n".join(out + ["  ret void", "}"])
 
 
+def _row_loop(label: str, start: str, came_from: str, limit: str, step: int, tile: str, then: str) -> str:
+    """IR of the block ``label``: rows i = start, start + step, ... below ``limit``, ``tile`` on each."""
+    v = f"%{label}_"
+    return f"""{label}:
+  {v}i = phi i64 [{start}, %{came_from}], [{v}next, %{label}]
+  {v}ao = mul i64 {v}i, %lda
+  {v}ap = getelementptr float, ptr %A, i64 {v}ao
+  {v}co = mul i64 {v}i, %ldc
+  {v}cp = getelementptr float, ptr %C, i64 {v}co
+  call void @{tile}(ptr {v}ap, i64 %lda, ptr %B, i64 %ldb, ptr {v}cp, i64 %ldc, i64 %K, i1 %add)
+  {v}next = add i64 {v}i, {step}
+  {v}more = icmp ult i64 {v}next, {limit}
+  br i1 {v}more, label %{label}, label %{then}
+"""
+
+
 def _rows_of(nv: int) -> str:
     """IR of ``rows_nv``: rows [r0, r1) of C, in tiles of ROWS, the last few one at a time."""
     R = ROWS
@@ -129,31 +145,11 @@ entry:
   %tlim = add i64 %r0, %tend
   %any = icmp ult i64 %r0, %tlim
   br i1 %any, label %tiles, label %ones0
-tiles:
-  %i = phi i64 [%r0, %entry], [%in, %tiles]
-  %ao = mul i64 %i, %lda
-  %ap = getelementptr float, ptr %A, i64 %ao
-  %co = mul i64 %i, %ldc
-  %cp = getelementptr float, ptr %C, i64 %co
-  call void @tile_{R}_{nv}(ptr %ap, i64 %lda, ptr %B, i64 %ldb, ptr %cp, i64 %ldc, i64 %K, i1 %add)
-  %in = add i64 %i, {R}
-  %m = icmp ult i64 %in, %tlim
-  br i1 %m, label %tiles, label %ones0
-ones0:
+{_row_loop("tiles", "%r0", "entry", "%tlim", R, f"tile_{R}_{nv}", "ones0")}ones0:
   %j0 = phi i64 [%r0, %entry], [%tlim, %tiles]
   %any1 = icmp ult i64 %j0, %r1
   br i1 %any1, label %ones, label %done
-ones:
-  %j = phi i64 [%j0, %ones0], [%jn, %ones]
-  %ao1 = mul i64 %j, %lda
-  %ap1 = getelementptr float, ptr %A, i64 %ao1
-  %co1 = mul i64 %j, %ldc
-  %cp1 = getelementptr float, ptr %C, i64 %co1
-  call void @tile_1_{nv}(ptr %ap1, i64 %lda, ptr %B, i64 %ldb, ptr %cp1, i64 %ldc, i64 %K, i1 %add)
-  %jn = add i64 %j, 1
-  %m1 = icmp ult i64 %jn, %r1
-  br i1 %m1, label %ones, label %done
-done:
+{_row_loop("ones", "%j0", "ones0", "%r1", 1, f"tile_1_{nv}", "done")}done:
   ret void
 }}
 """
