@@ -357,7 +357,7 @@ def _step_product(h, W, W_T, work, out, rowcast):
     hold the same weight (one usually a view of the other), ``work`` is an (N, B) buffer, or (N + K, B)
     with ``rowcast``.
 
-    ``rowcast`` (the caller checked :func:`refrnn.jit._rowcast.takes`): ``h.T`` into the last K rows
+    ``rowcast`` (the caller checked :func:`refrnn.jit._rowcast.applies`): ``h.T`` into the last K rows
     of ``work``, ``W @ h.T`` by :func:`refrnn.jit._rowcast.product` into its first N, transposed into
     ``out``. Otherwise, where :func:`takes_transposed` says so, ``W @ h.T`` by BLAS into ``work``,
     transposed into ``out`` (see above why); else exactly :func:`_recurrent_product`."""
@@ -396,6 +396,15 @@ def input_products(x2, W_xT):
     OpenBLAS is a second library with its own thread pool, whose threads keep spinning for a while
     after a call and would compete with the recurrent products on a 2-core machine."""
     return np.dot(x2, W_xT)
+
+
+def forward_inputs(x2, W_xT, rowcast):
+    """Every step's input products ``x2 (T*B, D) @ W_xT (D, G*H)`` for a forward: with ``rowcast`` by
+    :func:`refrnn.jit._rowcast.matmul` where G*H is a multiple of its 16 lanes (so that the step
+    loop after it stays on numba's threads), else by :func:`input_products` (BLAS)."""
+    if rowcast and W_xT.shape[1] % _rowcast.LANES == 0:
+        return _rowcast.matmul(x2, W_xT)
+    return input_products(x2, W_xT)
 
 
 @njit(**JIT)

@@ -235,7 +235,7 @@ def _panel_rows(typingctx, W, hT, out, j0, nv, r0, r1, k0, k1):
 # (the paper's) LSTM 107-121 -> 78-84, GRU 81-86 -> 58-67; B=48 H=768 LSTM 54-66 -> 41-44; B=128
 # H=512 LSTM 57-61 -> 47-53; B=16 H=512 LSTM 22-28 -> 20-24. At B=32 H=256, a 1 MB weight that BLAS
 # repacks from L2, no gain (LSTM 13.5-16.8 -> 14.8-16.2), so smaller weights keep BLAS.
-MIN_WEIGHT = 1 << 20  # elements of the step's largest weight (4 MB in float32)
+MIN_WEIGHT = 1 << 20  # elements of the recurrent weight W_h (4 MB in float32)
 
 
 def _has_avx512() -> bool:

@@ -115,7 +115,7 @@ def _run(params, x, state0, algorithm, prepared, train):
     rowcast = not train and _rowcast.applies(dt, B, params.W_h.size)  # see the module docstring
     if prepared.algorithm == "batched":
         x2 = xc.reshape(T * B, -1)
-        ax = _rowcast.matmul(x2, p.W_xT) if rowcast and H % 16 == 0 else _kernels.input_products(x2, p.W_xT)
+        ax = _kernels.forward_inputs(x2, p.W_xT, rowcast)
         _kernels.gru_batched(before, ax.reshape(T, B, 3 * H), p.W_hT, p.W_hnT, p.bias, hs, (r, z, n, g), rowcast)
     else:
         _kernels.gru_fused(before, xc, p.W_hT, p.W_xT, p.W_hnT, p.bias, hs, (r, z, n, g), rowcast)

@@ -101,7 +101,7 @@ def _run(params, x, state0, algorithm, prepared, train):
     rowcast = not train and _rowcast.applies(dt, B, params.W_h.size)  # see the module docstring
     if prepared.algorithm == "batched":
         x2 = xc.reshape(T * B, -1)
-        ax = _rowcast.matmul(x2, p.W_xT) if rowcast and H % 4 == 0 else _kernels.input_products(x2, p.W_xT)
+        ax = _kernels.forward_inputs(x2, p.W_xT, rowcast)
         _kernels.lstm_batched(ax.reshape(T, B, 4 * H), p.W_hT, p.bias, p.peepholes, p.W_hr, hs, cs, gates, m, rowcast)
     else:
         _kernels.lstm_fused(xc, p.W_hT, p.bias, p.peepholes, p.W_hr, hs, cs, gates, m, rowcast)
