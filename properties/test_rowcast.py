@@ -1,6 +1,7 @@
-"""The compiled float32 step product (:mod:`refrnn.jit._rowcast`) and the forwards that take it.
+"""The compiled float32 products (:mod:`refrnn.jit._rowcast`) and the forwards that take them.
 
-The product ``C (N, B) = W (N, K) @ hT (K, B)`` computes every entry as one chain of K fused
+The step product ``C (N, B) = W (N, K) @ hT (K, B)`` and the blocked ``gemm`` (the same kernel over
+packed blocks of a wide ``hT``, which may be a transposed view) compute every entry as one chain of K fused
 multiply-adds in increasing k (the later K blocks added onto the first), so each entry carries at
 most K roundings of a running sum, each bounded by (|W| @ |hT|): the classical dot-product bound
 ``|C - W @ hT| <= gamma_K (|W| @ |hT|)``, ``gamma_K = K u / (1 - K u)``, ``u = 2**-24``, compared
@@ -11,8 +12,8 @@ no slack to hide one. Entries are the ±j/64 grid scaled by a power of two per r
 rows of very different magnitude meet in one tile, and some rows or columns are exactly zero.
 
 Sizes are drawn where the kernel changes what it does: N around the 6-row tile and the 24 row
-chunks, K at the four-step unroll and the edges of its blocks of about 1024, B from one 16-lane
-vector to past two 64-column panels.
+chunks, K at the four-step unroll and the edges of its blocks (about 1024 for the step product,
+512 for gemm), B from one 16-lane vector to past two 64-column panels and gemm's 128-column block.
 
 The forwards are drawn as the rest of the property suite draws cells, at batches of 16 and 32, with
 the rule made to take the kernel (the real rule only takes weights of 4 MB, too slow to draw), and
@@ -62,16 +63,20 @@ def _grid_matrix(draw, rows, cols, label):
 @st.composite
 def products(draw):
     N, K, B = draw(N_SIZES, label="N"), draw(K_SIZES, label="K"), draw(B_SIZES, label="B")
-    return draw(_grid_matrix(N, K, "W")), draw(_grid_matrix(K, B, "hT"))
+    kernel = draw(st.sampled_from(("product", "gemm")), label="kernel")
+    W, hT = draw(_grid_matrix(N, K, "W")), draw(_grid_matrix(K, B, "hT"))
+    if kernel == "gemm" and draw(st.booleans(), label="hT a transposed view"):
+        hT = np.asfortranarray(hT)
+    return getattr(_rowcast, kernel), W, hT
 
 
 @given(products())
-def test_rowcast_product_is_within_the_dot_product_bound_and_thread_independent(operands):
+def test_rowcast_products_are_within_the_dot_product_bound_and_thread_independent(drawn):
     """Every entry within gamma_K (|W| @ |hT|) of the exact product; one thread gives the same bits."""
-    W, hT = operands
+    kernel, W, hT = drawn
     (N, K), B = W.shape, hT.shape[1]
     out = np.full((N, B), np.nan, np.float32)
-    _rowcast.product(W, hT, out)
+    kernel(W, hT, out)
     exact = W.astype(np.float64) @ hT.astype(np.float64)
     gamma = K * U32 / (1 - K * U32) + K * U64 / (1 - K * U64)
     bound = gamma * (np.abs(W).astype(np.float64) @ np.abs(hT).astype(np.float64))
@@ -83,7 +88,7 @@ def test_rowcast_product_is_within_the_dot_product_bound_and_thread_independent(
         single = np.full_like(out, np.nan)
         numba.set_num_threads(1)
         try:
-            _rowcast.product(W, hT, single)
+            kernel(W, hT, single)
         finally:
             numba.set_num_threads(threads)
         np.testing.assert_array_equal(single, out)

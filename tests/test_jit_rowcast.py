@@ -65,6 +65,48 @@ def test_product_and_matmul_refuse_widths_the_kernel_does_not_cover():
     assert np.allclose(_rowcast.matmul(W, hT[:, :16]), W @ hT[:, :16], atol=1e-5)
 
 
+# gemm's blocks: K below, at and past GEMM_K = 512 (one, two and three blocks, the later ones added
+# onto the first), N at and past GEMM_N = 128 and a 64-column panel inside a block, M past a chunk.
+@pytest.mark.parametrize("N", [16, 80, 128, 144, 272])
+@pytest.mark.parametrize("K", [0, 1, 7, 511, 512, 513, 1100])
+def test_gemm_equals_the_float64_product(K, N):
+    for M in (1, 7, 149):
+        a, b = _operands(M, K, N, seed=M * 1000 + K * 10 + N)
+        out = np.full((M, N), np.nan, np.float32)
+        _rowcast.gemm(a, b, out)
+        exact = a.astype(np.float64) @ b.astype(np.float64)
+        bound = 2 * max(K, 1) * EPS32 * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+        assert np.all(np.abs(out - exact) <= bound), (M, K, N)
+
+
+def test_gemm_reads_a_transposed_b_and_equals_product_where_both_apply():
+    """A Fortran-ordered ``b`` (the forwards pass ``W_x.T``) gives the same bits as its C-ordered
+    copy; on a thin ``b`` with K inside one block, gemm and product make the same FMA chains."""
+    a, b = _operands(61, 300, 48, seed=5)
+    outs = [np.empty((61, 48), np.float32) for _ in range(3)]
+    _rowcast.gemm(a, b, outs[0])
+    _rowcast.gemm(a, np.asfortranarray(b), outs[1])
+    _rowcast.product(a, b, outs[2])
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    with pytest.raises(ValueError, match="multiple of 16"):
+        _rowcast.gemm(a, b[:, :40], np.empty((61, 40), np.float32))
+
+
+def test_gemm_does_not_depend_on_the_thread_count():
+    a, b = _operands(301, 700, 272, seed=4)
+    outs = []
+    threads = numba.get_num_threads()
+    try:
+        for n in sorted({1, threads}):
+            numba.set_num_threads(n)
+            out = np.empty((301, 272), np.float32)
+            _rowcast.gemm(a, b, out)
+            outs.append(out)
+    finally:
+        numba.set_num_threads(threads)
+    assert all(np.array_equal(outs[0], o) for o in outs)
+
+
 def test_applies_only_to_float32_batches_of_16_and_large_weights(monkeypatch):
     monkeypatch.setattr(_rowcast, "_AVX512", [True])
     big = _rowcast.MIN_WEIGHT

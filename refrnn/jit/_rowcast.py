@@ -31,6 +31,9 @@ goes through it in panels of 64 columns), compiled once per process into a numba
 linked into every function that calls :func:`product` (so numba's on-disk cache holds it too). It
 takes float32 C-ordered arrays with ``B`` a multiple of 16; :func:`applies` is the rule the
 forwards follow, and they keep BLAS for everything else (float64, other batches, small weights).
+All steps' input products at once (the "batched" order) have a wide ``hT`` instead, and go through
+:func:`gemm`, the same kernel over blocks of ``hT`` copied to a contiguous buffer; made by
+:func:`product`, they had slowed an LSTM forward with D = H = 1024 to twice BLAS's time.
 """
 
 from __future__ import annotations
@@ -204,14 +207,15 @@ def _is_f32_c_matrix(a) -> bool:
 
 
 @intrinsic
-def _panel_rows(typingctx, W, hT, out, j0, nv, r0, r1, k0, k1):
-    """Rows [r0, r1) of out[:, j0 : j0 + 16nv] = W[:, k0:k1] @ hT[k0:k1, j0 : j0 + 16nv], added onto
-    ``out`` unless k0 = 0; float32 C-ordered arrays."""
+def _panel_rows(typingctx, W, hT, out, jb, jc, nv, r0, r1, kw, kb, depth, add):
+    """Rows [r0, r1) of out[:, jc : jc + 16nv] (+)= W[:, kw : kw + depth] @ hT[kb : kb + depth, jb : jb
+    + 16nv], added onto ``out`` when ``add``; float32 C-ordered arrays. (The two column offsets and the
+    two depth offsets differ where ``hT`` is a packed block of a wider operand: see :func:`gemm`.)"""
     if not (_is_f32_c_matrix(W) and _is_f32_c_matrix(hT) and _is_f32_c_matrix(out)):
         return None
 
     def codegen(context, builder, signature, args):
-        W_v, hT_v, out_v, j0_v, nv_v, r0_v, r1_v, k0_v, k1_v = args
+        W_v, hT_v, out_v, jb_v, jc_v, nv_v, r0_v, r1_v, kw_v, kb_v, depth_v, add_v = args
         i64, ptr = ir.IntType(64), ir.PointerType(ir.FloatType())
         fnty = ir.FunctionType(ir.VoidType(), [ptr, i64, ptr, i64, ptr, i64, i64, i64, i64, i64, i64])
         fn = cgutils.get_or_insert_function(builder.module, fnty, _NAME)
@@ -219,14 +223,14 @@ def _panel_rows(typingctx, W, hT, out, j0, nv, r0, r1, k0, k1):
         arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args[:3], (W_v, hT_v, out_v))]
         (_, K), (_, ldb), (_, ldc) = (cgutils.unpack_tuple(builder, a.shape, 2) for a in arrays)
         A, Bp, C = (a.data for a in arrays)
-        A = builder.gep(A, [k0_v])  # W C-ordered: row stride K, the block's first column k0
-        Bp = builder.gep(Bp, [builder.add(builder.mul(k0_v, ldb), j0_v)])  # row k0 of the panel
-        C = builder.gep(C, [j0_v])
-        add = builder.zext(builder.icmp_signed("!=", k0_v, ir.Constant(i64, 0)), i64)
-        builder.call(fn, [A, K, Bp, ldb, C, ldc, nv_v, r0_v, r1_v, builder.sub(k1_v, k0_v), add])
+        A = builder.gep(A, [kw_v])  # W C-ordered: row stride K, the block's first column kw
+        Bp = builder.gep(Bp, [builder.add(builder.mul(kb_v, ldb), jb_v)])  # row kb of the panel
+        C = builder.gep(C, [jc_v])
+        add = builder.zext(add_v, i64)
+        builder.call(fn, [A, K, Bp, ldb, C, ldc, nv_v, r0_v, r1_v, depth_v, add])
         return context.get_dummy_value()
 
-    sig = types.void(W, hT, out, *[types.int64] * 6)
+    sig = types.void(W, hT, out, *[types.int64] * 8, types.boolean)
     return sig, codegen
 
 
@@ -260,12 +264,13 @@ def applies(dtype, rows: int, weight_size: int) -> bool:
 
 
 def matmul(a, b):
-    """``a (M, K) @ b (K, N)`` by :func:`product`, for N a multiple of 16 (a step loop's input
-    products, so that the loop never switches to BLAS's threads: see the callers)."""
+    """``a (M, K) @ b (K, N)`` by :func:`gemm`, for N a multiple of 16 (a step loop's input
+    products, so that the loop never switches to BLAS's threads: see the callers). ``b`` may be a
+    transposed view: gemm copies it block by block anyway."""
     if b.shape[1] % LANES:
         raise ValueError(f"b: expected a multiple of {LANES} columns, got shape {b.shape}")
     out = np.empty((a.shape[0], b.shape[1]), np.float32)
-    product(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+    gemm(np.ascontiguousarray(a), b, out)
     return out
 
 
@@ -295,9 +300,8 @@ def _task(W, hT, out, task, per, panels):
     if r0 < r1:
         nv = min(PANEL, B - j0) // LANES
         depth = max(1, -(-K // max(1, (K + KBLOCK // 2) // KBLOCK)))  # blocks of about KBLOCK, all alike
-        _panel_rows(W, hT, out, j0, nv, r0, r1, 0, min(K, depth))
-        for k0 in range(depth, K, depth):
-            _panel_rows(W, hT, out, j0, nv, r0, r1, k0, min(K, k0 + depth))
+        for k0 in range(0, max(K, 1), depth):  # K = 0 still writes the zeros
+            _panel_rows(W, hT, out, j0, j0, nv, r0, r1, k0, k0, min(K, k0 + depth) - k0, k0 > 0)
 
 
 def into(W, hT, out):
@@ -312,3 +316,47 @@ def _into_impl(W, hT, out):
     if all(isinstance(a, types.Array) and a.dtype == types.float32 for a in (W, hT, out)) and hT.layout == out.layout == "C":
         return lambda W, hT, out: product(np.ascontiguousarray(W), hT, out)
     return lambda W, hT, out: np.dot(W, hT, out)
+
+
+# Blocks of a wide product (see gemm): GEMM_K rows by GEMM_N columns of b, 256 KB in float32, copied
+# into a contiguous buffer that stays in L2 while every row of a passes over it. Measured (2 cores, a
+# noisy day: the thin product ran at about 250 GFLOP/s), 3200 x 1024 x 4096 and 512 x 3200 x 1024 at
+# 16 block shapes from 128 x 64 to 1024 x 512: 180-215 GFLOP/s for most, no shape clearly ahead.
+GEMM_K = 512
+GEMM_N = 128
+
+
+@njit(cache=True, parallel=True)
+def gemm(a, b, out):
+    """out (M, N) = a (M, K) @ b (K, N), float32, ``a`` and ``out`` C-ordered (``b`` any layout), N a
+    multiple of 16: a product with a wide ``b`` (all steps' input products at once).
+
+    :func:`product` suits a thin ``hT``: it reads its ``W`` once per 64-column panel of ``hT``, and
+    ``hT`` with its own row stride. For a wide one both cost more than the multiply-adds: all steps'
+    input products at T*B = 3200, D = H = 1024 took 367 ms that way against BLAS's 118 (a row stride
+    of 16 KB puts every row of a panel in the same few cache sets, and the 13 MB ``a`` is read 64
+    times). Here ``b`` goes in blocks of GEMM_K x GEMM_N, each copied to a contiguous buffer first,
+    and every row of ``a`` passes over a block while it is in L2: 147 ms that day. Each element of
+    ``out`` is still one chain of fused multiply-adds in increasing k, whatever the thread count."""
+    M, N = out.shape
+    K = a.shape[1]
+    if N % LANES or a.shape[0] != M or b.shape[1] != N or b.shape[0] != K:
+        raise ValueError("rowcast.gemm: expected a (M, K), b (K, N), out (M, N) with N a multiple of 16")
+    if K == 0:
+        out[:] = 0.0
+        return
+    per = -(-M // (CHUNKS * ROWS)) * ROWS
+    buf = np.empty(min(K, GEMM_K) * min(N, GEMM_N), np.float32)
+    for k0 in range(0, K, GEMM_K):
+        kd = min(K, k0 + GEMM_K) - k0
+        for n0 in range(0, N, GEMM_N):
+            nd = min(N, n0 + GEMM_N) - n0
+            packed = buf[: kd * nd].reshape(kd, nd)
+            for k in prange(kd):
+                packed[k] = b[k0 + k, n0 : n0 + nd]
+            for c in prange(CHUNKS):
+                r0, r1 = c * per, min(M, (c + 1) * per)
+                if r0 < r1:
+                    for j in range(0, nd, PANEL):
+                        nv = min(PANEL, nd - j) // LANES
+                        _panel_rows(a, packed, out, j, n0 + j, nv, r0, r1, k0, 0, kd, k0 > 0)
