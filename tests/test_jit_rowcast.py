@@ -32,24 +32,30 @@ def _operands(N, K, B, seed):
 @pytest.mark.parametrize("B", [16, 32, 48, 64, 80, 144])
 @pytest.mark.parametrize("K", [0, 1, 3, 4, 5, 9, 33, 1024, 1025, 1600, 2051, 3100])
 def test_product_equals_the_float64_product(K, B):
-    for N in (1, 5, 6, 7, 13, 50):
+    _assert_within_the_bound(_rowcast.product, (1, 5, 6, 7, 13, 50), K, B)
+
+
+def _assert_within_the_bound(kernel, rows, K, B):
+    """``kernel(W, hT, out)`` for W of each of ``rows`` rows, within the bound of the module docstring."""
+    for N in rows:
         W, hT = _operands(N, K, B, seed=N * 1000 + K * 10 + B)
         out = np.full((N, B), np.nan, np.float32)
-        _rowcast.product(W, hT, out)
+        kernel(W, hT, out)
         exact = W.astype(np.float64) @ hT.astype(np.float64)
         bound = 2 * max(K, 1) * EPS32 * (np.abs(W).astype(np.float64) @ np.abs(hT).astype(np.float64))
         assert np.all(np.abs(out - exact) <= bound), (N, K, B)
 
 
-def test_product_does_not_depend_on_the_thread_count():
-    W, hT = _operands(301, 70, 64, seed=3)
+@pytest.mark.parametrize("kernel, K, B", [("product", 70, 64), ("gemm", 700, 272)])
+def test_the_products_do_not_depend_on_the_thread_count(kernel, K, B):
+    W, hT = _operands(301, K, B, seed=3)
     outs = []
     threads = numba.get_num_threads()
     try:
         for n in sorted({1, threads}):
             numba.set_num_threads(n)
-            out = np.empty((301, 64), np.float32)
-            _rowcast.product(W, hT, out)
+            out = np.empty((301, B), np.float32)
+            getattr(_rowcast, kernel)(W, hT, out)
             outs.append(out)
     finally:
         numba.set_num_threads(threads)
@@ -70,13 +76,7 @@ def test_product_and_matmul_refuse_widths_the_kernel_does_not_cover():
 @pytest.mark.parametrize("N", [16, 80, 128, 144, 272])
 @pytest.mark.parametrize("K", [0, 1, 7, 511, 512, 513, 1100])
 def test_gemm_equals_the_float64_product(K, N):
-    for M in (1, 7, 149):
-        a, b = _operands(M, K, N, seed=M * 1000 + K * 10 + N)
-        out = np.full((M, N), np.nan, np.float32)
-        _rowcast.gemm(a, b, out)
-        exact = a.astype(np.float64) @ b.astype(np.float64)
-        bound = 2 * max(K, 1) * EPS32 * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
-        assert np.all(np.abs(out - exact) <= bound), (M, K, N)
+    _assert_within_the_bound(_rowcast.gemm, (1, 7, 149), K, N)
 
 
 def test_gemm_reads_a_transposed_b_and_equals_product_where_both_apply():
@@ -90,21 +90,6 @@ def test_gemm_reads_a_transposed_b_and_equals_product_where_both_apply():
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
     with pytest.raises(ValueError, match="multiple of 16"):
         _rowcast.gemm(a, b[:, :40], np.empty((61, 40), np.float32))
-
-
-def test_gemm_does_not_depend_on_the_thread_count():
-    a, b = _operands(301, 700, 272, seed=4)
-    outs = []
-    threads = numba.get_num_threads()
-    try:
-        for n in sorted({1, threads}):
-            numba.set_num_threads(n)
-            out = np.empty((301, 272), np.float32)
-            _rowcast.gemm(a, b, out)
-            outs.append(out)
-    finally:
-        numba.set_num_threads(threads)
-    assert all(np.array_equal(outs[0], o) for o in outs)
 
 
 def test_applies_only_to_float32_batches_of_16_and_large_weights(monkeypatch):
@@ -171,6 +156,49 @@ def test_forward_inference_at_the_rule_threshold_equals_the_training_forward(mod
         assert _max_err(y_inf, y_train) <= 2 * TOL32 * (T + 1)
     else:
         np.testing.assert_array_equal(y_inf, y_train)
+
+
+def test_lstm_training_takes_the_kernel_by_the_rule(monkeypatch):
+    """Training follows the inference rule, and also needs no projection and 4H a multiple of 16 (the
+    weight gradients' width)."""
+    monkeypatch.setattr(_rowcast, "_AVX512", [True])
+    trains = jit_lstm._trains_on_rowcast
+    p = lstm.init(3, 512, rng=0, dtype=np.float32)
+    assert trains(p, 16) and trains(p, 64) and not trains(p, 8) and not trains(p, 24)
+    assert not trains(lstm.init(3, 512, rng=0), 16)  # float64
+    assert not trains(lstm.init(3, 511, rng=0, dtype=np.float32), 16)  # below MIN_WEIGHT
+    assert not trains(lstm.init(3, 513, rng=0, dtype=np.float32), 16)  # 4H = 2052, not a multiple of 16
+    assert not trains(lstm.init(3, 512, proj_size=256, rng=0).astype(np.float32), 16)
+    monkeypatch.setattr(_rowcast, "_AVX512", [False])
+    assert not trains(p, 16)
+
+
+@pytest.mark.parametrize("D", [3, 32])
+def test_lstm_training_step_at_the_rule_threshold_equals_the_blas_step(monkeypatch, D):
+    """The real rule at H = 512 (4H * H = MIN_WEIGHT), D padded to the kernel's width or not, against
+    the same step with BLAS (the rule's weight threshold raised): every output and gradient within
+    2 K eps of the larger of the two (normwise), K = 4H the longest sum in it (dx), both being that
+    close to the exact products."""
+    T, B, H = 2, 16, 512
+    rng = np.random.default_rng(D)
+    p = lstm.init(D, H, rng=rng, dtype=np.float32, peepholes=True)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+
+    def step():
+        y, s_T, cache = jit_lstm.forward(p, x, None)
+        grads, dx, ds0 = jit_lstm.backward(p, cache, dy, s_T)
+        return [y, *s_T, dx, *ds0, *(getattr(grads, n) for n in p.array_names())]
+
+    if not jit_lstm._trains_on_rowcast(p, B):
+        pytest.skip("no AVX-512 here: the rule keeps BLAS")
+    kernel = step()
+    monkeypatch.setattr(_rowcast, "MIN_WEIGHT", 1 << 40)
+    assert not jit_lstm._trains_on_rowcast(p, B)
+    blas = step()
+    for a, b in zip(kernel, blas):
+        scale = max(1.0, float(np.max(np.abs(b))))
+        assert _max_err(a, b) <= 2 * 4 * H * EPS32 * scale
 
 
 def test_a_kernel_compiled_against_a_cached_product_loads_in_a_new_process(tmp_path):

@@ -13,7 +13,8 @@ with the same names, in the same order of work:
    (``da.T @ x``, ``da.T @ h_prev``) and one for ``dx = da @ W_x``.
 
 Every product is an ``np.dot`` inside numba, i.e. SciPy's OpenBLAS, the library the jit forward
-uses too. That is the point of compiling the products as well as the element-wise passes: NumPy's
+uses too, except in the LSTM's training step on the compiled kernel of :mod:`refrnn.jit._rowcast`
+(``rowcast``; see :mod:`refrnn.jit.lstm`), where none is. That is the point of compiling the products as well as the element-wise passes: NumPy's
 ``@`` runs on NumPy's own bundled OpenBLAS, a second library with a second thread pool, and on two
 cores the idle-spinning workers of one pool starve the other after every hand-over. Measured here
 (2 cores, float32, GRU T=100, B=32, D=H=256): jit forward 16 ms, reference backward 29 ms, each
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _rowcast
 from ._cache import njit
 from ._kernels import JIT, _sigmoid_grad_of_difference, _sigmoid_grad_of_product
 
@@ -205,6 +206,28 @@ def weight_gradient(da, a, out):
 
 
 @njit(**JIT)
+def rowcast_gradients(da, x, h_prev, W_x, work, dW_x, dW_h, dx):
+    """The LSTM backward's products after its loop, float32, on the compiled kernel of
+    :mod:`refrnn.jit._rowcast` (the training step then never calls BLAS: see there):
+
+    * ``[dW_x | dW_h].T (D+P, G) = [x | h_prev].T (D+P, T*B) @ da (T*B, G)``, one product, its operand
+      and its result transposed through ``work`` = (aT (D+P, T*B), gT (D+P, G));
+    * ``dx (T*B, D16) = da (T*B, G) @ W_x (G, D16)``, with ``W_x`` and ``dx`` padded with zero columns
+      to a multiple of 16 (the kernel's width) by the caller.
+    """
+    T, B, G = da.shape
+    D, P = x.shape[2], h_prev.shape[2]
+    aT, gT = work
+    d2 = da.reshape(T * B, G)
+    _kernels._transpose_into(aT[:D], x.reshape(T * B, D))
+    _kernels._transpose_into(aT[D:], h_prev.reshape(T * B, P))
+    _rowcast.gemm(aT, d2, gT)
+    _kernels._transpose_into(dW_x, gT[:D])
+    _kernels._transpose_into(dW_h, gT[D:])
+    _rowcast.gemm(d2, W_x, dx)
+
+
+@njit(**JIT)
 def input_gradient(da, W, out):
     """out = da @ W over all T*B rows: da (T, B, G), W (G, D) -> out (T*B, D). One GEMM."""
     T, B = da.shape[0], da.shape[1]
@@ -242,9 +265,9 @@ def _lstm_rows(dm, dc, c_prev, c_next, gates, peepholes, da, acc, peeps):
 
 
 @njit(**JIT)
-def lstm_backward(cache, dy, weights, state, da, dh_all, acc, peeps):
+def lstm_backward(cache, dy, weights, state, da, dh_all, acc, peeps, rowcast):
     """Per step (projection: ``dm = dh @ W_hr``, B x P x H), the fused pass, then ``da[t] @ W_h``
-    (B x 4H x P).
+    (B x 4H x P), by the compiled kernel with ``rowcast`` (its transpose then a C-ordered copy).
 
     ``weights`` = ((W_h (4H, P), its transpose), (W_hr (P, H) or (0, H), its transpose), (w_ic,
     w_fc, w_oc)), the transposes for :func:`refrnn.jit._kernels._step_product` (from
@@ -260,7 +283,7 @@ def lstm_backward(cache, dy, weights, state, da, dh_all, acc, peeps):
     project = W_hr.shape[0] > 0
     rec = dh.copy()  # dL/dh_T goes in through the same addition as every later step's product
     dm = np.empty((B, H), dh.dtype)
-    rec_T, dm_T = np.empty((rec.shape[1], B), dh.dtype), np.empty((H, B), dh.dtype)
+    rec_T, dm_T = _kernels.step_work(rec.shape[1], da.shape[2], B, dh.dtype), np.empty((H, B), dh.dtype)
     for t in range(T - 1, -1, -1):
         if project:
             dh_t = dh_all[t]
@@ -272,6 +295,6 @@ def lstm_backward(cache, dy, weights, state, da, dh_all, acc, peeps):
             for b in range(B):
                 _sum_to(dm[b], dy[t][b], rec[b])
             _lstm_rows(dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc, peeps)
-        _kernels._step_product(da[t], W_hT, W_h, rec_T, rec, False)
+        _kernels._step_product(da[t], W_hT, W_h, rec_T, rec, rowcast)
     for b in range(B):
         _kernels._copy(dh[b], rec[b])

@@ -380,11 +380,12 @@ def step_work(N, K, B, dtype):
     return np.empty((N + K, B), dtype)
 
 
-def transposed_weight(W, rows):
+def transposed_weight(W, rows, rowcast=False):
     """The ``W`` argument :func:`_step_product` reads for a product ``h @ W`` of ``rows`` rows, ``W``
     stored (K, N) as the backward's weights are: ``W.T`` copied C-ordered where the transposed order
-    is taken, else an empty (0, 0) array of the same type (nothing to copy)."""
-    if takes_transposed(rows):
+    or the compiled kernel (``rowcast``) is taken, else an empty (0, 0) array of the same type
+    (nothing to copy)."""
+    if rowcast or takes_transposed(rows):
         return np.ascontiguousarray(W.T)
     return np.empty((0, 0), W.dtype)
 

@@ -21,10 +21,12 @@ The price of a second thread pool. The kernel's threads are numba's, not BLAS's.
 OpenBLAS's worker threads keep spinning for about 0.1 s, and a forward through this kernel started in
 that time shares the cores with them: at the paper's LSTM size 133-157 ms right after a 3200 x 1024
 x 1024 GEMM, 83 ms once 0.1 s has passed, against 112-127 ms for the BLAS forward either way (the
-same pool). So the training forward, whose backward runs on BLAS, keeps BLAS (see
-:mod:`refrnn.jit.gru`), and a loop that puts BLAS work between inference forwards gains less or
-loses up to ~15%; back-to-back forwards gain the full 1.3-1.5x. Handing out the tasks one by one
-(an atomic count) instead of numba's fixed shares did not help (133 ms after the GEMM).
+same pool). So a loop that puts BLAS work between inference forwards gains less or loses up to
+~15%; back-to-back forwards gain the full 1.3-1.5x. Handing out the tasks one by one (an atomic
+count) instead of numba's fixed shares did not help (133 ms after the GEMM). For the same reason a
+training step goes one way as a whole: the LSTM's (:mod:`refrnn.jit.lstm`), where this rule holds,
+makes its backward's products here too (:func:`gemm` for the weight gradients and ``dx``), and never
+calls BLAS; the GRU's keeps BLAS throughout.
 
 The kernel is written in LLVM IR (generated below for each width ``B/16`` = 1..4; wider ``hT``
 goes through it in panels of 64 columns), compiled once per process into a numba code library and
@@ -329,7 +331,8 @@ GEMM_N = 128
 @njit(cache=True, parallel=True)
 def gemm(a, b, out):
     """out (M, N) = a (M, K) @ b (K, N), float32, ``a`` and ``out`` C-ordered (``b`` any layout), N a
-    multiple of 16: a product with a wide ``b`` (all steps' input products at once).
+    multiple of 16: a product with a wide ``b`` (all steps' input products at once, a training
+    step's weight gradients).
 
     :func:`product` suits a thin ``hT``: it reads its ``W`` once per 64-column panel of ``hT``, and
     ``hT`` with its own row stride. For a wide one both cost more than the multiply-adds: all steps'
