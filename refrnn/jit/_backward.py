@@ -18,8 +18,9 @@ uses too, except in the LSTM's training step on the compiled kernel of :mod:`ref
 products as well as the element-wise passes: NumPy's ``@`` runs on NumPy's own bundled OpenBLAS,
 a second library with a second thread pool, and on two cores the idle-spinning workers of one pool
 starve the other after every hand-over. Measured here (2 cores, float32, GRU T=100, B=32,
-D=H=256): jit forward 16 ms, reference backward 29 ms, each alone; the two back to back 160-177 ms, against 63 ms for the reference forward and backward
-(one pool); the same pair with NumPy's pool limited to one thread, 70 ms.
+D=H=256): jit forward 16 ms, reference backward 29 ms, each alone; the two back to back 160-177
+ms, against 63 ms for the reference forward and backward (one pool); the same pair with NumPy's
+pool limited to one thread, 70 ms.
 
 The element-wise passes are split into row loops over at most one written and five read 1-D arrays
 (see "Row loops" in :mod:`refrnn.jit._kernels`: LLVM vectorises a loop only when it can rule out
