@@ -284,7 +284,7 @@ def lstm_backward(cache, dy, weights, state, da, dh_all, acc, peeps, rowcast):
     project = W_hr.shape[0] > 0
     rec = dh.copy()  # dL/dh_T goes in through the same addition as every later step's product
     dm = np.empty((B, H), dh.dtype)
-    rec_T, dm_T = _kernels.step_work(rec.shape[1], da.shape[2], B, dh.dtype), np.empty((H, B), dh.dtype)
+    rec_T, dm_T = _kernels.step_work(rec.shape[1], da.shape[2] if rowcast else 0, B, dh.dtype), np.empty((H, B), dh.dtype)
     for t in range(T - 1, -1, -1):
         if project:
             dh_t = dh_all[t]
