@@ -29,10 +29,10 @@ never calls BLAS, so its products never wait on the other thread pool. Measured 
 (T=50 B=64 D=27 H=1024, 2 cores, two steps back to back, medians; a slow, noisy day): 0.99-1.15 s
 against 1.46-1.58 s through BLAS in alternating processes; in ``refrnn bench --only
 lstm-train-paper`` 1.48 s against 1.76 s (0.64x torch autograd instead of 0.53x); with a NumPy
-output layer between steps (NumPy's own BLAS) 1.31-1.33 s against 1.95-2.25 s. Not everywhere: in
-one process that ran NumPy's reference backward before each forward (0.2 s apart), the forward on
-the kernel took 302 ms against 198 through BLAS. Equal to the BLAS step within float32 rounding,
-not bit for bit. Smaller weights keep BLAS: at T=100 B=32 D=H=256 the two took the same time
+output layer between steps (NumPy's own BLAS) 1.31-1.33 s against 1.95-2.25 s. Not always: with
+NumPy's reference backward 0.2 s before each training forward, the forward on the kernel took 302
+ms against 198 through BLAS in one run, 213 against 238 in another (144 without that backward).
+Equal to the BLAS step within float32 rounding, not bit for bit. Smaller weights keep BLAS: at T=100 B=32 D=H=256 the two took the same time
 (122 ms).
 
 :func:`forward_inference` in float32 with a batch that is a multiple of 16 and a weight of at least
