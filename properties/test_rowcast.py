@@ -117,27 +117,6 @@ def test_forward_inference_through_the_kernel_is_within_the_float32_tolerance(ca
     assert outcome.passed, outcome.reason
 
 
-def _training_step(module, patched: bool, algorithm: str, calls: list):
-    """A refrnn-layout candidate: ``module.forward`` then ``module.backward``; with ``patched`` the rule
-    is made to take the kernel, and ``calls`` records whether the backward's products went there."""
-
-    def candidate(layers, x, state0, dy=None, dstate_T=None):
-        (p,) = layers
-        gradients = _backward.rowcast_gradients
-
-        def spy(*args):
-            calls.append(True)
-            return gradients(*args)
-
-        with mock.patch.object(_rowcast, "applies", lambda dtype, rows, size: patched), \
-                mock.patch.object(_backward, "rowcast_gradients", spy):
-            y, s_T, cache = module.forward(p, x, state0[0], algorithm=algorithm)
-            grads, dx, ds0 = module.backward(p, cache, dy, dstate_T[0])
-        return y, (s_T,), ([grads], dx, (ds0,))
-
-    return candidate
-
-
 TRAINING = st.sampled_from([16, 32]).flatmap(
     lambda B: cases(configs(("lstm",), min_B=B, max_B=B, max_T=6, max_D=20, max_H=20, options={"proj": (False,)}), adversarial=None)
 )
@@ -148,7 +127,21 @@ def test_lstm_training_step_through_the_kernel_is_within_the_float32_tolerance(c
     """jit LSTM forward + backward with every product on the kernel (4H a multiple of 16; else the
     rule keeps BLAS and the step is checked the same way): outputs, states and every gradient within
     (32 + 8T) u of the float64 reference on the same float32-rounded values."""
-    calls = []
-    outcome = compare(_training_step(jit_lstm, True, algorithm, calls), case, layout="refrnn", dtype=np.float32)
+    calls = []  # the backward's products after its loop, when they went to the kernel
+    gradients = _backward.rowcast_gradients
+
+    def spy(*args):
+        calls.append(True)
+        return gradients(*args)
+
+    def run(layers, x, state0, dy=None, dstate_T=None):
+        (p,) = layers
+        with mock.patch.object(_rowcast, "applies", lambda dtype, rows, size: True), \
+                mock.patch.object(_backward, "rowcast_gradients", spy):
+            y, s_T, cache = jit_lstm.forward(p, x, state0[0], algorithm=algorithm)
+            grads, dx, ds0 = jit_lstm.backward(p, cache, dy, dstate_T[0])
+        return y, (s_T,), ([grads], dx, (ds0,))
+
+    outcome = compare(run, case, layout="refrnn", dtype=np.float32)
     assert outcome.passed, outcome.reason
     assert bool(calls) == (4 * case.config.layers[0].H % 16 == 0), (calls, case.config)

@@ -32,8 +32,8 @@ lstm-train-paper`` 1.48 s against 1.76 s (0.64x torch autograd instead of 0.53x)
 output layer between steps (NumPy's own BLAS) 1.31-1.33 s against 1.95-2.25 s. Not always: with
 NumPy's reference backward 0.2 s before each training forward, the forward on the kernel took 302
 ms against 198 through BLAS in one run, 213 against 238 in another (144 without that backward).
-Equal to the BLAS step within float32 rounding, not bit for bit. Smaller weights keep BLAS: at T=100 B=32 D=H=256 the two took the same time
-(122 ms).
+Equal to the BLAS step within float32 rounding, not bit for bit. Smaller weights keep BLAS: at
+T=100 B=32 D=H=256 the two took the same time (122 ms).
 
 :func:`forward_inference` in float32 with a batch that is a multiple of 16 and a weight of at least
 4 MB makes every product with the compiled kernel of :mod:`refrnn.jit._rowcast` instead of BLAS
