@@ -93,13 +93,13 @@ def test_gemm_reads_a_transposed_b_and_equals_product_where_both_apply():
 
 
 def test_applies_only_to_float32_batches_of_16_and_large_weights(monkeypatch):
-    monkeypatch.setattr(_rowcast, "_AVX512", [True])
+    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: True)
     big = _rowcast.MIN_WEIGHT
     assert _rowcast.applies(np.float32, 64, big) and _rowcast.applies(np.float32, 16, big)
     assert not _rowcast.applies(np.float64, 64, big)
     assert not any(_rowcast.applies(np.float32, b, big) for b in (0, 1, 8, 24, 33))
     assert not _rowcast.applies(np.float32, 64, big - 1)
-    monkeypatch.setattr(_rowcast, "_AVX512", [False])
+    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)
     assert not _rowcast.applies(np.float32, 64, big)
 
 
@@ -161,7 +161,7 @@ def test_forward_inference_at_the_rule_threshold_equals_the_training_forward(mod
 def test_lstm_training_takes_the_kernel_by_the_rule(monkeypatch):
     """Training follows the inference rule, and also needs no projection and 4H a multiple of 16 (the
     weight gradients' width)."""
-    monkeypatch.setattr(_rowcast, "_AVX512", [True])
+    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: True)
     trains = jit_lstm._trains_on_rowcast
     p = lstm.init(3, 512, rng=0, dtype=np.float32)
     assert trains(p, 16) and trains(p, 64) and not trains(p, 8) and not trains(p, 24)
@@ -169,7 +169,7 @@ def test_lstm_training_takes_the_kernel_by_the_rule(monkeypatch):
     assert not trains(lstm.init(3, 511, rng=0, dtype=np.float32), 16)  # below MIN_WEIGHT
     assert not trains(lstm.init(3, 513, rng=0, dtype=np.float32), 16)  # 4H = 2052, not a multiple of 16
     assert not trains(lstm.init(3, 512, proj_size=256, rng=0).astype(np.float32), 16)
-    monkeypatch.setattr(_rowcast, "_AVX512", [False])
+    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)
     assert not trains(p, 16)
 
 

@@ -49,9 +49,23 @@ from numba.extending import intrinsic, overload
 
 from ._cache import njit
 
-LANES = 16  # float32 lanes of one AVX-512 register
-ROWS = 6  # rows of C per tile: 6 x 4 accumulators + 4 loaded vectors + 1 broadcast fit 32 registers
-PANEL = 4 * LANES  # the widest hT the kernel takes at once; wider ones go in panels of this width
+
+
+def _host_has(feature: str) -> bool:
+    import llvmlite.binding as llvm
+
+    return bool(llvm.get_host_cpu_features().get(feature, False))
+
+
+LANES = 16  # the unit of width the kernel takes: columns of hT come in multiples of 16
+# The register tile, by what the CPU has. AVX-512 (32 registers of 16 floats): 6 rows x 4 vectors =
+# 24 accumulators + 4 loaded vectors + 1 broadcast, panels of 64 columns. Otherwise AVX2's 16
+# registers of 8 floats: 6 rows x 2 vectors = 12 accumulators + 2 + 1, panels of 16 columns.
+# Measured on one Zen 3 core, 6 x 1024 x 32: 66-70 GFLOP/s so; 3 rows x 4 vectors (32 columns a
+# panel) spills to the stack, 37-40; the 16-lane tile, 37.
+VEC = 16 if _host_has("avx512f") else 8  # float32 lanes of one register
+ROWS = 6  # rows of C per tile
+PANEL = 4 * VEC if VEC == 16 else LANES  # the widest hT the kernel takes at once; wider ones go in panels
 UNROLL = 4  # k steps per loop iteration
 # Row chunks of a product: numba's prange gives each thread an equal run of consecutive tasks, so 24
 # splits evenly over 1, 2, 3, 4, 6, 8 or 12 threads. (Asking numba for its thread count inside the
@@ -68,12 +82,13 @@ _NAME = "refrnn_rowcast_f32"
 def _tile(R: int, nv: int) -> str:
     """IR of ``tile_R_nv(A, lda, B, ldb, C, ldc, K, add)``: C[r, :16nv] = sum_k A[r*lda + k] * B[k*ldb : +16nv]
     for r < R, added onto C's values when ``add``; K >= 0 (K = 0 writes zeros, or leaves C)."""
-    vec = "<16 x float>"
-    acc = [(r, v) for r in range(R) for v in range(nv)]
+    vec = f"<{VEC} x float>"
+    nq = nv * (LANES // VEC)  # vectors across the tile's 16nv columns
+    acc = [(r, v) for r in range(R) for v in range(nq)]
     out = [f"define internal void @tile_{R}_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %K, i1 %add) alwaysinline {{",
            "entry:", "  br i1 %add, label %load, label %start", "load:"]
     for r, v in acc:  # accumulate onto C (a later block of k) rather than from zero
-        out += [f"  %lo_{r}_{v} = mul i64 %ldc, {r}", f"  %lv_{r}_{v} = add i64 %lo_{r}_{v}, {LANES * v}",
+        out += [f"  %lo_{r}_{v} = mul i64 %ldc, {r}", f"  %lv_{r}_{v} = add i64 %lo_{r}_{v}, {VEC * v}",
                 f"  %lp_{r}_{v} = getelementptr float, ptr %C, i64 %lv_{r}_{v}", f"  %l_{r}_{v} = load {vec}, ptr %lp_{r}_{v}, align 4"]
     out += ["  br label %start", "start:"]
     out += [f"  %i_{r}_{v} = phi {vec} [%l_{r}_{v}, %load], [zeroinitializer, %entry]" for r, v in acc]
@@ -84,8 +99,8 @@ def _tile(R: int, nv: int) -> str:
     def step(tag, k, prev):
         """One k: the B-row's vectors, each A-row's broadcast, the FMAs; returns the new accumulators."""
         lines = [f"  %bo{tag} = mul i64 {k}, %ldb"]
-        for v in range(nv):
-            lines += [f"  %bo{tag}_{v} = add i64 %bo{tag}, {LANES * v}",
+        for v in range(nq):
+            lines += [f"  %bo{tag}_{v} = add i64 %bo{tag}, {VEC * v}",
                       f"  %bp{tag}_{v} = getelementptr float, ptr %B, i64 %bo{tag}_{v}",
                       f"  %b{tag}_{v} = load {vec}, ptr %bp{tag}_{v}, align 4"]
         new = {}
@@ -94,10 +109,10 @@ def _tile(R: int, nv: int) -> str:
                       f"  %ap{tag}_{r} = getelementptr float, ptr %A, i64 %ao{tag}_{r}",
                       f"  %a{tag}_{r} = load float, ptr %ap{tag}_{r}, align 4",
                       f"  %ai{tag}_{r} = insertelement {vec} poison, float %a{tag}_{r}, i32 0",
-                      f"  %ab{tag}_{r} = shufflevector {vec} %ai{tag}_{r}, {vec} poison, <16 x i32> zeroinitializer"]
-            for v in range(nv):
+                      f"  %ab{tag}_{r} = shufflevector {vec} %ai{tag}_{r}, {vec} poison, <{VEC} x i32> zeroinitializer"]
+            for v in range(nq):
                 new[r, v] = f"%u{tag}_{r}_{v}"
-                lines.append(f"  {new[r, v]} = call {vec} @llvm.fma.v16f32({vec} %ab{tag}_{r}, {vec} %b{tag}_{v}, {vec} {prev[r, v]})")
+                lines.append(f"  {new[r, v]} = call {vec} @llvm.fma.v{VEC}f32({vec} %ab{tag}_{r}, {vec} %b{tag}_{v}, {vec} {prev[r, v]})")
         return lines, new
 
     prev = {rv: f"%c_{rv[0]}_{rv[1]}" for rv in acc}
@@ -116,7 +131,7 @@ def _tile(R: int, nv: int) -> str:
     out += ["  %ktn = add i64 %kt, 1", "  %tmore = icmp ult i64 %ktn, %K", "  br i1 %tmore, label %tail, label %store", "store:"]
     out += [f"  %s_{r}_{v} = phi {vec} [%d_{r}_{v}, %tail0], [%ut_{r}_{v}, %tail]" for r, v in acc]
     for r, v in acc:
-        out += [f"  %so_{r}_{v} = mul i64 %ldc, {r}", f"  %sv_{r}_{v} = add i64 %so_{r}_{v}, {LANES * v}",
+        out += [f"  %so_{r}_{v} = mul i64 %ldc, {r}", f"  %sv_{r}_{v} = add i64 %so_{r}_{v}, {VEC * v}",
                 f"  %sp_{r}_{v} = getelementptr float, ptr %C, i64 %sv_{r}_{v}",
                 f"  store {vec} %s_{r}_{v}, ptr %sp_{r}_{v}, align 4"]
     return "\n".join(out + ["  ret void", "}"])
@@ -139,8 +154,13 @@ def _row_loop(label: str, start: str, came_from: str, limit: str, step: int, til
 
 
 def _rows_of(nv: int) -> str:
-    """IR of ``rows_nv``: rows [r0, r1) of C, in tiles of ROWS, the last few one at a time."""
+    """IR of ``rows_nv``: rows [r0, r1) of C, in tiles of ROWS, the last ``(r1 - r0) % ROWS`` as one
+    smaller tile (a few gathered rows are a common product here: one row at a time keeps only
+    ``nv`` chains of FMAs going, a quarter of the rate or less)."""
     R = ROWS
+    rest = "\n".join(f"left{r}:\n  call void @tile_{r}_{nv}(ptr %rap, i64 %lda, ptr %B, i64 %ldb, ptr %rcp, i64 %ldc, i64 %K, i1 %add)\n"
+                     "  br label %done" for r in range(1, R))
+    cases = " ".join(f"i64 {r}, label %left{r}" for r in range(1, R))
     return f"""
 define internal void @rows_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K, i1 %add) {{
 entry:
@@ -149,12 +169,17 @@ entry:
   %tend = mul i64 %nt, {R}
   %tlim = add i64 %r0, %tend
   %any = icmp ult i64 %r0, %tlim
-  br i1 %any, label %tiles, label %ones0
-{_row_loop("tiles", "%r0", "entry", "%tlim", R, f"tile_{R}_{nv}", "ones0")}ones0:
+  br i1 %any, label %tiles, label %rest
+{_row_loop("tiles", "%r0", "entry", "%tlim", R, f"tile_{R}_{nv}", "rest")}rest:
   %j0 = phi i64 [%r0, %entry], [%tlim, %tiles]
-  %any1 = icmp ult i64 %j0, %r1
-  br i1 %any1, label %ones, label %done
-{_row_loop("ones", "%j0", "ones0", "%r1", 1, f"tile_1_{nv}", "done")}done:
+  %left = sub i64 %r1, %j0
+  %rao = mul i64 %j0, %lda
+  %rap = getelementptr float, ptr %A, i64 %rao
+  %rco = mul i64 %j0, %ldc
+  %rcp = getelementptr float, ptr %C, i64 %rco
+  switch i64 %left, label %done [ {cases} ]
+{rest}
+done:
   ret void
 }}
 """
@@ -164,9 +189,9 @@ def module_ir() -> str:
     """The whole module: tiles and row loops for widths 1..4 and the entry point, which takes
     ``nv`` = (columns of the panel) / 16 and dispatches."""
     widths = range(1, PANEL // LANES + 1)
-    parts = ["declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>)"]
+    parts = [f"declare <{VEC} x float> @llvm.fma.v{VEC}f32(<{VEC} x float>, <{VEC} x float>, <{VEC} x float>)"]
     for nv in widths:
-        parts += [_tile(ROWS, nv), _tile(1, nv), _rows_of(nv)]
+        parts += [_tile(r, nv) for r in range(1, ROWS + 1)] + [_rows_of(nv)]
     cases = " ".join(f"i64 {nv}, label %w{nv}" for nv in widths)
     body = "\n".join(f"w{nv}:\n  call void @rows_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K, i1 %add)\n"
                      "  br label %done" for nv in widths)
@@ -245,15 +270,8 @@ MIN_WEIGHT = 1 << 20  # elements of the recurrent weight W_h (4 MB in float32)
 
 
 def _has_avx512() -> bool:
-    """The kernel is written for 16-lane registers: only measured, and only taken, where they exist."""
-    if not _AVX512:
-        import llvmlite.binding as llvm
-
-        _AVX512.append(bool(llvm.get_host_cpu_features().get("avx512f", False)))
-    return _AVX512[0]
-
-
-_AVX512: list = []
+    """The forwards' rule was measured with the 16-lane tile: only taken where it runs."""
+    return VEC == 16
 
 
 def applies(dtype, rows: int, weight_size: int) -> bool:
@@ -293,17 +311,34 @@ def product(W, hT, out):
 
 @njit(cache=True)
 def _task(W, hT, out, task, per, panels):
-    """One task of :func:`product`: its rows of one panel, over k in blocks of KBLOCK."""
-    N, B = out.shape
-    K = W.shape[1]
+    """One task of :func:`product`: its rows of one panel."""
+    N = out.shape[0]
     c, p = task // panels, task % panels
-    j0 = p * PANEL
     r0, r1 = c * per, min(N, (c + 1) * per)
     if r0 < r1:
-        nv = min(PANEL, B - j0) // LANES
-        depth = max(1, -(-K // max(1, (K + KBLOCK // 2) // KBLOCK)))  # blocks of about KBLOCK, all alike
-        for k0 in range(0, max(K, 1), depth):  # K = 0 still writes the zeros
-            _panel_rows(W, hT, out, j0, j0, nv, r0, r1, k0, k0, min(K, k0 + depth) - k0, k0 > 0)
+        _rows(W, hT, out, p * PANEL, r0, r1)
+
+
+@njit(cache=True)
+def _rows(W, hT, out, j0, r0, r1):
+    """Rows [r0, r1) of the panel of ``out`` that starts at column j0, over k in blocks of KBLOCK."""
+    K = W.shape[1]
+    nv = min(PANEL, out.shape[1] - j0) // LANES
+    depth = max(1, -(-K // max(1, (K + KBLOCK // 2) // KBLOCK)))  # blocks of about KBLOCK, all alike
+    for k0 in range(0, max(K, 1), depth):  # K = 0 still writes the zeros
+        _panel_rows(W, hT, out, j0, j0, nv, r0, r1, k0, k0, min(K, k0 + depth) - k0, k0 > 0)
+
+
+@njit(cache=True)
+def serial(W, hT, out):
+    """:func:`product` on the calling thread alone: for small products made inside a parallel loop
+    (a few gathered rows times one tile's weights), where BLAS would pack ``hT`` on every call
+    (measured on one Zen 3 core, 6 x 1024 x 32: 10 us against 39 through OpenBLAS)."""
+    N, B = out.shape
+    if B % LANES or W.shape[0] != N or hT.shape[1] != B or hT.shape[0] != W.shape[1]:
+        raise ValueError("rowcast.serial: expected W (N, K), hT (K, B), out (N, B) with B a multiple of 16")
+    for j0 in range(0, B, PANEL):
+        _rows(W, hT, out, j0, 0, N)
 
 
 def into(W, hT, out):
@@ -313,10 +348,45 @@ def into(W, hT, out):
     raise NotImplementedError("refrnn.jit._rowcast.into is callable from numba-compiled code only")
 
 
+def _float32_operands(W, hT, out) -> bool:
+    return all(isinstance(a, types.Array) and a.dtype == types.float32 for a in (W, hT, out)) and hT.layout == out.layout == "C"
+
+
 @overload(into)
 def _into_impl(W, hT, out):
-    if all(isinstance(a, types.Array) and a.dtype == types.float32 for a in (W, hT, out)) and hT.layout == out.layout == "C":
+    if _float32_operands(W, hT, out):
         return lambda W, hT, out: product(np.ascontiguousarray(W), hT, out)
+    return lambda W, hT, out: np.dot(W, hT, out)
+
+
+def takes(W, hT):
+    """Inside njit code: whether :func:`into_serial` multiplies ``W @ hT`` with the kernel (float32,
+    ``hT`` C-ordered and a multiple of 16 wide), so that a caller can size its row chunks for it."""
+    raise NotImplementedError("refrnn.jit._rowcast.takes is callable from numba-compiled code only")
+
+
+@overload(takes)
+def _takes_impl(W, hT):
+    if _float32_operands(W, hT, hT):
+        return lambda W, hT: hT.shape[1] % LANES == 0
+    return lambda W, hT: False
+
+
+def into_serial(W, hT, out):
+    """``out = W @ hT`` inside njit code, on the calling thread: :func:`serial` for float32 operands
+    whose width is a multiple of 16, BLAS otherwise (other dtypes, other widths)."""
+    raise NotImplementedError("refrnn.jit._rowcast.into_serial is callable from numba-compiled code only")
+
+
+@overload(into_serial)
+def _into_serial_impl(W, hT, out):
+    if _float32_operands(W, hT, out):
+        def impl(W, hT, out):
+            if out.shape[1] % LANES == 0:
+                serial(np.ascontiguousarray(W), hT, out)
+            else:
+                np.dot(W, hT, out)
+        return impl
     return lambda W, hT, out: np.dot(W, hT, out)
 
 

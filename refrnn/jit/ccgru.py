@@ -28,9 +28,11 @@ Three paths, chosen with ``algorithm`` (``"sparse"`` picks the sparse one that s
 
 * ``"dense"``: every unit computed, the baseline the speed-ups are measured against, made as fast
   as we could: the input products of r and ĥ for all T*B rows are one GEMM; per step, B = 1: one
-  GEMV ``h @ [U_r; U_h].T``; B > 1: the same product in tiles of 16 units (32 columns), each over
-  row chunks small enough for OpenBLAS's no-packing kernels (:data:`SMALL_GEMM_MNK`, 1.46x the
-  rate of one big GEMM here), tiles in parallel; then a fused, vectorised pass over the units.
+  GEMV ``h @ [U_r; U_h].T``; B > 1: the same product in tiles of 16 units (32 columns), tiles in
+  parallel, then a fused, vectorised pass over the units. In float32 a tile's product is one call
+  of the compiled kernel of :mod:`refrnn.jit._rowcast` on its thread (:func:`~refrnn.jit._rowcast.serial`,
+  no packing copy); in float64 it is BLAS in row chunks small enough for OpenBLAS's no-packing
+  kernels (:data:`SMALL_GEMM_MNK`).
 * ``"unstructured"`` (any variant; meant for B = 1, the paper's single stream): per sample, the
   active units are listed and each computes its dot products against its own weights. The paper
   copies the active weight rows to scratch and calls GEMV; here the weights are stored
@@ -46,7 +48,15 @@ Three paths, chosen with ``algorithm`` (``"sparse"`` picks the sparse one that s
   Blocks run in parallel. Inactive (sample, block) pairs copy their state.
 
 The update gate is computed in the same way by every path (one helper, :func:`_gate_z`): its input
-side for all T steps is one GEMM, its recurrent side one product per step.
+side for all T steps is one GEMM, its recurrent side one product per step, the samples split
+between the threads on the batch paths.
+
+Measured on 2 Zen 3 cores (AVX2, float32, B = 64, T = 50, H = 1024, blocks of 16, medians): the
+dense path took 420 ms with its tile products through OpenBLAS, whose AVX2 build has no
+no-packing kernels and packs the tile's weights on every call (6 x 1024 x 32: 34-39 us against 10
+through the kernel); 230-260 ms through the kernel. The block path at z-density 0.10: 124 -> 58
+ms, then 40 ms with the gate's product split between the two threads (it had taken 13 of the 42
+ms on one).
 
 Layout rules that mattered (each measured, see the comments where they apply): every array a loop
 reads is a contiguous 1-d slice (rows of 2-d slices are not, and are not vectorised); no index
@@ -68,13 +78,13 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
-from numba import prange
+from numba import get_num_threads, prange
 
 from .._checks import finite_result, float_array, one_of
 from .._moved import algorithm_keyword, renamed
 from ..cells import ccgru as reference
 from ..cells._common import check_cache, frozen, gradients
-from . import _blas, _ccgru_train, _onepool, _strategy
+from . import _blas, _ccgru_train, _onepool, _rowcast, _strategy
 from ._cache import njit
 from ._kernels import _copy
 from ._kernels import sigmoid as _sigmoid
@@ -150,13 +160,23 @@ def _dot4(a, b, c, d, x):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _chunk_rows(x, W, rows):
+    """Rows of ``x`` per product ``x @ W`` on one thread: all ``rows`` where the compiled kernel takes
+    the product (:func:`refrnn.jit._rowcast.into_serial`), else chunks small enough for OpenBLAS's
+    no-packing kernels (SMALL_GEMM_MNK)."""
+    if _rowcast.takes(x, W):
+        return max(1, rows)
+    return max(1, SMALL_GEMM_MNK // (W.shape[0] * W.shape[1]))
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _small_products(x, W, out):
-    """out = x @ W in row chunks small enough for OpenBLAS's no-packing kernels (SMALL_GEMM_MNK)."""
+    """out = x @ W on the calling thread, in chunks of :func:`_chunk_rows` rows."""
     B = x.shape[0]
-    m = max(1, SMALL_GEMM_MNK // (W.shape[0] * W.shape[1]))
+    m = _chunk_rows(x, W, B)
     for i0 in range(0, B, m):
         i1 = min(B, i0 + m)
-        np.dot(x[i0:i1], W, out[i0:i1])
+        _rowcast.into_serial(x[i0:i1], W, out[i0:i1])
 
 
 class ZGate(NamedTuple):
@@ -183,9 +203,10 @@ def _z_scratch(gate, B):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
-def _gate_z(gate, t, pxz, hs, work, zk, zs):
-    """Update gate of step t for all B samples (Eqs. 1, 6-11, inference statistics); returns ``zu``,
-    the slot of ``zs`` it wrote (``zs`` (T, B, H) keeps every step, (1, B, H) is scratch).
+def _gate_z(gate, t, pxz, hs, work, zk, zs, r0, r1):
+    """Update gate of step t for the samples r0 .. r1-1 (Eqs. 1, 6-11, inference statistics) into
+    ``zk`` and ``zs[t]`` (``zs`` (T, B, H) keeps every step, (1, B, H) is scratch: see :func:`_z_slot`).
+    Samples are independent here, so the batch paths split them between threads.
 
     ``work`` = (u, a) from :func:`_z_scratch`. ``u = pxz[t] + h_{t-1} @ U_zT`` (U_zT = U_z.T; both
     are stored) is ``a`` itself (full) or the bottleneck pre-activation (lowrank, block); ``zk``
@@ -193,23 +214,24 @@ def _gate_z(gate, t, pxz, hs, work, zk, zs):
     term) and ``zu`` (B, H) the gate of every unit (``zk`` itself, or each block value repeated
     over its ``bs`` units).
 
-    One sample (B = 1) is done by hand: the products are small (g x H and H x g at rank g) and a
-    BLAS call costs about as much as the work; the low-rank expansion ``W_z z_lr`` also skips the
+    One sample is done by hand: the products are small (g x H and H x g at rank g) and a product
+    call costs about as much as the work; the low-rank expansion ``W_z z_lr`` also skips the
     bottleneck units the relu set to zero (their terms are exactly zero).
     """
     variant, bs, U_z, U_zT, W_zT, b_z, mean, inv_std, s = gate
     u, a = work
-    pxz_t, h, zu = pxz[t], hs[t], zs[min(t, zs.shape[0] - 1)]
-    B, H = h.shape
+    pxz_t, h, zu = pxz[t], hs[t], zs[_z_slot(t, zs)]
+    H = h.shape[1]
     K = zk.shape[1]
     zero = h.dtype.type(0.0)
-    if B == 1:
-        h_0, u_0 = h[0], u[0]
+    one_row = r1 - r0 == 1
+    if one_row:
+        h_0, u_0 = h[r0], u[r0]
         for i in range(U_z.shape[0]):
             u_0[i] = _dot(U_z[i], h_0)
     else:
-        _small_products(h, U_zT, u)
-    for b in range(B):
+        _small_products(h[r0:r1], U_zT, u[r0:r1])
+    for b in range(r0, r1):
         u_b, p_b = u[b], pxz_t[b]
         if variant == 0:
             for i in range(u_b.shape[0]):
@@ -218,8 +240,8 @@ def _gate_z(gate, t, pxz, hs, work, zk, zs):
             for i in range(u_b.shape[0]):
                 u_b[i] = max(u_b[i] + p_b[i], zero)  # relu: the bottleneck z_lr
     if variant == 1:
-        if B == 1:
-            a_0, u_0 = a[0], u[0]
+        if one_row:
+            a_0, u_0 = a[r0], u[r0]
             _copy(a_0, b_z)
             for i in range(W_zT.shape[0]):
                 zi = u_0[i]
@@ -228,15 +250,15 @@ def _gate_z(gate, t, pxz, hs, work, zk, zs):
                     for j in range(H):
                         a_0[j] += zi * w_i[j]
         else:
-            _small_products(u, W_zT, a)
-            for b in range(B):
+            _small_products(u[r0:r1], W_zT, a[r0:r1])
+            for b in range(r0, r1):
                 a_b = a[b]
                 for j in range(H):
                     a_b[j] += b_z[j]
         act = a
     else:
         act = u
-    for b in range(B):
+    for b in range(r0, r1):
         act_b, zk_b = act[b], zk[b]
         for k in range(K):
             v = (act_b[k] - mean[k]) * inv_std[k] + s
@@ -248,7 +270,19 @@ def _gate_z(gate, t, pxz, hs, work, zk, zs):
                 zu_b[k * bs : (k + 1) * bs] = zk_b[k]
         else:
             _copy(zu_b, zk_b)
-    return zu
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _share(w, workers, B):
+    """Samples ``(r0, r1)`` of worker w when ``workers`` split a batch of B for the update gate."""
+    per = -(-B // workers)
+    return min(B, w * per), min(B, (w + 1) * per)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _z_slot(t, zs):
+    """The step of ``zs`` that receives step t's gate: t itself, or 0 when ``zs`` is (1, B, H) scratch."""
+    return min(t, zs.shape[0] - 1)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -277,7 +311,7 @@ def _tile_pass(p, p_rows, p_off, c, c_off, rows, z_t, h_t, h_next, j0, tu):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def dense_forward(gate, px, pxz, U_tT, Ut, hs, zs):
+def dense_forward(gate, px, pxz, U_tT, Ut, hs, zs, workers):
     """Every unit computed. Units are grouped in tiles of ``tu``; columns of px, U_tT and Ut are
     in *tile order* (per tile: its r columns, then its ĥ columns).
 
@@ -285,18 +319,22 @@ def dense_forward(gate, px, pxz, U_tT, Ut, hs, zs):
     B = 1: one GEMV a step, ``h @ U_tT`` with U_tT (H, 2H) = U_rh.T in tile order.
     B > 1: per tile, Ut[k] (H, 2tu) multiplies the batch ``m`` rows at a time
     (:data:`SMALL_GEMM_MNK`); the tiles run in parallel (``prange``).
-    ``gate``: :class:`ZGate`. hs (T+1, B, H): the caller fills hs[0]. zs: (T, B, H) gate history,
-    or (1, B, H) scratch.
+    ``gate``: :class:`ZGate`, its samples split between ``workers`` threads. hs (T+1, B, H): the
+    caller fills hs[0]. zs: (T, B, H) gate history, or (1, B, H) scratch.
     """
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     dt = hs.dtype
     n_tiles, tu = Ut.shape[0], Ut.shape[2] // 2
-    m = max(1, SMALL_GEMM_MNK // (Ut.shape[1] * Ut.shape[2]))
+    m = _chunk_rows(hs[0], Ut[0], B)
     work, zk = _z_scratch(gate, B)
     q = np.empty((1, 2 * H), dt)
     rows = np.arange(B)
     for t in range(T):
-        zu = _gate_z(gate, t, pxz, hs, work, zk, zs)
+        for w in prange(workers):
+            r0, r1 = _share(w, workers, B)
+            if r0 < r1:
+                _gate_z(gate, t, pxz, hs, work, zk, zs, r0, r1)
+        zu = zs[_z_slot(t, zs)]
         h_t, h_next, px_t = hs[t], hs[t + 1], px[t]
         if B == 1:
             np.dot(h_t[0], U_tT, q[0])
@@ -309,7 +347,7 @@ def dense_forward(gate, px, pxz, U_tT, Ut, hs, zs):
             lo = 2 * tu * k
             for i0 in range(0, B, m):
                 i1 = min(B, i0 + m)
-                np.dot(h_t[i0:i1], Ut[k], c[: i1 - i0])
+                _rowcast.into_serial(h_t[i0:i1], Ut[k], c[: i1 - i0])
                 _tile_pass(px_t, rows[i0:i1], lo, c, 0, rows[i0:i1], zu, h_t, h_next, k * tu, tu)
 
 
@@ -337,7 +375,8 @@ def unstructured_forward(gate, x, pxz, P, b_rh, hs, zs):
     buf = np.empty((4, H + 1), dt)  # compact per-active-unit values
     a_r, a_hx, a_hh, h_n = buf[0], buf[1], buf[2], buf[3]
     for t in range(T):
-        zu = _gate_z(gate, t, pxz, hs, work, zk, zs)
+        _gate_z(gate, t, pxz, hs, work, zk, zs, 0, B)
+        zu = zs[_z_slot(t, zs)]
         for b in range(B):
             h_b, h_next, z_b, x_b = hs[t, b], hs[t + 1, b], zu[b], x[t, b]
             # Branch-free compaction: every unit is first copied (z = 0: the state carries over,
@@ -406,7 +445,7 @@ def _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, work, local):
                     p_i[v] += xd * w_d[v]
         for i0 in range(0, n, m):
             i1 = min(n, i0 + m)
-            np.dot(h_sel[i0:i1], Ut[k], c[: i1 - i0])
+            _rowcast.into_serial(h_sel[i0:i1], Ut[k], c[: i1 - i0])
             _tile_pass(p, local[i0:i1], 0, c, 0, sel[i0:i1], zu, h_t, h_next, k * tu, tu)
 
 
@@ -429,7 +468,7 @@ def block_forward(gate, x, pxz, weights, hs, zs, workers):
     H = hs.shape[2]
     g, bs = gate.U_z.shape[0], gate.bs
     tu = Ut.shape[2] // 2
-    m = max(1, SMALL_GEMM_MNK // (Ut.shape[1] * Ut.shape[2]))
+    m = _chunk_rows(hs[0], Ut[0], B)
     dt = hs.dtype
     z_work, zk = _z_scratch(gate, B)
     # Scratch per worker, allocated once. Worker w takes the blocks w, w + workers, ...
@@ -440,7 +479,11 @@ def block_forward(gate, x, pxz, weights, hs, zs, workers):
     p_buf = np.empty((workers, B * 2 * tu), dt)
     local = np.arange(B)
     for t in range(T):
-        zu = _gate_z(gate, t, pxz, hs, z_work, zk, zs)
+        for w in prange(workers):
+            r0, r1 = _share(w, workers, B)
+            if r0 < r1:
+                _gate_z(gate, t, pxz, hs, z_work, zk, zs, r0, r1)
+        zu = zs[_z_slot(t, zs)]
         h_t, h_next, x_t = hs[t], hs[t + 1], x[t]
         for b in range(B):  # z = 0 copies the state: one copy now, active blocks overwrite theirs
             _copy(h_next[b], h_t[b])
@@ -644,12 +687,10 @@ def _run(params, x, h0, algorithm, prepared, keep_z):
         gate = _z_gate(p)
         if path == "dense":
             px = (np.dot(flat_x, w["W_tT"]) + w["b_t"]).reshape(T, B, 2 * H)
-            dense_forward(gate, px, pxz, w["U_tT"], w["Ut"], hs, zs)
+            dense_forward(gate, px, pxz, w["U_tT"], w["Ut"], hs, zs, get_num_threads())
         elif path == "unstructured":
             unstructured_forward(gate, x, pxz, w["P"], w["b_rh"], hs, zs)
         else:
-            from numba import get_num_threads
-
             workers = min(get_num_threads(), params.g)
             block_forward(gate, x, pxz, (w["Ut"], w["Wt"], w["b_t"]), hs, zs, workers)
     return hs[1:], hs[-1].copy(), zs if keep_z else None
