@@ -124,3 +124,19 @@ def test_jit_float32_is_within_the_float32_tolerance_of_the_float64_reference(ca
         candidate = _jit_forward(jit_gru if cell == "gru" else jit_lstm, algorithm=strategy)
     outcome = compare(candidate, case, layout="refrnn", dtype=np.float32, grads=False)
     assert outcome.passed, outcome.reason
+
+
+# Widths whose tiles (8 or 16 units, blocks of 8 or more) the float32 paths multiply with the compiled
+# kernel of refrnn.jit._rowcast rather than BLAS; batches past its 6-row tile and every remainder of it.
+KERNEL_TILES = st.sampled_from([8, 16, 32]).flatmap(
+    lambda H: cases(configs(("ccgru",), H=H, max_T=4, max_D=6, min_B=2, max_B=20, options={"mode": ("inference",)}),
+                    adversarial=None, grads=False)
+)
+
+
+@given(KERNEL_TILES, st.sampled_from(("dense", "sparse")))
+def test_jit_ccgru_float32_through_the_kernel_is_within_the_float32_tolerance(case, algorithm):
+    """The conditional GRU's float32 batch paths with their tile and gate products on the kernel
+    (dense tiles; gathered blocks; the gate split between threads): within (32 + 8T) u of float64."""
+    outcome = compare(_jit_forward(jit_ccgru, algorithm=algorithm), case, layout="refrnn", dtype=np.float32, grads=False)
+    assert outcome.passed, outcome.reason

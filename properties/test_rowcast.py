@@ -1,7 +1,7 @@
 """The compiled float32 products (:mod:`refrnn.jit._rowcast`) and the forwards that take them.
 
-The step product ``C (N, B) = W (N, K) @ hT (K, B)`` and the blocked ``gemm`` (the same kernel over
-packed blocks of a wide ``hT``, which may be a transposed view) compute every entry as one chain of K fused
+The step product ``C (N, B) = W (N, K) @ hT (K, B)``, its one-thread twin ``serial`` and the blocked
+``gemm`` (the same kernel over packed blocks of a wide ``hT``, which may be a transposed view) compute every entry as one chain of K fused
 multiply-adds in increasing k (the later K blocks added onto the first), so each entry carries at
 most K roundings of a running sum, each bounded by (|W| @ |hT|): the classical dot-product bound
 ``|C - W @ hT| <= gamma_K (|W| @ |hT|)``, ``gamma_K = K u / (1 - K u)``, ``u = 2**-24``, compared
@@ -11,8 +11,8 @@ the wrong row, column, panel or block errs by O(|w h|), far above the bound; the
 no slack to hide one. Entries are the ±j/64 grid scaled by a power of two per row and per column, so
 rows of very different magnitude meet in one tile, and some rows or columns are exactly zero.
 
-Sizes are drawn where the kernel changes what it does: N around the 6-row tile and the 24 row
-chunks, K at the four-step unroll and the edges of its blocks (about 1024 for the step product,
+Sizes are drawn where the kernel changes what it does: N around the 6-row tile (and every
+remainder of it) and the 24 row chunks, K at the four-step unroll and the edges of its blocks (about 1024 for the step product,
 512 for gemm), B from one 16-lane vector to past two 64-column panels and gemm's 128-column block.
 
 The forwards are drawn as the rest of the property suite draws cells, at batches of 16 and 32, with
@@ -63,7 +63,7 @@ def _grid_matrix(draw, rows, cols, label):
 @st.composite
 def products(draw):
     N, K, B = draw(N_SIZES, label="N"), draw(K_SIZES, label="K"), draw(B_SIZES, label="B")
-    kernel = draw(st.sampled_from(("product", "gemm")), label="kernel")
+    kernel = draw(st.sampled_from(("product", "gemm", "serial")), label="kernel")
     W, hT = draw(_grid_matrix(N, K, "W")), draw(_grid_matrix(K, B, "hT"))
     if kernel == "gemm" and draw(st.booleans(), label="hT a transposed view"):
         hT = np.asfortranarray(hT)
@@ -92,6 +92,10 @@ def test_rowcast_products_are_within_the_dot_product_bound_and_thread_independen
         finally:
             numba.set_num_threads(threads)
         np.testing.assert_array_equal(single, out)
+    if kernel is _rowcast.serial:  # the same tiles and K blocks as the parallel product, on one thread
+        parallel = np.full_like(out, np.nan)
+        _rowcast.product(W, hT, parallel)
+        np.testing.assert_array_equal(parallel, out)
 
 
 FORWARDS = st.sampled_from([16, 32]).flatmap(
