@@ -99,8 +99,10 @@ def test_applies_only_to_float32_batches_of_16_and_large_weights(monkeypatch):
     assert not _rowcast.applies(np.float64, 64, big)
     assert not any(_rowcast.applies(np.float32, b, big) for b in (0, 1, 8, 24, 33))
     assert not _rowcast.applies(np.float32, 64, big - 1)
-    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)
-    assert not _rowcast.applies(np.float32, 64, big)
+    assert _rowcast.applies(np.float32, 64, big, narrow_input=False)
+    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)  # the 8-lane tile: narrow inputs only
+    assert _rowcast.applies(np.float32, 64, big) and not _rowcast.applies(np.float32, 64, big, narrow_input=False)
+    assert not _rowcast.applies(np.float32, 64, big - 1)
 
 
 def _max_err(a, b):
@@ -113,7 +115,7 @@ def _max_err(a, b):
 def test_forward_inference_through_the_kernel_equals_the_reference(monkeypatch, variant, algorithm, B):
     """Small sizes, with the rule made to take the kernel; the rule is asked about this forward."""
     asked = []
-    monkeypatch.setattr(_rowcast, "applies", lambda dtype, rows, size: asked.append((np.dtype(dtype), rows)) or True)
+    monkeypatch.setattr(_rowcast, "applies", lambda dtype, rows, size, narrow_input=True: asked.append((np.dtype(dtype), rows)) or True)
     T, D, H = 4, 5, 20  # 4H = 80 and 3H = 60: input products through the kernel (LSTM) and not (GRU)
     rng = np.random.default_rng(B)
     x = rng.standard_normal((T, B, D)).astype(np.float32)
@@ -151,7 +153,7 @@ def test_forward_inference_at_the_rule_threshold_equals_the_training_forward(mod
     y_inf = module.forward_inference(p, x, None, algorithm="batched")[0]
     y_train = module.forward(p, x, None, algorithm="batched")[0]
     takes = _rowcast.applies(np.float32, B, p.W_h.size)
-    assert takes == (module is jit_lstm and _rowcast._has_avx512())
+    assert takes == (module is jit_lstm)
     if takes:
         assert _max_err(y_inf, y_train) <= 2 * TOL32 * (T + 1)
     else:
@@ -169,8 +171,8 @@ def test_lstm_training_takes_the_kernel_by_the_rule(monkeypatch):
     assert not trains(lstm.init(3, 511, rng=0, dtype=np.float32), 16)  # below MIN_WEIGHT
     assert not trains(lstm.init(3, 513, rng=0, dtype=np.float32), 16)  # 4H = 2052, not a multiple of 16
     assert not trains(lstm.init(3, 512, proj_size=256, rng=0).astype(np.float32), 16)
-    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)
-    assert not trains(p, 16)
+    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)  # the 8-lane tile: narrow inputs only
+    assert trains(p, 16) and not trains(lstm.init(129, 512, rng=0, dtype=np.float32), 16)  # 4D > P
 
 
 @pytest.mark.parametrize("D", [3, 32])
@@ -191,7 +193,7 @@ def test_lstm_training_step_at_the_rule_threshold_equals_the_blas_step(monkeypat
         return [y, *s_T, dx, *ds0, *(getattr(grads, n) for n in p.array_names())]
 
     if not jit_lstm._trains_on_rowcast(p, B):
-        pytest.skip("no AVX-512 here: the rule keeps BLAS")
+        pytest.skip("the rule keeps BLAS here")
     kernel = step()
     monkeypatch.setattr(_rowcast, "MIN_WEIGHT", 1 << 40)
     assert not jit_lstm._trains_on_rowcast(p, B)

@@ -28,8 +28,12 @@ training step goes one way as a whole: the LSTM's (:mod:`refrnn.jit.lstm`), wher
 makes its backward's products here too (:func:`gemm` for the weight gradients and ``dx``), and never
 calls BLAS; the GRU's keeps BLAS throughout.
 
-The kernel is written in LLVM IR (generated below for each width ``B/16`` = 1..4; wider ``hT``
-goes through it in panels of 64 columns), compiled once per process into a numba code library and
+Without AVX-512 the same IR is generated for AVX2's 16 registers of 8 floats: 6 rows by two
+vectors, panels of 16 columns (see VEC below). ``hT`` still comes in multiples of 16 columns.
+The rows left after the last full tile go through one smaller tile, not one at a time.
+
+The kernel is written in LLVM IR (generated below for each width ``B/16`` = 1..4 with AVX-512;
+wider ``hT`` goes through it in panels of 64 columns), compiled once per process into a numba code library and
 linked into every function that calls :func:`product` (so numba's on-disk cache holds it too). It
 takes float32 C-ordered arrays with ``B`` a multiple of 16; :func:`applies` is the rule the
 forwards follow, and they keep BLAS for everything else (float64, other batches, small weights).
@@ -270,17 +274,24 @@ MIN_WEIGHT = 1 << 20  # elements of the recurrent weight W_h (4 MB in float32)
 
 
 def _has_avx512() -> bool:
-    """The forwards' rule was measured with the 16-lane tile: only taken where it runs."""
+    """Whether the 16-lane tile runs here (the rule below was first measured with it)."""
     return VEC == 16
 
 
-def applies(dtype, rows: int, weight_size: int) -> bool:
+def applies(dtype, rows: int, weight_size: int, narrow_input: bool = True) -> bool:
     """Whether a forward's step products run here: float32, a positive multiple of 16 rows (the
-    batch), a weight of at least MIN_WEIGHT elements, and a CPU with AVX-512. All of a forward's
-    products go one way, so that its step loop never alternates between numba's threads and BLAS's
-    (two pools on two cores slow each other down many times over)."""
+    batch), a weight of at least MIN_WEIGHT elements; with AVX-512 always, with the 8-lane tile only
+    for a ``narrow_input`` (the caller's ``4 D <= P``). All of a forward's products go one way, so
+    that its step loop never alternates between numba's threads and BLAS's (two pools on two cores
+    slow each other down many times over).
+
+    The 8-lane rule as measured (2 Zen 3 cores, AVX2, forward_inference T=50 B=64, medians in ms,
+    BLAS -> this kernel): D=27 LSTM H=512 114 -> 101, H=768 247 -> 201, H=1024 471 -> 352 (torch.nn.LSTM
+    310); GRU H=768 188 -> 157, H=1024 357 -> 285; D=256 H=1024 LSTM 566 -> 442, GRU 331 -> 311. With
+    D = H the input products through :func:`gemm` (panels of 16 columns there) cost what the steps
+    gain or more: LSTM H=512 155 -> 191, H=1024 695 -> 728, GRU H=1024 499 -> 566."""
     return (np.dtype(dtype) == np.float32 and rows >= LANES and rows % LANES == 0 and weight_size >= MIN_WEIGHT
-            and _has_avx512())
+            and (_has_avx512() or narrow_input))
 
 
 def matmul(a, b):
