@@ -112,7 +112,7 @@ def test_forward_inference_through_the_kernel_is_within_the_float32_tolerance(ca
     def run(layers, x, state0, dy=None, dstate_T=None):
         (p,) = layers
         asked = []
-        with mock.patch.object(_rowcast, "applies", lambda dtype, rows, size, narrow_input=True: asked.append(np.dtype(dtype)) or True):
+        with mock.patch.object(_rowcast, "applies", lambda dtype, rows, size, *widths: asked.append(np.dtype(dtype)) or True):
             y, s_T = module.forward_inference(p, x, state0[0], algorithm=algorithm)
         assert asked == [np.dtype(np.float32)], asked  # the forward asked the rule, once, for float32
         return y, (s_T,)
@@ -140,7 +140,7 @@ def test_lstm_training_step_through_the_kernel_is_within_the_float32_tolerance(c
 
     def run(layers, x, state0, dy=None, dstate_T=None):
         (p,) = layers
-        with mock.patch.object(_rowcast, "applies", lambda dtype, rows, size, narrow_input=True: True), \
+        with mock.patch.object(_rowcast, "applies", lambda dtype, rows, size, *widths: True), \
                 mock.patch.object(_backward, "rowcast_gradients", spy):
             y, s_T, cache = jit_lstm.forward(p, x, state0[0], algorithm=algorithm)
             grads, dx, ds0 = jit_lstm.backward(p, cache, dy, dstate_T[0])

@@ -99,9 +99,9 @@ def test_applies_only_to_float32_batches_of_16_and_large_weights(monkeypatch):
     assert not _rowcast.applies(np.float64, 64, big)
     assert not any(_rowcast.applies(np.float32, b, big) for b in (0, 1, 8, 24, 33))
     assert not _rowcast.applies(np.float32, 64, big - 1)
-    assert _rowcast.applies(np.float32, 64, big, narrow_input=False)
+    assert _rowcast.applies(np.float32, 64, big, 129, 512)
     monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)  # the 8-lane tile: narrow inputs only
-    assert _rowcast.applies(np.float32, 64, big) and not _rowcast.applies(np.float32, 64, big, narrow_input=False)
+    assert _rowcast.applies(np.float32, 64, big) and not _rowcast.applies(np.float32, 64, big, 129, 512)
     assert not _rowcast.applies(np.float32, 64, big - 1)
 
 
@@ -115,7 +115,7 @@ def _max_err(a, b):
 def test_forward_inference_through_the_kernel_equals_the_reference(monkeypatch, variant, algorithm, B):
     """Small sizes, with the rule made to take the kernel; the rule is asked about this forward."""
     asked = []
-    monkeypatch.setattr(_rowcast, "applies", lambda dtype, rows, size, narrow_input=True: asked.append((np.dtype(dtype), rows)) or True)
+    monkeypatch.setattr(_rowcast, "applies", lambda dtype, rows, size, *widths: asked.append((np.dtype(dtype), rows)) or True)
     T, D, H = 4, 5, 20  # 4H = 80 and 3H = 60: input products through the kernel (LSTM) and not (GRU)
     rng = np.random.default_rng(B)
     x = rng.standard_normal((T, B, D)).astype(np.float32)

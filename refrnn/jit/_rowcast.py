@@ -277,12 +277,12 @@ def _has_avx512() -> bool:
     return VEC == 16
 
 
-def applies(dtype, rows: int, weight_size: int, narrow_input: bool = True) -> bool:
+def applies(dtype, rows: int, weight_size: int, input_size: int = 0, state_size: int = 1) -> bool:
     """Whether a forward's step products run here: float32, a positive multiple of 16 rows (the
     batch), a weight of at least MIN_WEIGHT elements; with AVX-512 always, with the 8-lane tile only
-    for a ``narrow_input`` (the caller's ``4 D <= P``). All of a forward's products go one way, so
-    that its step loop never alternates between numba's threads and BLAS's (two pools on two cores
-    slow each other down many times over).
+    for an input narrow next to the state, ``4 D <= P`` (``input_size`` D, ``state_size`` P). All of
+    a forward's products go one way, so that its step loop never alternates between numba's threads
+    and BLAS's (two pools on two cores slow each other down many times over).
 
     The 8-lane rule as measured (2 Zen 3 cores, AVX2, forward_inference T=50 B=64, medians in ms,
     BLAS -> this kernel): D=27 LSTM H=512 114 -> 101, H=768 247 -> 201, H=1024 471 -> 352 (torch.nn.LSTM
@@ -290,7 +290,7 @@ def applies(dtype, rows: int, weight_size: int, narrow_input: bool = True) -> bo
     D = H the input products through :func:`gemm` (panels of 16 columns there) cost what the steps
     gain or more: LSTM H=512 155 -> 191, H=1024 695 -> 728, GRU H=1024 499 -> 566."""
     return (np.dtype(dtype) == np.float32 and rows >= LANES and rows % LANES == 0 and weight_size >= MIN_WEIGHT
-            and (_has_avx512() or narrow_input))
+            and (_has_avx512() or 4 * input_size <= state_size))
 
 
 def matmul(a, b):

@@ -53,7 +53,7 @@ between the threads on the batch paths.
 
 Measured on 2 Zen 3 cores (AVX2, float32, B = 64, T = 50, H = 1024, blocks of 16, medians): the
 dense path took 420 ms with its tile products through OpenBLAS, whose AVX2 build has no
-no-packing kernels and packs the tile's weights on every call (6 x 1024 x 32: 34-39 us against 10
+no-packing kernels and packs the tile's weights on every call (6 x 1024 x 32: 34-39 us against 4-5
 through the kernel); 230-260 ms through the kernel. The block path at z-density 0.10: 124 -> 58
 ms, then 40 ms with the gate's product split between the two threads (it had taken 13 of the 42
 ms on one).
@@ -330,10 +330,13 @@ def dense_forward(gate, px, pxz, U_tT, Ut, hs, zs, workers):
     q = np.empty((1, 2 * H), dt)
     rows = np.arange(B)
     for t in range(T):
-        for w in prange(workers):
-            r0, r1 = _share(w, workers, B)
-            if r0 < r1:
-                _gate_z(gate, t, pxz, hs, work, zk, zs, r0, r1)
+        if B == 1:  # one sample: no parallel region a step for it
+            _gate_z(gate, t, pxz, hs, work, zk, zs, 0, 1)
+        else:
+            for w in prange(workers):
+                r0, r1 = _share(w, workers, B)
+                if r0 < r1:
+                    _gate_z(gate, t, pxz, hs, work, zk, zs, r0, r1)
         zu = zs[_z_slot(t, zs)]
         h_t, h_next, px_t = hs[t], hs[t + 1], px[t]
         if B == 1:

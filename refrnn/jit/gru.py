@@ -30,8 +30,8 @@ BLAS numba calls, so a training loop never alternates two OpenBLAS thread pools 
 4 MB (:func:`refrnn.jit._rowcast.applies`) makes every product, the input products included, with
 the compiled kernel of :mod:`refrnn.jit._rowcast` instead of BLAS: 1.3-1.5x faster at the paper's
 size with AVX-512, 1.25x with AVX2, where the rule also asks for an input at most a quarter of the
-state's width (4 D <= H). Its sums run in another order than BLAS's, so there its outputs equal :func:`forward`'s
-within float32 rounding rather than bit for bit. The GRU's training step keeps BLAS: a step loop
+state's width (4 D <= H). Its sums run in another order than BLAS's, so there its outputs equal
+:func:`forward`'s within float32 rounding rather than bit for bit. The GRU's training step keeps BLAS: a step loop
 alternating between the kernel's threads and BLAS's lost more than the kernel gained (B=32 H=256
 training step 45 -> 57-67 ms), and the GRU's training bars are met on BLAS. (The LSTM's step runs
 wholly on the kernel where its rule holds, weight gradients included: see :mod:`refrnn.jit.lstm`.)
@@ -114,7 +114,7 @@ def _run(params, x, state0, algorithm, prepared, train):
     p = prepared
     xc = np.ascontiguousarray(x)
     before = params.reset == "before"
-    rowcast = not train and _rowcast.applies(dt, B, params.W_h.size, 4 * params.input_size <= params.hidden_size)  # see the module docstring
+    rowcast = not train and _rowcast.applies(dt, B, params.W_h.size, params.input_size, H)  # see the module docstring
     if prepared.algorithm == "batched":
         x2 = xc.reshape(T * B, -1)
         ax = _kernels.forward_inputs(x2, p.W_xT, rowcast)

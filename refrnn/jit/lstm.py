@@ -101,12 +101,7 @@ def _trains_on_rowcast(params: LSTMParams, B: int) -> bool:
     compiled kernel: where :func:`refrnn.jit._rowcast.applies`, for a cell without a projection whose
     4H is a multiple of the kernel's 16 lanes (the weight gradients' width). See the module docstring."""
     return (params.W_hr is None and (4 * params.hidden_size) % _rowcast.LANES == 0
-            and _rowcast.applies(params.dtype, B, params.W_h.size, _narrow(params)))
-
-
-def _narrow(params: LSTMParams) -> bool:
-    """The input is narrow next to the state, as :func:`refrnn.jit._rowcast.applies` asks."""
-    return 4 * params.input_size <= params.output_size
+            and _rowcast.applies(params.dtype, B, params.W_h.size, params.input_size, params.output_size))
 
 
 def _run(params, x, state0, algorithm, prepared, train):
@@ -127,7 +122,7 @@ def _run(params, x, state0, algorithm, prepared, train):
         return x, hs, cs, gates, (m if params.W_hr is not None else None)
     p = prepared
     xc = np.ascontiguousarray(x)
-    rowcast = _trains_on_rowcast(params, B) if train else _rowcast.applies(dt, B, params.W_h.size, _narrow(params))  # see the module docstring
+    rowcast = _trains_on_rowcast(params, B) if train else _rowcast.applies(dt, B, params.W_h.size, params.input_size, P)  # see the module docstring
     if prepared.algorithm == "batched":
         x2 = xc.reshape(T * B, -1)
         ax = _kernels.forward_inputs(x2, p.W_xT, rowcast)
