@@ -1,7 +1,9 @@
 """The compiled float32 products (:mod:`refrnn.jit._rowcast`) and the forwards that take them.
 
-The step product ``C (N, B) = W (N, K) @ hT (K, B)``, its one-thread twin ``serial`` and the blocked
-``gemm`` (the same kernel over packed blocks of a wide ``hT``, which may be a transposed view) compute every entry as one chain of K fused
+The step product ``C (N, B) = W (N, K) @ hT (K, B)``, its one-thread twin ``serial``, the blocked
+``gemm`` (the same kernel over packed blocks of a wide ``hT``, which may be a transposed view) and
+``packed`` (over ``hT`` packed once into 16- or 64-column panels, the last one zero-padded; the
+training backward's step product) compute every entry as one chain of K fused
 multiply-adds in increasing k (the later K blocks added onto the first), so each entry carries at
 most K roundings of a running sum, each bounded by (|W| @ |hT|): the classical dot-product bound
 ``|C - W @ hT| <= gamma_K (|W| @ |hT|)``, ``gamma_K = K u / (1 - K u)``, ``u = 2**-24``, compared
@@ -63,39 +65,50 @@ def _grid_matrix(draw, rows, cols, label):
 @st.composite
 def products(draw):
     N, K, B = draw(N_SIZES, label="N"), draw(K_SIZES, label="K"), draw(B_SIZES, label="B")
-    kernel = draw(st.sampled_from(("product", "gemm", "serial")), label="kernel")
     W, hT = draw(_grid_matrix(N, K, "W")), draw(_grid_matrix(K, B, "hT"))
-    if kernel == "gemm" and draw(st.booleans(), label="hT a transposed view"):
-        hT = np.asfortranarray(hT)
-    return getattr(_rowcast, kernel), W, hT
+    return W, hT, draw(st.booleans(), label="hT also as a transposed view")
+
+
+def _packed(W, hT, out):
+    """The packed product, ``hT`` the weight whose panels it reads (as the backward packs W_h)."""
+    _rowcast.packed(W, _rowcast.panels(hT), out)
+
+
+KERNELS = {"product": _rowcast.product, "serial": _rowcast.serial, "gemm": _rowcast.gemm, "packed": _packed}
+READS_VIEWS = ("gemm", "packed")  # the kernels that take a transposed (Fortran-ordered) hT
 
 
 @given(products())
 def test_rowcast_products_are_within_the_dot_product_bound_and_thread_independent(drawn):
-    """Every entry within gamma_K (|W| @ |hT|) of the exact product; one thread gives the same bits."""
-    kernel, W, hT = drawn
+    """Every kernel, on every drawn problem: every entry within gamma_K (|W| @ |hT|) of the exact
+    product; one thread gives the same bits; ``serial`` gives the bits of ``product``."""
+    W, hT, view = drawn
     (N, K), B = W.shape, hT.shape[1]
-    out = np.full((N, B), np.nan, np.float32)
-    kernel(W, hT, out)
     exact = W.astype(np.float64) @ hT.astype(np.float64)
     gamma = K * U32 / (1 - K * U32) + K * U64 / (1 - K * U64)
     bound = gamma * (np.abs(W).astype(np.float64) @ np.abs(hT).astype(np.float64))
-    err = np.abs(out.astype(np.float64) - exact)
-    bad = ~(err <= bound)  # NaN (an entry never written) is bad too
-    assert not bad.any(), f"{bad.sum()} entries out of bound, first at {np.argwhere(bad)[0]} of (N, B) = {err.shape}, K = {K}"
-    threads = numba.get_num_threads()
-    if threads > 1:
-        single = np.full_like(out, np.nan)
-        numba.set_num_threads(1)
-        try:
-            kernel(W, hT, single)
-        finally:
-            numba.set_num_threads(threads)
-        np.testing.assert_array_equal(single, out)
-    if kernel is _rowcast.serial:  # the same tiles and K blocks as the parallel product, on one thread
-        parallel = np.full_like(out, np.nan)
-        _rowcast.product(W, hT, parallel)
-        np.testing.assert_array_equal(parallel, out)
+    results = {}
+    for name, kernel in KERNELS.items():
+        for operand in (hT, np.asfortranarray(hT)) if view and name in READS_VIEWS else (hT,):
+            out = np.full((N, B), np.nan, np.float32)
+            kernel(W, operand, out)
+            err = np.abs(out.astype(np.float64) - exact)
+            bad = ~(err <= bound)  # NaN (an entry never written) is bad too
+            assert not bad.any(), (
+                f"{name}: {bad.sum()} entries out of bound, first at {np.argwhere(bad)[0]} of (N, B) = {err.shape}, K = {K}"
+            )
+            threads = numba.get_num_threads()
+            if threads > 1:
+                single = np.full_like(out, np.nan)
+                numba.set_num_threads(1)
+                try:
+                    kernel(W, operand, single)
+                finally:
+                    numba.set_num_threads(threads)
+                np.testing.assert_array_equal(single, out, err_msg=f"{name} on one thread")
+            results[name] = out
+    # the same tiles and K blocks as the parallel product, on one thread
+    np.testing.assert_array_equal(results["serial"], results["product"])
 
 
 FORWARDS = st.sampled_from([16, 32]).flatmap(
@@ -126,13 +139,14 @@ TRAINING = st.sampled_from([16, 32]).flatmap(
 )
 
 
-@given(TRAINING, st.sampled_from(("batched", "fused")))
-def test_lstm_training_step_through_the_kernel_is_within_the_float32_tolerance(case, algorithm):
+@given(TRAINING, st.sampled_from(("batched", "fused")), st.booleans())
+def test_lstm_training_step_through_the_kernel_is_within_the_float32_tolerance(case, algorithm, packs):
     """jit LSTM forward + backward with every product on the kernel (4H a multiple of 16; else the
-    rule keeps BLAS and the step is checked the same way): outputs, states and every gradient within
-    (32 + 8T) u of the float64 reference on the same float32-rounded values."""
-    calls = []  # the backward's products after its loop, when they went to the kernel
-    gradients = _backward.rowcast_gradients
+    rule keeps BLAS and the step is checked the same way), the backward's step product over W_h
+    packed or not: outputs, states and every gradient within (32 + 8T) u of the float64
+    reference on the same float32-rounded values."""
+    calls, packings = [], []  # the backward's products after its loop on the kernel; its packings
+    gradients, panels, rule = _backward.rowcast_gradients, _rowcast.panels, _rowcast.packs_step_weight
 
     def spy(*args):
         calls.append(True)
@@ -141,6 +155,8 @@ def test_lstm_training_step_through_the_kernel_is_within_the_float32_tolerance(c
     def run(layers, x, state0, dy=None, dstate_T=None):
         (p,) = layers
         with mock.patch.object(_rowcast, "applies", lambda dtype, rows, size, *widths: True), \
+                mock.patch.object(_rowcast, "packs_step_weight", lambda width: packs and rule(width)), \
+                mock.patch.object(_rowcast, "panels", lambda b: packings.append(b.shape) or panels(b)), \
                 mock.patch.object(_backward, "rowcast_gradients", spy):
             y, s_T, cache = jit_lstm.forward(p, x, state0[0], algorithm=algorithm)
             grads, dx, ds0 = jit_lstm.backward(p, cache, dy, dstate_T[0])
@@ -148,4 +164,6 @@ def test_lstm_training_step_through_the_kernel_is_within_the_float32_tolerance(c
 
     outcome = compare(run, case, layout="refrnn", dtype=np.float32)
     assert outcome.passed, outcome.reason
-    assert bool(calls) == (4 * case.config.layers[0].H % 16 == 0), (calls, case.config)
+    H = case.config.layers[0].H
+    assert bool(calls) == (4 * H % 16 == 0), (calls, case.config)
+    assert bool(packings) == (bool(calls) and packs and H % _rowcast.LANES == 0), (packings, packs, case.config)

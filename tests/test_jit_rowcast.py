@@ -92,6 +92,66 @@ def test_gemm_reads_a_transposed_b_and_equals_product_where_both_apply():
         _rowcast.gemm(a, b[:, :40], np.empty((61, 40), np.float32))
 
 
+def _packed(a, b, out):
+    _rowcast.packed(a, _rowcast.panels(b), out)
+
+
+# The packed product: M (rows of a, the batch) below, at and past a six-row tile; K around the K
+# blocks of about KBLOCK (one, two, four); N one 16-column panel, a 64-column panel and a narrower
+# last one (80, 144: a zero-padded last panel with the 16-lane tile).
+@pytest.mark.parametrize("N", [16, 64, 80, 144])
+@pytest.mark.parametrize("K", [0, 1, 5, 1024, 1600, 4096])
+def test_packed_equals_the_float64_product(K, N):
+    _assert_within_the_bound(_packed, (1, 4, 6, 7, 64), K, N)
+
+
+def test_panels_hold_the_columns_of_b_in_any_layout_and_packed_matches_product():
+    """``panels`` of a C- or Fortran-ordered ``b`` are the same; on one K block the packed product
+    makes the same FMA chains as :func:`product` of the transposed problem, so the bits agree."""
+    a, b = _operands(64, 700, 80, seed=7)
+    bp = _rowcast.panels(b)
+    assert bp.shape == (-(-80 // _rowcast.PANEL), 700, _rowcast.PANEL)
+    assert np.array_equal(bp, _rowcast.panels(np.asfortranarray(b)))
+    for p in range(bp.shape[0]):
+        w = min(_rowcast.PANEL, 80 - p * _rowcast.PANEL)
+        assert np.array_equal(bp[p, :, :w], b[:, p * _rowcast.PANEL : p * _rowcast.PANEL + w])
+        assert not bp[p, :, w:].any()
+    out, ref = np.empty((64, 80), np.float32), np.empty((80, 64), np.float32)
+    _rowcast.packed(a, bp, out)
+    _rowcast.product(np.ascontiguousarray(b.T), np.ascontiguousarray(a.T), ref)
+    assert np.array_equal(out, ref.T)
+    with pytest.raises(ValueError, match="b: expected a multiple of 16 columns"):
+        _rowcast.panels(b[:, :40])
+    with pytest.raises(ValueError, match="panels of b"):
+        _rowcast.packed(a, bp, np.empty((64, 144), np.float32))  # three panels' worth of columns
+    with pytest.raises(ValueError, match="panels of b"):
+        _rowcast.packed(np.ascontiguousarray(a[:, 1:]), bp, out)
+
+
+def test_the_backward_packs_its_step_weight_by_the_rule(monkeypatch):
+    """W_h is packed for the backward's step product where P is a multiple of 16, and the step is
+    the same without packing (the same FMA chains per K block: bit for bit here, one K block)."""
+    assert _rowcast.packs_step_weight(64) and not _rowcast.packs_step_weight(72)
+    T, B, D, H = 3, 16, 3, 64
+    rng = np.random.default_rng(11)
+    p = lstm.init(D, H, rng=rng, dtype=np.float32, peepholes=True)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    monkeypatch.setattr(_rowcast, "applies", lambda *args: True)
+    y, s_T, cache = jit_lstm.forward(p, x, None)
+    calls = []
+    panels = _rowcast.panels
+    monkeypatch.setattr(_rowcast, "panels", lambda b: calls.append(b.shape) or panels(b))
+    packed = jit_lstm.backward(p, cache, dy, s_T)
+    assert calls == [(4 * H, H)]
+    monkeypatch.setattr(_rowcast, "packs_step_weight", lambda width: False)
+    direct = jit_lstm.backward(p, cache, dy, s_T)
+    assert calls == [(4 * H, H)]
+    for name in p.array_names():
+        np.testing.assert_array_equal(getattr(packed[0], name), getattr(direct[0], name))
+    np.testing.assert_array_equal(packed[1], direct[1])
+
+
 def test_applies_only_to_float32_batches_of_16_and_large_weights(monkeypatch):
     monkeypatch.setattr(_rowcast, "_has_avx512", lambda: True)
     big = _rowcast.MIN_WEIGHT

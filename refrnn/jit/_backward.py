@@ -270,15 +270,17 @@ def lstm_backward(cache, dy, weights, state, da, dh_all, acc, peeps, rowcast):
     """Per step (projection: ``dm = dh @ W_hr``, B x P x H), the fused pass, then ``da[t] @ W_h``
     (B x 4H x P), by the compiled kernel with ``rowcast`` (its transpose then a C-ordered copy).
 
-    ``weights`` = ((W_h (4H, P), its transpose), (W_hr (P, H) or (0, H), its transpose), (w_ic,
-    w_fc, w_oc)), the transposes for :func:`refrnn.jit._kernels._step_product` (from
-    ``transposed_weight``); ``state`` = (dh (B, P),
+    ``weights`` = ((W_h (4H, P), its transpose, its panels), (W_hr (P, H) or (0, H), its transpose),
+    (w_ic, w_fc, w_oc)), the transposes for :func:`refrnn.jit._kernels._step_product` (from
+    ``transposed_weight``); the panels of W_h (:func:`refrnn.jit._rowcast.panels`) where the step
+    product goes through :func:`refrnn.jit._rowcast.packed` instead, else an empty (0, 0, PANEL)
+    array; ``state`` = (dh (B, P),
     dc (B, H)): dL/d(h_T, c_T) on entry, dL/d(h_0, c_0) on return; ``da`` (T, B, 4H); ``dh_all``
     (T, B, P) keeps dL/dh_t for dW_hr (a (0, B, P) array without a projection); ``acc`` = float64
     sums (4H,), (H,), (H,), (H,) of da and of the peephole products; ``peeps``: accumulate those.
     """
     _, h, c, i, f, g, o, tc, _ = cache
-    (W_h, W_hT), (W_hr, W_hrT), peepholes = weights
+    (W_h, W_hT, packed), (W_hr, W_hrT), peepholes = weights
     dh, dc = state
     T, B, H = i.shape
     project = W_hr.shape[0] > 0
@@ -296,6 +298,9 @@ def lstm_backward(cache, dy, weights, state, da, dh_all, acc, peeps, rowcast):
             for b in range(B):
                 _sum_to(dm[b], dy[t][b], rec[b])
             _lstm_rows(dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc, peeps)
-        _kernels._step_product(da[t], W_hT, W_h, rec_T, rec, rowcast)
+        if packed.shape[0] > 0:
+            _rowcast.packed_into(da[t], packed, rec)
+        else:
+            _kernels._step_product(da[t], W_hT, W_h, rec_T, rec, rowcast)
     for b in range(B):
         _kernels._copy(dh[b], rec[b])

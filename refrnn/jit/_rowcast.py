@@ -400,6 +400,85 @@ def _into_serial_impl(W, hT, out):
     return lambda W, hT, out: np.dot(W, hT, out)
 
 
+# Where a training backward's step product ``rec (B, P) = da_t (B, 4H) @ W_h (4H, P)`` goes through
+# :func:`packed` over ``W_h`` packed once per backward, rather than through :func:`product` as
+# ``W_h.T @ da_t.T`` (which needs W_h transposed once and ``da_t`` and the result transposed every
+# step). With the 8-lane tile, whose panels are 16 columns wide, :func:`product` also takes ``da_t.T``
+# (K = 4H = 4096 deep at the paper's size, 1 MB) in four panels, reading ``W_h.T`` four times a step.
+# Measured, 64 x 4096 -> 1024 on 2 cores: Zen 3 (8 lanes) 4.6-4.7 ms through :func:`product`, 3.2-3.3
+# through :func:`packed`; AVX-512 Xeon (16 lanes, one 64-column panel) 2.23 against 1.90 ms. The
+# whole backward at T=50 B=64 D=27 H=1024, medians of interleaved runs: 326 -> 203 ms (the loop
+# alone, Zen 3) and 290 -> 261 ms (all of it, Xeon). Packing (a strided copy) replaces the
+# transpose of W_h the backward made otherwise and costs about as much (28 against 33 ms, Xeon).
+def packs_step_weight(width: int) -> bool:
+    """Whether a training backward's step product of ``width`` output columns (P), which the caller
+    has put on this kernel, takes :func:`packed` (see above): the one rule."""
+    return width % LANES == 0
+
+
+def panels(b):
+    """``b`` (K, N), float32, N a multiple of 16, as the panels :func:`packed` reads: an array (n, K,
+    PANEL) whose panel ``p`` is columns ``[p * PANEL, (p + 1) * PANEL)`` of ``b``, C-ordered, the last
+    one zero-padded where N is not a multiple of PANEL. ``b`` may be any layout (a transposed view)."""
+    K, N = b.shape
+    if N % LANES:
+        raise ValueError(f"b: expected a multiple of {LANES} columns, got shape {b.shape}")
+    out = np.zeros((-(-N // PANEL), K, PANEL), np.float32)
+    _pack(b, out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _pack(b, out):
+    K, N = b.shape
+    for p in prange(out.shape[0]):
+        j0 = p * PANEL
+        w = min(PANEL, N - j0)
+        panel = out[p]
+        for k in range(K):
+            row = b[k]
+            for j in range(w):
+                panel[k, j] = row[j0 + j]
+
+
+@njit(cache=True, parallel=True)
+def packed(a, bp, out):
+    """out (M, N) = a (M, K) @ b (K, N), float32, ``a`` and ``out`` C-ordered, ``bp`` = ``panels(b)``.
+
+    The same tiles as :func:`product` with the roles turned: rows of ``out`` are rows of ``a`` (a few,
+    the batch), and the vectors run along ``b``'s columns, one contiguous panel of ``b`` at a time, so
+    that ``b`` (the weight) is read once, in order, and ``out`` comes in the row layout the caller
+    keeps (no transposes). Tasks: the panels; each runs every row of ``a`` down its panel in K blocks
+    of about KBLOCK, the later blocks added onto ``out``: each element is still one chain of fused
+    multiply-adds in increasing k, whatever the thread count."""
+    M, N = out.shape
+    K = a.shape[1]
+    if N % LANES or a.shape[0] != M or bp.shape[1] != K or bp.shape[2] != PANEL or bp.shape[0] != -(-N // PANEL):
+        raise ValueError("rowcast.packed: expected a (M, K), bp = panels of b (K, N), out (M, N) with N a multiple of 16")
+    depth = max(1, -(-K // max(1, (K + KBLOCK // 2) // KBLOCK)))
+    for p in prange(bp.shape[0]):
+        j0 = p * PANEL
+        nv = min(PANEL, N - j0) // LANES
+        for k0 in range(0, max(K, 1), depth):  # K = 0 still writes the zeros
+            _panel_rows(a, bp[p], out, 0, j0, nv, 0, M, k0, k0, min(K, k0 + depth) - k0, k0 > 0)
+
+
+def packed_into(a, bp, out):
+    """:func:`packed` inside njit code, for float32 operands; any other dtype raises (a kernel that
+    takes the packed product only at run time then still compiles for float64)."""
+    raise NotImplementedError("refrnn.jit._rowcast.packed_into is callable from numba-compiled code only")
+
+
+@overload(packed_into)
+def _packed_into_impl(a, bp, out):
+    if _float32_operands(a, a, out) and isinstance(bp, types.Array) and bp.dtype == types.float32 and bp.layout == "C":
+        return lambda a, bp, out: packed(a, bp, out)
+
+    def refuse(a, bp, out):
+        raise ValueError("rowcast.packed_into: float32 operands only")
+    return refuse
+
+
 # Blocks of a wide product (see gemm): GEMM_K rows by GEMM_N columns of b, 256 KB in float32, copied
 # into a contiguous buffer that stays in L2 while every row of a passes over it. Measured (2 cores, a
 # noisy day: the thin product ran at about 250 GFLOP/s), 3200 x 1024 x 4096 and 512 x 3200 x 1024 at
