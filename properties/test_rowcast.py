@@ -156,7 +156,7 @@ def test_lstm_training_step_through_the_kernel_is_within_the_float32_tolerance(c
         (p,) = layers
         with mock.patch.object(_rowcast, "applies", lambda dtype, rows, size, *widths: True), \
                 mock.patch.object(_rowcast, "packs_step_weight", lambda width: packs and rule(width)), \
-                mock.patch.object(_rowcast, "panels", lambda b: packings.append(b.shape) or panels(b)), \
+                mock.patch.object(_rowcast, "panels", lambda b, *out: packings.append(b.shape) or panels(b, *out)), \
                 mock.patch.object(_backward, "rowcast_gradients", spy):
             y, s_T, cache = jit_lstm.forward(p, x, state0[0], algorithm=algorithm)
             grads, dx, ds0 = jit_lstm.backward(p, cache, dy, dstate_T[0])

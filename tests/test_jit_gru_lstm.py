@@ -495,15 +495,15 @@ def test_step_product_threshold_forward_and_backward_equal_reference(B, variant,
 
 
 # ---------------------------------------------------------------------------------------------
-# The training forward's cache is one allocation (refrnn.cells._common.carved), kept as it is.
+# The training forward's cache is one allocation (refrnn.jit._buffers.carved), kept as it is.
 # ---------------------------------------------------------------------------------------------
 
 
 def test_carved_arrays_are_disjoint_aligned_views_of_one_block():
-    from refrnn.cells._common import carved
+    from refrnn.jit._buffers import carved
 
     for dtype in (np.float32, np.float64):
-        base, *arrays = carved(dtype, (3, 2, 5), (0, 2, 5), (1,), (4, 7))
+        base, *arrays = carved("test", dtype, (3, 2, 5), (0, 2, 5), (1,), (4, 7))
         assert [a.shape for a in arrays] == [(3, 2, 5), (0, 2, 5), (1,), (4, 7)]
         for i, a in enumerate(arrays):
             assert a.base is base and a.dtype == dtype and a.flags.c_contiguous

@@ -208,34 +208,6 @@ def check_weight(owner: str, name: str, arr: np.ndarray, letters: tuple[str, ...
     float_array(f"{owner}.{name}", arr, letters, sizes, finite=False)
 
 
-def carved(dtype, *shapes) -> tuple[np.ndarray, ...]:
-    """``(base, a_1, ..., a_n)``: empty C-ordered arrays of ``shapes`` carved out of one allocation
-    ``base``, each starting on a 64-byte boundary (a cache line).
-
-    Why one allocation for a whole training cache rather than one per array: glibc serves blocks of
-    megabytes with fresh ``mmap`` pages, each of which faults on its first touch. A training loop that
-    keeps anything of the previous step's cache alive while the next forward runs (an output it
-    logs, say) then faults on most of the new cache's pages every step (measured: LSTM, T=100, B=32,
-    H=256, about 1,800 minor faults per jit forward, on seven ~3 MB arrays, each too small for
-    NumPy's 4 MB huge-page advice). One block of the whole size is reused by the allocator from one
-    step to the next (measured in the same loop: 1-3 faults a step after the first ten, in most
-    processes) and is large enough for huge pages.
-    Freeze ``base`` with the arrays (:func:`frozen`): a read-only view of a writable base counts as
-    writable to :func:`owned`, which would copy it.
-    """
-    dtype = np.dtype(dtype)
-    line = 64 // dtype.itemsize
-    sizes = [int(np.prod(shape)) for shape in shapes]
-    padded = [-(-n // line) * line for n in sizes]
-    base = np.empty(sum(padded) + line, dtype)
-    k = (-base.ctypes.data % 64) // dtype.itemsize
-    out = [base]
-    for shape, n, step in zip(shapes, sizes, padded):
-        out.append(base[k : k + n].reshape(shape))
-        k += step
-    return tuple(out)
-
-
 def frozen(*arrays: np.ndarray) -> None:
     """Make cache arrays read-only, so an output that is a view of the cache cannot be edited in place
     and silently corrupt a later backward pass."""

@@ -35,6 +35,7 @@ tuple of arrays at no cost), so no kernel takes more than eight arguments.
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
 from . import _kernels, _rowcast
 from ._cache import njit
@@ -242,27 +243,52 @@ def input_gradient(da, W, out):
 
 
 @njit(**JIT)
-def _lstm_rows(dm, dc, c_prev, c_next, gates, peepholes, da, acc, peeps):
-    """One step's element-wise pass, every row: dm (B, H) the gradient at m_t, dc (B, H) at c_t
-    (becomes the gradient at c_{t-1}); da (B, 4H) = [da_i, da_f, da_g, da_o]."""
+def _lstm_units(dm, dc, c_prev, c_next, gates, peepholes, da, acc, peeps, lo, hi):
+    """One step's element-wise pass over units ``[lo, hi)`` of every row: dm (B, H) the gradient at
+    m_t, dc (B, H) at c_t (becomes the gradient at c_{t-1}); da (B, 4H) = [da_i, da_f, da_g, da_o].
+    Each unit's sums in ``acc`` take its rows in order, so any split of the units gives the same bits."""
     i, f, g, o, tc = gates
-    w_ic, w_fc, w_oc = peepholes
+    w_ic, w_fc, w_oc = peepholes[0][lo:hi], peepholes[1][lo:hi], peepholes[2][lo:hi]
     acc_b, acc_ic, acc_fc, acc_oc = acc
     H = dc.shape[1]
+    s_i, s_f, s_g, s_o = acc_b[lo:hi], acc_b[H + lo : H + hi], acc_b[2 * H + lo : 2 * H + hi], acc_b[3 * H + lo : 3 * H + hi]
     for b in range(dc.shape[0]):
-        da_b, dc_b, dm_b = da[b], dc[b], dm[b]
-        da_i, da_f, da_g, da_o = da_b[:H], da_b[H : 2 * H], da_b[2 * H : 3 * H], da_b[3 * H :]
-        _sigmoid_grad_of_product(da_o, dm_b, tc[b], o[b])  # do = dm * tanh(c)
-        _lstm_dc(dc_b, dm_b, o[b], tc[b], da_o, w_oc)
-        _sigmoid_grad_of_product(da_i, dc_b, g[b], i[b])  # di = dc * g
-        _sigmoid_grad_of_product(da_f, dc_b, c_prev[b], f[b])  # df = dc * c_{t-1}
-        _lstm_da_g(da_g, dc_b, i[b], g[b])
-        _lstm_dc_prev(dc_b, f[b], da_i, w_ic, da_f, w_fc)
-        _kernels._add_into(acc_b, da_b)
+        da_b, dc_b, dm_b = da[b], dc[b][lo:hi], dm[b][lo:hi]
+        da_i, da_f, da_g, da_o = da_b[lo:hi], da_b[H + lo : H + hi], da_b[2 * H + lo : 2 * H + hi], da_b[3 * H + lo : 3 * H + hi]
+        i_b, f_b, g_b, o_b, tc_b, cp = i[b][lo:hi], f[b][lo:hi], g[b][lo:hi], o[b][lo:hi], tc[b][lo:hi], c_prev[b][lo:hi]
+        _sigmoid_grad_of_product(da_o, dm_b, tc_b, o_b)  # do = dm * tanh(c)
+        _lstm_dc(dc_b, dm_b, o_b, tc_b, da_o, w_oc)
+        _sigmoid_grad_of_product(da_i, dc_b, g_b, i_b)  # di = dc * g
+        _sigmoid_grad_of_product(da_f, dc_b, cp, f_b)  # df = dc * c_{t-1}
+        _lstm_da_g(da_g, dc_b, i_b, g_b)
+        _lstm_dc_prev(dc_b, f_b, da_i, w_ic, da_f, w_fc)
+        _kernels._add_into(s_i, da_i)
+        _kernels._add_into(s_f, da_f)
+        _kernels._add_into(s_g, da_g)
+        _kernels._add_into(s_o, da_o)
         if peeps:
-            _kernels._add_product_into(acc_ic, da_i, c_prev[b])
-            _kernels._add_product_into(acc_fc, da_f, c_prev[b])
-            _kernels._add_product_into(acc_oc, da_o, c_next[b])
+            _kernels._add_product_into(acc_ic[lo:hi], da_i, cp)
+            _kernels._add_product_into(acc_fc[lo:hi], da_f, cp)
+            _kernels._add_product_into(acc_oc[lo:hi], da_o, c_next[b][lo:hi])
+
+
+@njit(**JIT)
+def _lstm_rows(dm, dc, c_prev, c_next, gates, peepholes, da, acc, peeps):
+    """:func:`_lstm_units` over every unit, on this thread."""
+    _lstm_units(dm, dc, c_prev, c_next, gates, peepholes, da, acc, peeps, 0, dc.shape[1])
+
+
+@njit(parallel=True, **JIT)
+def _lstm_rows_parallel(dy, rec, dm, dc, c_prev, c_next, gates, peepholes, da, acc, peeps):
+    """``dm = dy + rec`` (the gradient at h_t without a projection) and :func:`_lstm_rows`, the
+    units in tasks of :data:`refrnn.jit._kernels.UNITS` over numba's threads: the same bits. For a
+    step loop whose products run on numba's threads too (see :func:`refrnn.jit._kernels._lstm_rows_parallel`)."""
+    H = dc.shape[1]
+    for task in prange(-(-H // _kernels.UNITS)):
+        lo, hi = task * _kernels.UNITS, min(H, (task + 1) * _kernels.UNITS)
+        for b in range(dm.shape[0]):
+            _sum_to(dm[b][lo:hi], dy[b][lo:hi], rec[b][lo:hi])
+        _lstm_units(dm, dc, c_prev, c_next, gates, peepholes, da, acc, peeps, lo, hi)
 
 
 @njit(**JIT)
@@ -294,6 +320,8 @@ def lstm_backward(cache, dy, weights, state, da, dh_all, acc, peeps, rowcast):
                 _sum_to(dh_t[b], dy[t][b], rec[b])
             _kernels._step_product(dh_t, W_hrT, W_hr, dm_T, dm, False)
             _lstm_rows(dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc, peeps)
+        elif rowcast:
+            _lstm_rows_parallel(dy[t], rec, dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc, peeps)
         else:
             for b in range(B):
                 _sum_to(dm[b], dy[t][b], rec[b])

@@ -62,7 +62,7 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import prange, types
 from numba.extending import intrinsic, overload
 
 from . import _rowcast
@@ -337,18 +337,33 @@ def _transpose_into(out, a):
     32 adjacent floats (two cache lines) per visit, gathered from 32 rows that stay in L1, and LLVM
     vectorises the gather. 3-4x faster than the 8-row blocks this replaced, at every shape measured
     (N = 256-4096, B = 2-128): 4096x64 in 54 us instead of 175 us, about 40 GB/s."""
-    N, B = a.shape
-    n32 = N - N % 32
-    for j in range(0, n32, 32):
+    _transpose_band(out, a, 0, a.shape[0])
+
+
+@njit(**JIT)
+def _transpose_band(out, a, lo, hi):
+    """out[:, lo:hi] = a[lo:hi].T, ``a`` (N, B), ``out`` (B, N): :func:`_transpose_into` on a band of rows."""
+    B = a.shape[1]
+    n32 = hi - (hi - lo) % 32
+    for j in range(lo, n32, 32):
         block = a[j : j + 32]
         for b in range(B):
             o = out[b]
             for r in range(32):
                 o[j + r] = block[r, b]
-    for j in range(n32, N):
+    for j in range(n32, hi):
         a_j = a[j]
         for b in range(B):
             out[b, j] = a_j[b]
+
+
+@njit(**JIT)
+def _transpose_columns(out, a, lo, hi):
+    """out[lo:hi] = a[:, lo:hi].T, ``a`` (B, N), ``out`` (N, B): the rows of ``out`` written whole."""
+    for j in range(lo, hi):
+        o = out[j]
+        for b in range(a.shape[0]):
+            o[b] = a[b, j]
 
 
 @njit(**JIT)
@@ -542,27 +557,98 @@ def gru_fused(before, x, F_T, W_xnT, W_hnT, bias, hs, gates, rowcast):
 
 
 @njit(**JIT)
-def _lstm_rows(a, ax, bias, peepholes, c_prev, c_next, gates, m):
-    """The element-wise pass of one step, every row: ``a`` (B, 4H) holds the step's pre-activations
-    without bias, less the input products ``ax`` (B, 4H) when those come apart (added here, while the
-    row is in L1; a (0, 4H) array when ``a`` has them already). ``peepholes`` = (w_ic, w_fc, w_oc);
-    ``gates`` = (i, f, g, o, tc) of this step, each (B, H); writes them, ``c_next`` and
-    ``m`` = o * tanh(c)."""
+def _lstm_units(a, ax, bias, peepholes, c_prev, c_next, gates, m, lo, hi):
+    """The element-wise pass of one step over units ``[lo, hi)`` of every row: ``a`` (B, 4H) holds
+    the step's pre-activations without bias, less the input products ``ax`` (B, 4H) when those come
+    apart (added here, while the row is in L1; a (0, 4H) array when ``a`` has them already).
+    ``peepholes`` = (w_ic, w_fc, w_oc); ``gates`` = (i, f, g, o, tc) of this step, each (B, H);
+    writes them, ``c_next`` and ``m`` = o * tanh(c). Units are independent of each other, so any
+    split of them gives the same bits."""
     i, f, g, o, tc = gates
-    w_ic, w_fc, w_oc = peepholes
+    w_ic, w_fc, w_oc = peepholes[0][lo:hi], peepholes[1][lo:hi], peepholes[2][lo:hi]
     add_input = ax.shape[0] > 0
     H = c_prev.shape[1]
+    b_i, b_f, b_g, b_o = bias[lo:hi], bias[H + lo : H + hi], bias[2 * H + lo : 2 * H + hi], bias[3 * H + lo : 3 * H + hi]
     for b in range(c_prev.shape[0]):
-        a_b, cp = a[b], c_prev[b]
-        if add_input:
-            _add_into(a_b, ax[b])  # every LSTM gate adds its input and recurrent parts
-        _sigmoid_peephole(i[b], a_b[:H], bias[:H], w_ic, cp)
-        _sigmoid_peephole(f[b], a_b[H : 2 * H], bias[H : 2 * H], w_fc, cp)
-        _tanh_of(g[b], a_b[2 * H : 3 * H], bias[2 * H : 3 * H])
-        _cell(c_next[b], f[b], cp, i[b], g[b])
-        _sigmoid_peephole(o[b], a_b[3 * H :], bias[3 * H :], w_oc, c_next[b])  # the new c: see the reference
-        _tanh(tc[b], c_next[b])
-        _product(m[b], o[b], tc[b])
+        a_b, cp, cn = a[b], c_prev[b][lo:hi], c_next[b][lo:hi]
+        a_i, a_f, a_g, a_o = a_b[lo:hi], a_b[H + lo : H + hi], a_b[2 * H + lo : 2 * H + hi], a_b[3 * H + lo : 3 * H + hi]
+        if add_input:  # every LSTM gate adds its input and recurrent parts
+            ax_b = ax[b]
+            _add_into(a_i, ax_b[lo:hi])
+            _add_into(a_f, ax_b[H + lo : H + hi])
+            _add_into(a_g, ax_b[2 * H + lo : 2 * H + hi])
+            _add_into(a_o, ax_b[3 * H + lo : 3 * H + hi])
+        i_b, f_b, g_b, o_b, tc_b = i[b][lo:hi], f[b][lo:hi], g[b][lo:hi], o[b][lo:hi], tc[b][lo:hi]
+        _sigmoid_peephole(i_b, a_i, b_i, w_ic, cp)
+        _sigmoid_peephole(f_b, a_f, b_f, w_fc, cp)
+        _tanh_of(g_b, a_g, b_g)
+        _cell(cn, f_b, cp, i_b, g_b)
+        _sigmoid_peephole(o_b, a_o, b_o, w_oc, cn)  # the new c: see the reference
+        _tanh(tc_b, cn)
+        _product(m[b][lo:hi], o_b, tc_b)
+
+
+@njit(**JIT)
+def _lstm_rows(a, ax, bias, peepholes, c_prev, c_next, gates, m):
+    """:func:`_lstm_units` over every unit, on this thread."""
+    _lstm_units(a, ax, bias, peepholes, c_prev, c_next, gates, m, 0, c_prev.shape[1])
+
+
+# Units per task of a step's element-wise pass split over the threads: a multiple of 16 lanes, and
+# few enough tasks that one step's parallel region costs little next to the pass (H = 1024: 16).
+UNITS = 64
+
+
+@njit(parallel=True, **JIT)
+def _lstm_rows_parallel(a, ax, bias, peepholes, c_prev, c_next, gates, m):
+    """:func:`_lstm_rows` with the units in tasks of UNITS over numba's threads: the same bits. For a
+    step loop whose products run on numba's threads too (the compiled kernel); next to BLAS's threads
+    a second pool would cost more than it saves (see :mod:`refrnn.jit._rowcast`)."""
+    H = c_prev.shape[1]
+    for task in prange(-(-H // UNITS)):
+        _lstm_units(a, ax, bias, peepholes, c_prev, c_next, gates, m, task * UNITS, min(H, (task + 1) * UNITS))
+
+
+@njit(parallel=True, **JIT)
+def _lstm_epilogue(work, a, ax, bias, peepholes, c_prev, c_next, gates, h, hT):
+    """A step's product ``work`` (4H, B) = W @ [x_t | h_{t-1}].T made into h_t, for a cell without a
+    projection, in tasks of UNITS units over numba's threads: each task transposes its units' four
+    gate bands of ``work`` into ``a`` (B, 4H), runs :func:`_lstm_units` on them (``h`` (B, H) gets m),
+    and writes its units of h_t.T into ``hT`` (H, B), the next product's operand. The same bits as
+    the transposes and :func:`_lstm_rows` one after the other on one thread."""
+    H = c_prev.shape[1]
+    for task in prange(-(-H // UNITS)):
+        lo, hi = task * UNITS, min(H, (task + 1) * UNITS)
+        for q in range(4):
+            _transpose_band(a, work, q * H + lo, q * H + hi)
+        _lstm_units(a, ax, bias, peepholes, c_prev, c_next, gates, h, lo, hi)
+        _transpose_columns(hT, h, lo, hi)
+
+
+@njit(**JIT)
+def _lstm_kernel_steps(x, ax, W, bias, peepholes, hs, cs, gates):
+    """The step loop of either order with every product on the compiled kernel of
+    :mod:`refrnn.jit._rowcast`, for a cell without a projection: ``W`` (4H, D + H), C-ordered, the
+    step's weight (W_h with D = 0 for "batched", ``x`` then a (T, B, 0) array and ``ax`` (T, B, 4H) the
+    input products; [W_x | W_h] for "fused", ``x`` (T, B, D) and ``ax`` (T, 0, 4H)).
+
+    The product's operand ``[x_t | h_{t-1}].T`` stays in the last D + H rows of one buffer from step
+    to step: :func:`_lstm_epilogue` writes h_t.T there, task by task, so that no step transposes the
+    state or the (4H, B) product on one thread (about 90 us of each 2 ms step at the paper's size)."""
+    T, B, D = x.shape
+    H = cs.shape[2]
+    N = 4 * H
+    work = np.empty((N + D + H, B), cs.dtype)
+    a = np.empty((B, N), cs.dtype)
+    i, f, g, o, tc = gates
+    _transpose_into(work[N + D :], hs[0])
+    for t in range(T):
+        if D > 0:
+            _transpose_into(work[N : N + D], x[t])
+        _rowcast.into(W, work[N:], work[:N])
+        k = min(t, i.shape[0] - 1)
+        _lstm_epilogue(work[:N], a, ax[t], bias, peepholes, cs[t % cs.shape[0]], cs[(t + 1) % cs.shape[0]],
+                       (i[k], f[k], g[k], o[k], tc[k]), hs[t + 1], work[N + D :])
 
 
 @njit(**JIT)
@@ -574,7 +660,10 @@ def _lstm_step(t, a, ax, bias, peepholes, W_hr, hs, cs, gates, m, m_T, rowcast):
     project = W_hr.shape[0] > 0
     c_prev, c_next = cs[t % cs.shape[0]], cs[(t + 1) % cs.shape[0]]
     m_out = m[min(t, m.shape[0] - 1)] if project else hs[t + 1]
-    _lstm_rows(a, ax, bias, peepholes, c_prev, c_next, (i[k], f[k], g[k], o[k], tc[k]), m_out)
+    if rowcast:
+        _lstm_rows_parallel(a, ax, bias, peepholes, c_prev, c_next, (i[k], f[k], g[k], o[k], tc[k]), m_out)
+    else:
+        _lstm_rows(a, ax, bias, peepholes, c_prev, c_next, (i[k], f[k], g[k], o[k], tc[k]), m_out)
     if project:
         _step_product(m_out, W_hr, W_hr.T, m_T, hs[t + 1], rowcast)
 
@@ -583,6 +672,9 @@ def _lstm_step(t, a, ax, bias, peepholes, W_hr, hs, cs, gates, m, m_T, rowcast):
 def lstm_batched(ax, W_hT, bias, peepholes, W_hr, hs, cs, gates, m, rowcast):
     """Input products precomputed: ax (T, B, 4H) = x @ W_x.T; W_hT (P, 4H). One product per step."""
     T, B, H = ax.shape[0], ax.shape[1], cs.shape[2]
+    if rowcast and W_hr.shape[0] == 0:
+        _lstm_kernel_steps(np.empty((T, B, 0), cs.dtype), ax, W_hT.T, bias, peepholes, hs, cs, gates)
+        return
     a, a_T, m_T = np.empty((B, 4 * H), cs.dtype), step_work(4 * H, W_hT.shape[0], B, cs.dtype), step_work(W_hr.shape[0], H, B, cs.dtype)
     for t in range(T):
         _step_product(hs[t], W_hT.T, W_hT, a_T, a, rowcast)
@@ -596,6 +688,9 @@ def lstm_fused(x, F_T, bias, peepholes, W_hr, hs, cs, gates, m, rowcast):
     projection, ``m_t @ W_hr.T`` follows)."""
     T, B, D = x.shape
     H, P = cs.shape[2], hs.shape[2]
+    if rowcast and W_hr.shape[0] == 0:
+        _lstm_kernel_steps(x, np.empty((T, 0, 4 * H), cs.dtype), F_T.T, bias, peepholes, hs, cs, gates)
+        return
     xh = np.empty((B, D + P), cs.dtype)
     a, a_T, m_T = np.empty((B, 4 * H), cs.dtype), step_work(4 * H, D + P, B, cs.dtype), step_work(W_hr.shape[0], H, B, cs.dtype)
     no_input = np.empty((0, 4 * H), cs.dtype)  # the product has the input part already

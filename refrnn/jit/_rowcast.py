@@ -416,14 +416,19 @@ def packs_step_weight(width: int) -> bool:
     return width % LANES == 0
 
 
-def panels(b):
+def panels(b, out=None):
     """``b`` (K, N), float32, N a multiple of 16, as the panels :func:`packed` reads: an array (n, K,
     PANEL) whose panel ``p`` is columns ``[p * PANEL, (p + 1) * PANEL)`` of ``b``, C-ordered, the last
-    one zero-padded where N is not a multiple of PANEL. ``b`` may be any layout (a transposed view)."""
+    one zero-padded where N is not a multiple of PANEL. ``b`` may be any layout (a transposed view).
+    ``out``: that array to fill (any contents), else a new one."""
     K, N = b.shape
     if N % LANES:
         raise ValueError(f"b: expected a multiple of {LANES} columns, got shape {b.shape}")
-    out = np.zeros((-(-N // PANEL), K, PANEL), np.float32)
+    shape = (-(-N // PANEL), K, PANEL)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out: expected a C-ordered float32 array of shape {shape}, got {out.dtype} {out.shape}")
     _pack(b, out)
     return out
 
@@ -439,6 +444,8 @@ def _pack(b, out):
             row = b[k]
             for j in range(w):
                 panel[k, j] = row[j0 + j]
+            for j in range(w, PANEL):
+                panel[k, j] = 0.0
 
 
 @njit(cache=True, parallel=True)

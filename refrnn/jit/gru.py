@@ -52,9 +52,9 @@ import numpy as np
 from .._checks import float_array, instance
 from .._moved import algorithm_keyword, renamed
 from ..cells import gru as reference
-from ..cells._common import carved, check_cache, frozen, gradients
+from ..cells._common import check_cache, frozen, gradients
 from ..cells.gru import GRUCache, GRUParams
-from . import _backward, _kernels, _onepool, _rowcast, _strategy
+from . import _backward, _buffers, _kernels, _onepool, _rowcast, _strategy
 
 ALGORITHMS = ("batched", "fused")  # what prepare() builds; forward also takes "auto" (refrnn.jit._strategy)
 STRATEGIES = ALGORITHMS  # the former name
@@ -106,8 +106,9 @@ def _run(params, x, state0, algorithm, prepared, train):
     dt = params.dtype
     steps = T if train else 1  # inference: one-step scratch buffers (see _kernels)
     shapes = ((T + 1, B, H), *[(steps, B, H)] * 4)
-    # Training: the whole cache in one allocation (see carved); inference: y keeps only hs alive.
-    _, hs, r, z, n, g = carved(dt, *shapes) if train else (None, *(np.empty(s, dt) for s in shapes))
+    # Training: the whole cache in one block, kept for the next call (see _buffers); inference: hs
+    # and one step of gates, in a block of their own.
+    _, hs, r, z, n, g = _buffers.carved("gru cache" if train else "gru inference", dt, *shapes)
     hs[0] = h0
     if T * B == 0:  # no step to take: y (T, B, H) and the cache are empty, h_T = h0, as in the reference
         return x, hs, (r, z, n, g)

@@ -36,7 +36,14 @@ Equal to the BLAS step within float32 rounding, not bit for bit. Smaller weights
 T=100 B=32 D=H=256 the two took the same time (122 ms). On the kernel the backward's step product
 reads ``W_h`` packed once into contiguous column panels (:func:`refrnn.jit._rowcast.packed`) rather
 than transposing it and every ``da[t]``: the paper-size backward 290 -> 261 ms on an AVX-512 Xeon,
-its loop 326 -> 203 ms on Zen 3 (2 cores, medians), the same bits.
+its loop 326 -> 203 ms on Zen 3 (2 cores, medians), the same bits. On the kernel too, and in either
+order, the forward's step loop keeps the product's operand ``[x_t | h_{t-1}].T`` transposed from one
+step to the next, and each step's element-wise pass runs over numba's threads in tasks of units that
+also transpose their share of the product and of h_t (:func:`refrnn.jit._kernels._lstm_epilogue`);
+the backward's pass is split the same way. The training step keeps its cache and the backward's
+work arrays for the next call (:mod:`refrnn.jit._buffers`). Measured together in ``refrnn bench``
+(paper size, AVX-512 Xeon, 2 cores, medians of 9): training 877 -> 667 ms for two steps (torch
+autograd 695-703), the inference forward 107 -> 100 ms (torch.nn.LSTM 98-105).
 
 :func:`forward_inference` in float32 with a batch that is a multiple of 16 and a weight of at least
 4 MB makes every product with the compiled kernel of :mod:`refrnn.jit._rowcast` instead of BLAS
@@ -59,9 +66,9 @@ import numpy as np
 from .._checks import float_array, instance
 from .._moved import algorithm_keyword
 from ..cells import lstm as reference
-from ..cells._common import carved, check_cache, frozen, gradients
+from ..cells._common import check_cache, frozen, gradients
 from ..cells.lstm import LSTMCache, LSTMParams
-from . import _backward, _kernels, _onepool, _rowcast, _strategy
+from . import _backward, _buffers, _kernels, _onepool, _rowcast, _strategy
 
 ALGORITHMS = ("batched", "fused")  # what prepare() builds; forward also takes "auto" (refrnn.jit._strategy)
 STRATEGIES = ALGORITHMS  # the former name
@@ -114,11 +121,11 @@ def _run(params, x, state0, algorithm, prepared, train):
     H, P = params.hidden_size, params.output_size
     dt = params.dtype
     steps = T if train else 1
-    # Training: the whole cache in one allocation (see carved). Inference: c is a two-slot ring and
-    # the gates one step of scratch (see _kernels), y keeps only hs alive.
+    # Training: the whole cache in one block, kept for the next call (see _buffers). Inference: c is
+    # a two-slot ring and the gates one step of scratch (see _kernels), in a block of their own.
     shapes = ((T + 1, B, P), (T + 1 if train else 2, B, H), *[(steps, B, H)] * 5,  # i, f, g, o, tanh(c)
               (steps if params.W_hr is not None else 0, B, H))  # o * tanh(c), projection only
-    _, hs, cs, *gates, m = carved(dt, *shapes) if train else (None, *(np.empty(s, dt) for s in shapes))
+    _, hs, cs, *gates, m = _buffers.carved("lstm cache" if train else "lstm inference", dt, *shapes)
     gates = tuple(gates)
     hs[0], cs[0] = h0, c0
     if T * B == 0:  # no step to take: y and the cache are empty, the state stays state0, as in the reference
@@ -182,13 +189,14 @@ def backward(params: LSTMParams, cache: LSTMCache, dy, dstate_T=None):
     cached = tuple(_onepool.readonly(a) for a in (*cache[:8], m))
     peepholes = tuple(_onepool.readonly(np.zeros(H, dt) if w is None else w) for w in (params.w_ic, params.w_fc, params.w_oc))
     W_hr = _onepool.readonly(params.W_hr if project else np.zeros((0, H), dt))
-    da = np.empty((T, B, 4 * H), dt)
+    da = _buffers.empty("lstm da", (T, B, 4 * H), dt)
     dh_all = np.empty((T if project else 0, B, P), dt)
     acc = tuple(np.zeros(n) for n in (4 * H, H, H, H))
     W_h = _onepool.readonly(params.W_h)
     rowcast = _trains_on_rowcast(params, B)
     packs = rowcast and _rowcast.packs_step_weight(P)
-    packed = _rowcast.panels(W_h) if packs else np.zeros((0, 0, _rowcast.PANEL), np.float32)
+    packed = (_rowcast.panels(W_h, _buffers.empty("lstm panels", (-(-P // _rowcast.PANEL), 4 * H, _rowcast.PANEL), dt))
+              if packs else np.zeros((0, 0, _rowcast.PANEL), np.float32))
     W_hT = np.empty((0, 0), dt) if packs else _kernels.transposed_weight(W_h, B, rowcast)
     weights = ((W_h, _onepool.readonly(W_hT), _onepool.readonly(packed)),
                (W_hr, _onepool.readonly(_kernels.transposed_weight(W_hr, B, rowcast)))) + (peepholes,)
@@ -198,7 +206,7 @@ def backward(params: LSTMParams, cache: LSTMCache, dy, dstate_T=None):
         W_x16 = np.zeros((4 * H, D16), dt)
         W_x16[:, :D] = params.W_x
         dx16 = np.empty((T * B, D16), dt)
-        work = (np.empty((D + P, T * B), dt), np.empty((D + P, 4 * H), dt))
+        work = _buffers.carved("lstm gradient work", dt, (D + P, T * B), (D + P, 4 * H))[1:]
         _backward.rowcast_gradients(da, cached[0], cached[1][:-1], W_x16, work, grads["W_x"], grads["W_h"], dx16)
         dx = dx16 if D16 == D else np.ascontiguousarray(dx16[:, :D])
     else:

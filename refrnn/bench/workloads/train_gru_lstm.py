@@ -9,7 +9,7 @@ compiled forward followed by NumPy's backward used to lose its time (two OpenBLA
 taking the two cores from each other after every hand-over; see :mod:`refrnn.jit._backward`). And
 as in a loop that assigns each step's ``y, state, cache`` to the same names, every candidate keeps
 its previous step's forward outputs alive until its next forward has returned: what the allocator
-can reuse then differs from a loop that drops them first (see :func:`refrnn.cells._common.carved`).
+can reuse then differs from a loop that drops them first (see :mod:`refrnn.jit._buffers`).
 
 Candidates, over the same seeded data and weights:
 

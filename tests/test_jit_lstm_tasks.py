@@ -1,0 +1,70 @@
+"""The LSTM's element-wise passes split into tasks of units over numba's threads (the step loops on
+the compiled kernel take them): the same bits as the one-thread passes, at every width, including a
+last task narrower than the others and a cell narrower than one task."""
+
+import numpy as np
+import pytest
+
+from refrnn.jit import _backward, _kernels
+
+
+def _arrays(rng, *shapes, scale=1.0):
+    return tuple((scale * rng.standard_normal(s)).astype(np.float32) for s in shapes)
+
+
+@pytest.mark.parametrize("H", [1, 16, _kernels.UNITS, _kernels.UNITS + 5, 3 * _kernels.UNITS - 16])
+@pytest.mark.parametrize("B", [1, 16, 33])
+def test_forward_epilogue_equals_the_transposes_and_the_pass_on_one_thread(B, H):
+    rng = np.random.default_rng(B * 1000 + H)
+    work, bias, c_prev, ax = _arrays(rng, (4 * H, B), (4 * H,), (B, H), (B, 4 * H))
+    peepholes = _arrays(rng, (H,), (H,), (H,), scale=0.5)
+    for add_input in (False, True):
+        x_in = ax if add_input else np.empty((0, 4 * H), np.float32)
+        outs = []
+        for split in (False, True):
+            a = np.full((B, 4 * H), np.nan, np.float32)
+            c_next, h = np.full((B, H), np.nan, np.float32), np.full((B, H), np.nan, np.float32)
+            gates = tuple(np.full((B, H), np.nan, np.float32) for _ in range(5))
+            hT = np.full((H, B), np.nan, np.float32)
+            if split:
+                _kernels._lstm_epilogue(work, a, x_in, bias, peepholes, c_prev, c_next, gates, h, hT)
+            else:
+                _kernels._transpose_into(a, work)
+                _kernels._lstm_rows(a, x_in, bias, peepholes, c_prev, c_next, gates, h)
+                hT[:] = h.T
+            outs.append((a, c_next, h, hT) + gates)
+        for serial, tasks in zip(*outs):
+            assert not np.isnan(tasks).any()
+            np.testing.assert_array_equal(tasks, serial)
+        a = work.T.copy()
+        gates = tuple(np.empty((B, H), np.float32) for _ in range(5))
+        c_next, h = np.empty((B, H), np.float32), np.empty((B, H), np.float32)
+        _kernels._lstm_rows_parallel(a, x_in, bias, peepholes, c_prev, c_next, gates, h)
+        np.testing.assert_array_equal(h, outs[0][2])
+        np.testing.assert_array_equal(c_next, outs[0][1])
+
+
+@pytest.mark.parametrize("H", [1, 16, _kernels.UNITS + 5, 3 * _kernels.UNITS - 16])
+@pytest.mark.parametrize("B", [1, 16, 33])
+def test_backward_pass_in_tasks_equals_the_pass_on_one_thread(B, H):
+    rng = np.random.default_rng(B * 1000 + H + 1)
+    dy, rec, c_prev, c_next = _arrays(rng, (B, H), (B, H), (B, H), (B, H))
+    gates = tuple(np.float32(0.5) + 0.4 * np.tanh(g) for g in _arrays(rng, *[(B, H)] * 5))
+    peepholes = _arrays(rng, (H,), (H,), (H,), scale=0.5)
+    (dc0,) = _arrays(rng, (B, H))
+    acc0 = tuple(rng.standard_normal(n) for n in (4 * H, H, H, H))
+    results = []
+    for split in (False, True):
+        dm, dc, da = np.full((B, H), np.nan, np.float32), dc0.copy(), np.full((B, 4 * H), np.nan, np.float32)
+        acc = tuple(a.copy() for a in acc0)
+        for _ in range(2):  # twice: the sums carry over from one step to the next
+            if split:
+                _backward._lstm_rows_parallel(dy, rec, dm, dc, c_prev, c_next, gates, peepholes, da, acc, True)
+            else:
+                for b in range(B):
+                    dm[b] = dy[b] + rec[b]
+                _backward._lstm_rows(dm, dc, c_prev, c_next, gates, peepholes, da, acc, True)
+        results.append((dm, dc, da) + acc)
+    for serial, tasks in zip(*results):
+        assert not np.isnan(tasks).any()
+        np.testing.assert_array_equal(tasks, serial)
