@@ -13,8 +13,8 @@ the wrong row, column, panel or block errs by O(|w h|), far above the bound; the
 no slack to hide one. Entries are the ±j/64 grid scaled by a power of two per row and per column, so
 rows of very different magnitude meet in one tile, and some rows or columns are exactly zero.
 
-Sizes are drawn where the kernel changes what it does: N around the 6-row tile (and every
-remainder of it) and the 24 row chunks, K at the four-step unroll and the edges of its blocks (about 1024 for the step product,
+Sizes are drawn where the kernel changes what it does: N around the 6- and 8-row tiles (and every
+remainder of them) and the 24 row chunks, K at the four-step unroll and the edges of its blocks (about 1024 for the step product,
 512 for gemm), B from one 16-lane vector to past two 64-column panels and gemm's 128-column block.
 
 The forwards are drawn as the rest of the property suite draws cells, at batches of 16 and 32, with

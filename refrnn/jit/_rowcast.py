@@ -67,7 +67,20 @@ LANES = 16  # the unit of width the kernel takes: columns of hT come in multiple
 # Measured on one Zen 3 core, 6 x 1024 x 32: 66-88 GFLOP/s with this tile; 3 rows x 4 vectors (32
 # columns a panel) spills to the stack, 37-40; the 16-lane tile, 37.
 VEC = 16 if _host_has("avx512f") else 8  # float32 lanes of one register
-ROWS = 6  # rows of C per tile
+ROWS = 6  # rows of C per tile of the widest panel
+
+
+def tile_rows(nv: int) -> int:
+    """Rows of C per tile of a panel ``16 nv`` columns wide. With AVX-512, 8 for the narrow panels
+    (one or two vectors: 8 or 16 accumulators), so that a product of up to 8 gathered rows against a
+    narrow weight (the conditional GRU's blocks) makes one pass over the weight, not a 6-row pass
+    and a second one for the rest; 6 for three and four vectors (18, 24). Measured on 2 cores, 64
+    blocks of 1024 x 32 weights (8 MB, read from L3 at about 55 GB/s) against n gathered rows each,
+    us a step: n = 8 204-236 -> 190, n = 64 1003-1020 against 1026-1075 (noise); 9 or 10 rows, or
+    12 rows of two vectors, made n = 64 40-70% slower. With AVX2's 16 registers, ROWS."""
+    return (8 if nv <= 2 else ROWS) if VEC == 16 else ROWS
+
+
 PANEL = 4 * VEC if VEC == 16 else LANES  # the widest hT the kernel takes at once; wider ones go in panels
 UNROLL = 4  # k steps per loop iteration
 # Row chunks of a product: numba's prange gives each thread an equal run of consecutive tasks, so 24
@@ -157,10 +170,10 @@ def _row_loop(label: str, start: str, came_from: str, limit: str, step: int, til
 
 
 def _rows_of(nv: int) -> str:
-    """IR of ``rows_nv``: rows [r0, r1) of C, in tiles of ROWS, the last ``(r1 - r0) % ROWS`` as one
+    """IR of ``rows_nv``: rows [r0, r1) of C, in tiles of R = ``tile_rows(nv)``, the last ``(r1 - r0) % R`` as one
     smaller tile (a few gathered rows are a common product here: one row at a time keeps only
     a row's few chains of FMAs going, a quarter of the rate or less)."""
-    R = ROWS
+    R = tile_rows(nv)
     rest = "\n".join(f"left{r}:\n  call void @tile_{r}_{nv}(ptr %rap, i64 %lda, ptr %B, i64 %ldb, ptr %rcp, i64 %ldc, i64 %K, i1 %add)\n"
                      "  br label %done" for r in range(1, R))
     cases = " ".join(f"i64 {r}, label %left{r}" for r in range(1, R))
@@ -194,7 +207,7 @@ def module_ir() -> str:
     widths = range(1, PANEL // LANES + 1)
     parts = [f"declare <{VEC} x float> @llvm.fma.v{VEC}f32(<{VEC} x float>, <{VEC} x float>, <{VEC} x float>)"]
     for nv in widths:
-        parts += [_tile(r, nv) for r in range(1, ROWS + 1)] + [_rows_of(nv)]
+        parts += [_tile(r, nv) for r in range(1, tile_rows(nv) + 1)] + [_rows_of(nv)]
     cases = " ".join(f"i64 {nv}, label %w{nv}" for nv in widths)
     body = "\n".join(f"w{nv}:\n  call void @rows_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K, i1 %add)\n"
                      "  br label %done" for nv in widths)
