@@ -68,3 +68,19 @@ def test_backward_pass_in_tasks_equals_the_pass_on_one_thread(B, H):
     for serial, tasks in zip(*results):
         assert not np.isnan(tasks).any()
         np.testing.assert_array_equal(tasks, serial)
+
+
+@pytest.mark.parametrize("K2", [300, 2000])  # one K block, two (of different boundaries side by side)
+@pytest.mark.parametrize("K1", [0, 1, 27])
+def test_product_pair_is_the_product_of_the_side_by_side_weights_bit_for_bit(K1, K2):
+    from refrnn.jit import _rowcast
+
+    rng = np.random.default_rng(K1)
+    N, B = 100, 48
+    W1, W2, h1T, h2T = _arrays(rng, (N, K1), (N, K2), (K1, B), (K2, B))
+    out, side_by_side = np.full((N, B), np.nan, np.float32), np.full((N, B), np.nan, np.float32)
+    _rowcast.product_pair(W1, h1T, W2, h2T, out)
+    _rowcast.product(np.ascontiguousarray(np.hstack([W1, W2])), np.ascontiguousarray(np.vstack([h1T, h2T])), side_by_side)
+    np.testing.assert_array_equal(out, side_by_side)
+    with pytest.raises(ValueError, match="product_pair"):
+        _rowcast.product_pair(W1, h1T, W2, np.ascontiguousarray(h2T[1:]), out)

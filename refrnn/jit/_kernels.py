@@ -626,11 +626,13 @@ def _lstm_epilogue(work, a, ax, bias, peepholes, c_prev, c_next, gates, h, hT):
 
 
 @njit(**JIT)
-def _lstm_kernel_steps(x, ax, W, bias, peepholes, hs, cs, gates):
+def lstm_kernel(x, ax, W_x, W_h, bias, peepholes, hs, cs, gates):
     """The step loop of either order with every product on the compiled kernel of
-    :mod:`refrnn.jit._rowcast`, for a cell without a projection: ``W`` (4H, D + H), C-ordered, the
-    step's weight (W_h with D = 0 for "batched", ``x`` then a (T, B, 0) array and ``ax`` (T, B, 4H) the
-    input products; [W_x | W_h] for "fused", ``x`` (T, B, D) and ``ax`` (T, 0, 4H)).
+    :mod:`refrnn.jit._rowcast`, float32, for a cell without a projection; ``W_x`` (4H, D) and ``W_h``
+    (4H, H) C-ordered, read where they are. "fused": ``x`` (T, B, D), ``ax`` a (T, 0, 4H) array, and
+    each step's product is ``[W_x | W_h] @ [x_t | h_{t-1}].T`` by
+    :func:`refrnn.jit._rowcast.product_pair` (the concatenated weight never built). "batched": ``ax``
+    (T, B, 4H) the input products, ``x`` a (T, B, 0) array and ``W_x`` a (4H, 0) one.
 
     The product's operand ``[x_t | h_{t-1}].T`` stays in the last D + H rows of one buffer from step
     to step: :func:`_lstm_epilogue` writes h_t.T there, task by task, so that no step transposes the
@@ -645,7 +647,7 @@ def _lstm_kernel_steps(x, ax, W, bias, peepholes, hs, cs, gates):
     for t in range(T):
         if D > 0:
             _transpose_into(work[N : N + D], x[t])
-        _rowcast.into(W, work[N:], work[:N])
+        _rowcast.product_pair(W_x, work[N : N + D], W_h, work[N + D :], work[:N])
         k = min(t, i.shape[0] - 1)
         _lstm_epilogue(work[:N], a, ax[t], bias, peepholes, cs[t % cs.shape[0]], cs[(t + 1) % cs.shape[0]],
                        (i[k], f[k], g[k], o[k], tc[k]), hs[t + 1], work[N + D :])
@@ -672,9 +674,6 @@ def _lstm_step(t, a, ax, bias, peepholes, W_hr, hs, cs, gates, m, m_T, rowcast):
 def lstm_batched(ax, W_hT, bias, peepholes, W_hr, hs, cs, gates, m, rowcast):
     """Input products precomputed: ax (T, B, 4H) = x @ W_x.T; W_hT (P, 4H). One product per step."""
     T, B, H = ax.shape[0], ax.shape[1], cs.shape[2]
-    if rowcast and W_hr.shape[0] == 0:
-        _lstm_kernel_steps(np.empty((T, B, 0), cs.dtype), ax, W_hT.T, bias, peepholes, hs, cs, gates)
-        return
     a, a_T, m_T = np.empty((B, 4 * H), cs.dtype), step_work(4 * H, W_hT.shape[0], B, cs.dtype), step_work(W_hr.shape[0], H, B, cs.dtype)
     for t in range(T):
         _step_product(hs[t], W_hT.T, W_hT, a_T, a, rowcast)
@@ -688,9 +687,6 @@ def lstm_fused(x, F_T, bias, peepholes, W_hr, hs, cs, gates, m, rowcast):
     projection, ``m_t @ W_hr.T`` follows)."""
     T, B, D = x.shape
     H, P = cs.shape[2], hs.shape[2]
-    if rowcast and W_hr.shape[0] == 0:
-        _lstm_kernel_steps(x, np.empty((T, 0, 4 * H), cs.dtype), F_T.T, bias, peepholes, hs, cs, gates)
-        return
     xh = np.empty((B, D + P), cs.dtype)
     a, a_T, m_T = np.empty((B, 4 * H), cs.dtype), step_work(4 * H, D + P, B, cs.dtype), step_work(W_hr.shape[0], H, B, cs.dtype)
     no_input = np.empty((0, 4 * H), cs.dtype)  # the product has the input part already

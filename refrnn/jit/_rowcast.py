@@ -343,13 +343,36 @@ def _task(W, hT, out, task, per, panels):
 
 
 @njit(cache=True)
-def _rows(W, hT, out, j0, r0, r1):
-    """Rows [r0, r1) of the panel of ``out`` that starts at column j0, over k in blocks of KBLOCK."""
+def _rows(W, hT, out, j0, r0, r1, add=False):
+    """Rows [r0, r1) of the panel of ``out`` that starts at column j0, over k in blocks of KBLOCK,
+    added onto ``out`` when ``add``."""
     K = W.shape[1]
     nv = min(PANEL, out.shape[1] - j0) // LANES
     depth = max(1, -(-K // max(1, (K + KBLOCK // 2) // KBLOCK)))  # blocks of about KBLOCK, all alike
     for k0 in range(0, max(K, 1), depth):  # K = 0 still writes the zeros
-        _panel_rows(W, hT, out, j0, j0, nv, r0, r1, k0, k0, min(K, k0 + depth) - k0, k0 > 0)
+        _panel_rows(W, hT, out, j0, j0, nv, r0, r1, k0, k0, min(K, k0 + depth) - k0, add or k0 > 0)
+
+
+@njit(cache=True, parallel=True)
+def product_pair(W1, h1T, W2, h2T, out):
+    """out (N, B) = W1 (N, K1) @ h1T (K1, B) + W2 (N, K2) @ h2T (K2, B), the tasks of :func:`product`:
+    the product of the side-by-side weights ``[W1 | W2]`` and the stacked operand, bit for bit (each
+    element is the same one chain of fused multiply-adds, the K1 terms then the K2), without building
+    either. (A step of the LSTM's "fused" order, ``[x_t | h_{t-1}]``, with W_x and W_h where they are.)"""
+    N, B = out.shape
+    if (B % LANES or W1.shape[0] != N or W2.shape[0] != N or h1T.shape[1] != B or h2T.shape[1] != B
+            or h1T.shape[0] != W1.shape[1] or h2T.shape[0] != W2.shape[1]):
+        raise ValueError("rowcast.product_pair: expected W1 (N, K1), h1T (K1, B), W2 (N, K2), h2T (K2, B), out (N, B), B a multiple of 16")
+    per = -(-N // (CHUNKS * ROWS)) * ROWS
+    panels = -(-B // PANEL)
+    first = W1.shape[1] > 0
+    for task in prange(CHUNKS * panels):
+        c, p = task // panels, task % panels
+        r0, r1 = c * per, min(N, (c + 1) * per)
+        if r0 < r1:
+            if first:
+                _rows(W1, h1T, out, p * PANEL, r0, r1)
+            _rows(W2, h2T, out, p * PANEL, r0, r1, first)
 
 
 @njit(cache=True)

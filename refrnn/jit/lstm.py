@@ -40,7 +40,10 @@ its loop 326 -> 203 ms on Zen 3 (2 cores, medians), the same bits. On the kernel
 order, the forward's step loop keeps the product's operand ``[x_t | h_{t-1}].T`` transposed from one
 step to the next, and each step's element-wise pass runs over numba's threads in tasks of units that
 also transpose their share of the product and of h_t (:func:`refrnn.jit._kernels._lstm_epilogue`);
-the backward's pass is split the same way. The training step keeps its cache and the backward's
+the backward's pass is split the same way. There the "fused" product reads ``W_x`` and ``W_h`` where
+they are (:func:`refrnn.jit._rowcast.product_pair`, the same bits as over ``[W_x | W_h]``), so a
+call without ``prepared=`` builds no concatenated weight (17 MB at the paper's size, whose fresh
+pages had cost the call about 10 ms in ``refrnn bench``). The training step keeps its cache and the backward's
 work arrays for the next call (:mod:`refrnn.jit._buffers`). Measured together in ``refrnn bench``
 (paper size, AVX-512 Xeon, 2 cores, medians of 9): training 877 -> 667 ms for two steps (torch
 autograd 695-703), the inference forward 107 -> 100 ms (torch.nn.LSTM 98-105).
@@ -116,10 +119,17 @@ def _trains_on_rowcast(params: LSTMParams, B: int) -> bool:
 
 def _run(params, x, state0, algorithm, prepared, train):
     x, (h0, c0) = reference.check_inputs(params, x, state0)
-    prepared = _strategy.prepared_for(params, algorithm, prepared, prepare, Prepared, _strategy.resolver(params, x.shape[1]))
     T, B, _ = x.shape
     H, P = params.hidden_size, params.output_size
     dt = params.dtype
+    rowcast = _trains_on_rowcast(params, B) if train else _rowcast.applies(dt, B, params.W_h.size, params.input_size, P)  # see the module docstring
+    kernel = rowcast and params.W_hr is None
+    resolve = _strategy.resolver(params, B)
+    if kernel and prepared is None:  # the kernel's loop needs no concatenated weight: views suffice
+        algorithm, prepared = resolve(algorithm), prepare(params, "batched")
+    else:
+        prepared = _strategy.prepared_for(params, algorithm, prepared, prepare, Prepared, resolve)
+        algorithm = prepared.algorithm
     steps = T if train else 1
     # Training: the whole cache in one block, kept for the next call (see _buffers). Inference: c is
     # a two-slot ring and the gates one step of scratch (see _kernels), in a block of their own.
@@ -132,8 +142,14 @@ def _run(params, x, state0, algorithm, prepared, train):
         return x, hs, cs, gates, (m if params.W_hr is not None else None)
     p = prepared
     xc = np.ascontiguousarray(x)
-    rowcast = _trains_on_rowcast(params, B) if train else _rowcast.applies(dt, B, params.W_h.size, params.input_size, P)  # see the module docstring
-    if prepared.algorithm == "batched":
+    if kernel:  # either order, W_x and W_h read where they are (see _kernels.lstm_kernel)
+        W_x, W_h = np.ascontiguousarray(params.W_x), np.ascontiguousarray(params.W_h)
+        if algorithm == "batched":
+            ax = _kernels.forward_inputs(xc.reshape(T * B, -1), p.W_xT, True).reshape(T, B, 4 * H)
+            _kernels.lstm_kernel(np.empty((T, B, 0), dt), ax, np.empty((4 * H, 0), dt), W_h, p.bias, p.peepholes, hs, cs, gates)
+        else:
+            _kernels.lstm_kernel(xc, np.empty((T, 0, 4 * H), dt), W_x, W_h, p.bias, p.peepholes, hs, cs, gates)
+    elif prepared.algorithm == "batched":
         x2 = xc.reshape(T * B, -1)
         ax = _kernels.forward_inputs(x2, p.W_xT, rowcast)
         _kernels.lstm_batched(ax.reshape(T, B, 4 * H), p.W_hT, p.bias, p.peepholes, p.W_hr, hs, cs, gates, m, rowcast)
