@@ -91,13 +91,6 @@ def empty(name: str, shape, dtype) -> np.ndarray:
     return carved(name, dtype, tuple(shape))[1]
 
 
-def zeros(name: str, shape, dtype) -> np.ndarray:
-    """:func:`empty` filled with zeros."""
-    out = empty(name, shape, dtype)
-    out.fill(0)
-    return out
-
-
 def release() -> int:
     """Drop every kept buffer (those still in use stay with their users); returns the bytes dropped
     from this module's hold."""
