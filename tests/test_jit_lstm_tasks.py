@@ -84,3 +84,22 @@ def test_product_pair_is_the_product_of_the_side_by_side_weights_bit_for_bit(K1,
     np.testing.assert_array_equal(out, side_by_side)
     with pytest.raises(ValueError, match="product_pair"):
         _rowcast.product_pair(W1, h1T, W2, np.ascontiguousarray(h2T[1:]), out)
+
+
+@pytest.mark.parametrize("T, B, D, H", [(1, 16, 1, 1), (4, 32, 3, _kernels.UNITS + 5), (3, 48, 27, 2 * _kernels.UNITS)])
+def test_inference_on_the_kernel_in_the_products_layout_equals_the_training_forward_bit_for_bit(monkeypatch, T, B, D, H):
+    """forward_inference on the kernel ("fused") runs its pass on the (4H, B) product with the state
+    kept transposed; the training forward transposes the product into rows: the same bits."""
+    from refrnn.cells import lstm
+    from refrnn.jit import _rowcast
+    from refrnn.jit import lstm as jit_lstm
+
+    monkeypatch.setattr(_rowcast, "applies", lambda *args: True)
+    rng = np.random.default_rng(T * B + H)
+    p = lstm.init(D, H, rng=rng, dtype=np.float32, peepholes=True)
+    x, h0, c0 = _arrays(rng, (T, B, D), (B, H), (B, H))
+    y, (h_T, c_T), _ = jit_lstm.forward(p, x, (h0, c0), algorithm="fused")
+    y_inf, (h_inf, c_inf) = jit_lstm.forward_inference(p, x, (h0, c0), algorithm="fused")
+    np.testing.assert_array_equal(y_inf, y)
+    np.testing.assert_array_equal(h_inf, h_T)
+    np.testing.assert_array_equal(c_inf, c_T)

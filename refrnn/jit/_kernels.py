@@ -626,6 +626,60 @@ def _lstm_epilogue(work, a, ax, bias, peepholes, c_prev, c_next, gates, h, hT):
 
 
 @njit(**JIT)
+def _lstm_units_transposed(work, bias, peepholes, c_prev, c_next, hT, lo, hi):
+    """The element-wise pass of one inference step over units ``[lo, hi)``, in the product's own
+    layout: ``work`` (4H, B) = W @ [x_t | h_{t-1}].T, ``c_prev``/``c_next`` (H, B), ``hT`` (H, B)
+    receives h_t.T. Each unit's gates run along the batch, contiguous; per element the same
+    operations in the same order as :func:`_lstm_units`, so the same bits."""
+    H, B = c_prev.shape
+    w_ic, w_fc, w_oc = peepholes
+    for j in range(lo, hi):
+        a_i, a_f, a_g, a_o = work[j], work[H + j], work[2 * H + j], work[3 * H + j]
+        cp, cn, h = c_prev[j], c_next[j], hT[j]
+        b_i, b_f, b_g, b_o = bias[j], bias[H + j], bias[2 * H + j], bias[3 * H + j]
+        p_i, p_f, p_o = w_ic[j], w_fc[j], w_oc[j]
+        for b in range(B):
+            i = sigmoid(a_i[b] + b_i + p_i * cp[b])
+            f = sigmoid(a_f[b] + b_f + p_f * cp[b])
+            g = tanh(a_g[b] + b_g)
+            c = f * cp[b] + i * g
+            cn[b] = c
+            h[b] = sigmoid(a_o[b] + b_o + p_o * c) * tanh(c)
+
+
+@njit(parallel=True, **JIT)
+def _lstm_epilogue_transposed(work, bias, peepholes, c_prev, c_next, hT, h):
+    """:func:`_lstm_units_transposed` in tasks of UNITS units over numba's threads, each task then
+    writing its units of h_t into ``h`` (B, H), the output: an inference step keeps no gates, so
+    the product needs no transpose at all (against :func:`_lstm_epilogue`'s four bands a step)."""
+    H = c_prev.shape[0]
+    for task in prange(-(-H // UNITS)):
+        lo, hi = task * UNITS, min(H, (task + 1) * UNITS)
+        _lstm_units_transposed(work, bias, peepholes, c_prev, c_next, hT, lo, hi)
+        _transpose_band(h, hT, lo, hi)
+
+
+@njit(**JIT)
+def lstm_kernel_inference(x, W_x, W_h, bias, peepholes, hs, cs):
+    """:func:`lstm_kernel` for inference in the "fused" order: the cell state is kept transposed
+    (H, B) too, in a ring of two, and each step's pass runs in the product's layout
+    (:func:`_lstm_epilogue_transposed`); ``cs`` (2, B, H) gets the last state in slot T % 2."""
+    T, B, D = x.shape
+    H = cs.shape[2]
+    N = 4 * H
+    work = np.empty((N + D + H, B), cs.dtype)
+    cT = np.empty((2, H, B), cs.dtype)
+    _transpose_into(work[N + D :], hs[0])
+    _transpose_into(cT[0], cs[0])
+    for t in range(T):
+        if D > 0:
+            _transpose_into(work[N : N + D], x[t])
+        _rowcast.product_pair(W_x, work[N : N + D], W_h, work[N + D :], work[:N])
+        _lstm_epilogue_transposed(work[:N], bias, peepholes, cT[t % 2], cT[(t + 1) % 2], work[N + D :], hs[t + 1])
+    _transpose_into(cs[T % 2], cT[T % 2])
+
+
+@njit(**JIT)
 def lstm_kernel(x, ax, W_x, W_h, bias, peepholes, hs, cs, gates):
     """The step loop of either order with every product on the compiled kernel of
     :mod:`refrnn.jit._rowcast`, float32, for a cell without a projection; ``W_x`` (4H, D) and ``W_h``

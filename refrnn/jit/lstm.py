@@ -40,7 +40,11 @@ its loop 326 -> 203 ms on Zen 3 (2 cores, medians), the same bits. On the kernel
 order, the forward's step loop keeps the product's operand ``[x_t | h_{t-1}].T`` transposed from one
 step to the next, and each step's element-wise pass runs over numba's threads in tasks of units that
 also transpose their share of the product and of h_t (:func:`refrnn.jit._kernels._lstm_epilogue`);
-the backward's pass is split the same way. There the "fused" product reads ``W_x`` and ``W_h`` where
+the backward's pass is split the same way. :func:`forward_inference`, which keeps no gates, runs
+its pass in the product's own (4H, B) layout with c kept transposed as well, so its steps
+transpose nothing but h_t into the output (:func:`refrnn.jit._kernels.lstm_kernel_inference`, the
+same bits as the training forward; paper size in ``refrnn bench``: 100 -> 87 ms, torch.nn.LSTM
+96, the products alone 84). There the "fused" product reads ``W_x`` and ``W_h`` where
 they are (:func:`refrnn.jit._rowcast.product_pair`, the same bits as over ``[W_x | W_h]``), so a
 call without ``prepared=`` builds no concatenated weight (17 MB at the paper's size, whose fresh
 pages had cost the call about 10 ms in ``refrnn bench``). The training step keeps its cache and the backward's
@@ -147,8 +151,10 @@ def _run(params, x, state0, algorithm, prepared, train):
         if algorithm == "batched":
             ax = _kernels.forward_inputs(xc.reshape(T * B, -1), p.W_xT, True).reshape(T, B, 4 * H)
             _kernels.lstm_kernel(np.empty((T, B, 0), dt), ax, np.empty((4 * H, 0), dt), W_h, p.bias, p.peepholes, hs, cs, gates)
-        else:
+        elif train:
             _kernels.lstm_kernel(xc, np.empty((T, 0, 4 * H), dt), W_x, W_h, p.bias, p.peepholes, hs, cs, gates)
+        else:
+            _kernels.lstm_kernel_inference(xc, W_x, W_h, p.bias, p.peepholes, hs, cs)
     elif prepared.algorithm == "batched":
         x2 = xc.reshape(T * B, -1)
         ax = _kernels.forward_inputs(x2, p.W_xT, rowcast)
