@@ -69,9 +69,11 @@ def _base(name: str, size: int, dtype: np.dtype) -> np.ndarray:
 
 
 def carved(name: str, dtype, *shapes) -> tuple[np.ndarray, ...]:
-    """``(base, a_1, ..., a_n)`` as :func:`refrnn.cells._common.carved` (C-ordered arrays of
-    ``shapes`` on 64-byte boundaries in one block), the block kept under ``name`` for the next call.
-    The arrays' contents are whatever the block last held: the caller writes every element it reads."""
+    """``(base, a_1, ..., a_n)``: empty C-ordered arrays of ``shapes`` carved out of one block
+    ``base``, each starting on a 64-byte boundary (a cache line), the block kept under ``name`` for
+    the next call. The arrays' contents are whatever the block last held: the caller writes every
+    element it reads. Freeze ``base`` with the arrays (:func:`refrnn.cells._common.frozen`): a
+    read-only view of a writable base counts as writable to ``owned``, which would copy it."""
     dtype = np.dtype(dtype)
     line = 64 // dtype.itemsize
     sizes = [int(np.prod(shape)) for shape in shapes]

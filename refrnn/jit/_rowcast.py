@@ -333,13 +333,18 @@ def product(W, hT, out):
 
 
 @njit(cache=True)
+def _span(N, task, per, panels):
+    """``(j0, r0, r1)`` of a task of :func:`product`: the first column of its panel, its rows."""
+    c, p = task // panels, task % panels
+    return p * PANEL, c * per, min(N, (c + 1) * per)
+
+
+@njit(cache=True)
 def _task(W, hT, out, task, per, panels):
     """One task of :func:`product`: its rows of one panel."""
-    N = out.shape[0]
-    c, p = task // panels, task % panels
-    r0, r1 = c * per, min(N, (c + 1) * per)
+    j0, r0, r1 = _span(out.shape[0], task, per, panels)
     if r0 < r1:
-        _rows(W, hT, out, p * PANEL, r0, r1)
+        _rows(W, hT, out, j0, r0, r1)
 
 
 @njit(cache=True)
@@ -367,12 +372,11 @@ def product_pair(W1, h1T, W2, h2T, out):
     panels = -(-B // PANEL)
     first = W1.shape[1] > 0
     for task in prange(CHUNKS * panels):
-        c, p = task // panels, task % panels
-        r0, r1 = c * per, min(N, (c + 1) * per)
+        j0, r0, r1 = _span(N, task, per, panels)
         if r0 < r1:
             if first:
-                _rows(W1, h1T, out, p * PANEL, r0, r1)
-            _rows(W2, h2T, out, p * PANEL, r0, r1, first)
+                _rows(W1, h1T, out, j0, r0, r1)
+            _rows(W2, h2T, out, j0, r0, r1, first)
 
 
 @njit(cache=True)
@@ -452,6 +456,11 @@ def packs_step_weight(width: int) -> bool:
     return width % LANES == 0
 
 
+def panels_shape(K: int, N: int) -> tuple[int, int, int]:
+    """The shape of :func:`panels` of a (K, N) operand."""
+    return -(-N // PANEL), K, PANEL
+
+
 def panels(b, out=None):
     """``b`` (K, N), float32, N a multiple of 16, as the panels :func:`packed` reads: an array (n, K,
     PANEL) whose panel ``p`` is columns ``[p * PANEL, (p + 1) * PANEL)`` of ``b``, C-ordered, the last
@@ -460,7 +469,7 @@ def panels(b, out=None):
     K, N = b.shape
     if N % LANES:
         raise ValueError(f"b: expected a multiple of {LANES} columns, got shape {b.shape}")
-    shape = (-(-N // PANEL), K, PANEL)
+    shape = panels_shape(K, N)
     if out is None:
         out = np.empty(shape, np.float32)
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:

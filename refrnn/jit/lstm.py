@@ -43,14 +43,14 @@ also transpose their share of the product and of h_t (:func:`refrnn.jit._kernels
 the backward's pass is split the same way. :func:`forward_inference`, which keeps no gates, runs
 its pass in the product's own (4H, B) layout with c kept transposed as well, so its steps
 transpose nothing but h_t into the output (:func:`refrnn.jit._kernels.lstm_kernel_inference`, the
-same bits as the training forward; paper size in ``refrnn bench``: 100 -> 87 ms, torch.nn.LSTM
-96, the products alone 84). There the "fused" product reads ``W_x`` and ``W_h`` where
+same bits as the training forward). There the "fused" product reads ``W_x`` and ``W_h`` where
 they are (:func:`refrnn.jit._rowcast.product_pair`, the same bits as over ``[W_x | W_h]``), so a
 call without ``prepared=`` builds no concatenated weight (17 MB at the paper's size, whose fresh
-pages had cost the call about 10 ms in ``refrnn bench``). The training step keeps its cache and the backward's
-work arrays for the next call (:mod:`refrnn.jit._buffers`). Measured together in ``refrnn bench``
-(paper size, AVX-512 Xeon, 2 cores, medians of 9): training 877 -> 667 ms for two steps (torch
-autograd 695-703), the inference forward 107 -> 100 ms (torch.nn.LSTM 98-105).
+pages had cost the call about 10 ms in ``refrnn bench``). The training step keeps its cache and
+the backward's work arrays for the next call (:mod:`refrnn.jit._buffers`). Measured together in
+``refrnn bench`` (paper size, AVX-512 Xeon, 2 cores, medians of 9, native kernel): training 877 ->
+630-677 ms for two steps (torch autograd 664-715); the inference forward 107 -> 85-87 ms
+(torch.nn.LSTM 96-100, the recurrent products alone 81-84).
 
 :func:`forward_inference` in float32 with a batch that is a multiple of 16 and a weight of at least
 4 MB makes every product with the compiled kernel of :mod:`refrnn.jit._rowcast` instead of BLAS
@@ -147,14 +147,14 @@ def _run(params, x, state0, algorithm, prepared, train):
     p = prepared
     xc = np.ascontiguousarray(x)
     if kernel:  # either order, W_x and W_h read where they are (see _kernels.lstm_kernel)
-        W_x, W_h = np.ascontiguousarray(params.W_x), np.ascontiguousarray(params.W_h)
+        W_h = np.ascontiguousarray(params.W_h)
         if algorithm == "batched":
             ax = _kernels.forward_inputs(xc.reshape(T * B, -1), p.W_xT, True).reshape(T, B, 4 * H)
             _kernels.lstm_kernel(np.empty((T, B, 0), dt), ax, np.empty((4 * H, 0), dt), W_h, p.bias, p.peepholes, hs, cs, gates)
         elif train:
-            _kernels.lstm_kernel(xc, np.empty((T, 0, 4 * H), dt), W_x, W_h, p.bias, p.peepholes, hs, cs, gates)
+            _kernels.lstm_kernel(xc, np.empty((T, 0, 4 * H), dt), p.W_xT.T, W_h, p.bias, p.peepholes, hs, cs, gates)
         else:
-            _kernels.lstm_kernel_inference(xc, W_x, W_h, p.bias, p.peepholes, hs, cs)
+            _kernels.lstm_kernel_inference(xc, p.W_xT.T, W_h, p.bias, p.peepholes, hs, cs)
     elif prepared.algorithm == "batched":
         x2 = xc.reshape(T * B, -1)
         ax = _kernels.forward_inputs(x2, p.W_xT, rowcast)
@@ -217,7 +217,7 @@ def backward(params: LSTMParams, cache: LSTMCache, dy, dstate_T=None):
     W_h = _onepool.readonly(params.W_h)
     rowcast = _trains_on_rowcast(params, B)
     packs = rowcast and _rowcast.packs_step_weight(P)
-    packed = (_rowcast.panels(W_h, _buffers.empty("lstm panels", (-(-P // _rowcast.PANEL), 4 * H, _rowcast.PANEL), dt))
+    packed = (_rowcast.panels(W_h, _buffers.empty("lstm panels", _rowcast.panels_shape(4 * H, P), dt))
               if packs else np.zeros((0, 0, _rowcast.PANEL), np.float32))
     W_hT = np.empty((0, 0), dt) if packs else _kernels.transposed_weight(W_h, B, rowcast)
     weights = ((W_h, _onepool.readonly(W_hT), _onepool.readonly(packed)),
