@@ -167,3 +167,39 @@ def test_lstm_training_step_through_the_kernel_is_within_the_float32_tolerance(c
     H = case.config.layers[0].H
     assert bool(calls) == (4 * H % 16 == 0), (calls, case.config)
     assert bool(packings) == (bool(calls) and packs and H % _rowcast.LANES == 0), (packings, packs, case.config)
+
+
+GRU_TRAINING = st.tuples(st.sampled_from([16, 32]), st.sampled_from([16, 32])).flatmap(
+    lambda BH: cases(configs(("gru",), H=BH[1], min_B=BH[0], max_B=BH[0], max_T=6, max_D=20,
+                             options={"reset": ("after",)}), adversarial=None)
+)
+
+
+@given(GRU_TRAINING, st.sampled_from(("batched", "fused")), st.booleans())
+def test_gru_training_step_through_the_kernel_is_within_the_float32_tolerance(case, algorithm, packs):
+    """jit GRU (reset="after", H a multiple of 16) forward + backward on the kernel's step loop
+    (:func:`refrnn.jit._kernels.gru_kernel`), the backward's step product over W_h packed or not, its
+    weight gradients through ``rowcast_gradients`` (da_x and da_h differing in their n part):
+    outputs, state and every gradient within (32 + 8T) u of the float64 reference on the same
+    float32-rounded values."""
+    calls, packings = [], []
+    gradients, panels, rule = _backward.rowcast_gradients, _rowcast.panels, _rowcast.packs_step_weight
+
+    def spy(*args):
+        calls.append(True)
+        return gradients(*args)
+
+    def run(layers, x, state0, dy=None, dstate_T=None):
+        (p,) = layers
+        with mock.patch.object(_rowcast, "applies", lambda dtype, rows, size, *widths: True), \
+                mock.patch.object(_rowcast, "packs_step_weight", lambda width: packs and rule(width)), \
+                mock.patch.object(_rowcast, "panels", lambda b, *out: packings.append(b.shape) or panels(b, *out)), \
+                mock.patch.object(_backward, "rowcast_gradients", spy):
+            y, h_T, cache = jit_gru.forward(p, x, state0[0], algorithm=algorithm)
+            grads, dx, dh0 = jit_gru.backward(p, cache, dy, dstate_T[0])
+        return y, (h_T,), ([grads], dx, (dh0,))
+
+    outcome = compare(run, case, layout="refrnn", dtype=np.float32)
+    assert outcome.passed, outcome.reason
+    assert calls, case.config
+    assert bool(packings) == packs, (packings, packs, case.config)

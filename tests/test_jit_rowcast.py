@@ -263,6 +263,77 @@ def test_lstm_training_step_at_the_rule_threshold_equals_the_blas_step(monkeypat
         assert _max_err(a, b) <= 2 * 4 * H * EPS32 * scale
 
 
+def test_gru_takes_the_kernel_loop_by_the_rule(monkeypatch):
+    """The forward (training and inference) and the backward follow the inference rule, for
+    reset="after" with 3H a multiple of 16 (the weight gradients' width); reset="before" keeps the
+    per-step products of gru_fused / gru_batched."""
+    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: True)
+    on = jit_gru._on_kernel
+    p = gru.init(3, 592, rng=0, dtype=np.float32)  # 3H * H = 1051392 >= MIN_WEIGHT
+    assert on(p, 16) and on(p, 64) and not on(p, 8) and not on(p, 24)
+    assert not on(gru.init(3, 592, rng=0), 16)  # float64
+    assert not on(gru.init(3, 590, rng=0, dtype=np.float32), 16)  # below MIN_WEIGHT
+    assert not on(gru.init(3, 594, rng=0, dtype=np.float32), 16)  # 3H = 1782, not a multiple of 16
+    assert not on(gru.init(3, 592, reset="before", rng=0, dtype=np.float32), 16)
+    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)  # the 8-lane tile: narrow inputs only
+    assert on(p, 16) and not on(gru.init(149, 592, rng=0, dtype=np.float32), 16)  # 4D > H
+
+
+@pytest.mark.parametrize("algorithm", ["fused", "batched"])
+@pytest.mark.parametrize("D", [3, 32])
+def test_gru_training_step_at_the_rule_threshold_equals_the_blas_step(monkeypatch, D, algorithm):
+    """The real rule at H = 592 (the smallest H with 3H * H >= MIN_WEIGHT and 3H a multiple of 16),
+    D padded to the kernel's width or not, against the same step with BLAS (the rule's weight
+    threshold raised): every output and gradient within 2 K eps of the larger of the two
+    (normwise), K = 3H the longest sum in it (dx), both being that close to the exact products."""
+    T, B, H = 2, 16, 592
+    rng = np.random.default_rng(D)
+    p = gru.init(D, H, rng=rng, dtype=np.float32)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+
+    def step():
+        y, h_T, cache = jit_gru.forward(p, x, None, algorithm=algorithm)
+        y_inf, h_inf = jit_gru.forward_inference(p, x, None, algorithm=algorithm)
+        np.testing.assert_array_equal(y_inf, y)  # one step loop for both
+        grads, dx, dh0 = jit_gru.backward(p, cache, dy, h_T)
+        return [y, h_T, dx, dh0, *(getattr(grads, n) for n in p.array_names())]
+
+    if not jit_gru._on_kernel(p, B):
+        pytest.skip("the rule keeps BLAS here")
+    kernel = step()
+    monkeypatch.setattr(_rowcast, "MIN_WEIGHT", 1 << 40)
+    assert not jit_gru._on_kernel(p, B)
+    blas = step()
+    for a, b in zip(kernel, blas):
+        scale = max(1.0, float(np.max(np.abs(b))))
+        assert _max_err(a, b) <= 2 * 3 * H * EPS32 * scale
+
+
+def test_the_gru_backward_packs_its_step_weight_by_the_rule(monkeypatch):
+    """On the kernel, W_h (3H, H) is packed for the backward's step product where H is a multiple
+    of 16, and the step is the same without packing (bit for bit here: one K block)."""
+    T, B, D, H = 3, 16, 3, 64
+    rng = np.random.default_rng(12)
+    p = gru.init(D, H, rng=rng, dtype=np.float32)
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    monkeypatch.setattr(_rowcast, "applies", lambda *args: True)
+    y, h_T, cache = jit_gru.forward(p, x, None)
+    calls = []
+    panels = _rowcast.panels
+    monkeypatch.setattr(_rowcast, "panels", lambda b, *out: calls.append(b.shape) or panels(b, *out))
+    packed = jit_gru.backward(p, cache, dy, h_T)
+    assert calls == [(3 * H, H)]
+    monkeypatch.setattr(_rowcast, "packs_step_weight", lambda width: False)
+    direct = jit_gru.backward(p, cache, dy, h_T)
+    assert calls == [(3 * H, H)]
+    for name in p.array_names():
+        np.testing.assert_array_equal(getattr(packed[0], name), getattr(direct[0], name))
+    np.testing.assert_array_equal(packed[1], direct[1])
+    np.testing.assert_array_equal(packed[2], direct[2])
+
+
 def test_a_kernel_compiled_against_a_cached_product_loads_in_a_new_process(tmp_path):
     """numba's cache, three processes: the first caches product() alone, the second compiles a
     kernel that calls it (product() now comes from the cache), the third loads that kernel. Without

@@ -13,8 +13,9 @@ with the same names, in the same order of work:
    (``da.T @ x``, ``da.T @ h_prev``) and one for ``dx = da @ W_x``.
 
 Every product is an ``np.dot`` inside numba, i.e. SciPy's OpenBLAS, the library the jit forward
-uses too, except in the LSTM's training step on the compiled kernel of :mod:`refrnn.jit._rowcast`
-(``rowcast``; see :mod:`refrnn.jit.lstm`), where none is. That is the point of compiling the
+uses too, except in the LSTM's and the GRU's (reset="after") training steps on the compiled kernel
+of :mod:`refrnn.jit._rowcast` (``rowcast``; see :mod:`refrnn.jit.lstm` and :mod:`refrnn.jit.gru`),
+where none is. That is the point of compiling the
 products as well as the element-wise passes: NumPy's ``@`` runs on NumPy's own bundled OpenBLAS,
 a second library with a second thread pool, and on two cores the idle-spinning workers of one pool
 starve the other after every hand-over. Measured here (2 cores, float32, GRU T=100, B=32,
@@ -109,42 +110,67 @@ def _lstm_dc_prev(dc, f, da_i, w_ic, da_f, w_fc):
 
 
 @njit(**JIT)
-def _gru_after_rows(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, acc_x, acc_hn):
-    """One step of reset="after", every row: da_x = [da_r, da_z, da_n], da_h = [da_r, da_z, dg],
-    dh becomes dh * z (the part that skips the product), the bias sums grow."""
+def _gru_after_units(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, acc_x, acc_hn, lo, hi):
+    """One step of reset="after" over units ``[lo, hi)`` of every row: da_x = [da_r, da_z, da_n],
+    da_h = [da_r, da_z, dg], dh becomes dh * z (the part that skips the product), the bias sums
+    grow. Each unit's sums take its rows in order, so any split of the units gives the same bits."""
     H = dh.shape[1]
+    s_r, s_z, s_n, s_hn = acc_x[lo:hi], acc_x[H + lo : H + hi], acc_x[2 * H + lo : 2 * H + hi], acc_hn[lo:hi]
     for b in range(dh.shape[0]):
-        dh_b, ax, ah = dh[b], da_x[b], da_h[b]
-        _total(dh_b, dy[b], rec[b])
-        _gru_da_n(ax[2 * H :], dh_b, z[b], n[b])
-        _sigmoid_grad_of_difference(ax[H : 2 * H], dh_b, h_prev[b], n[b], z[b])  # da_z = dh * (h_prev - n) * z'
-        _sigmoid_grad_of_product(ax[:H], ax[2 * H :], g[b], r[b])  # da_r = da_n * g * r'
-        _kernels._product(ah[2 * H :], ax[2 * H :], r[b])  # dg = da_n * r
-        _kernels._copy(ah[: 2 * H], ax[: 2 * H])
-        _scale(dh_b, z[b])
-        _kernels._add_into(acc_x, ax)
-        _kernels._add_into(acc_hn, ah[2 * H :])
+        dh_b, ax, ah = dh[b][lo:hi], da_x[b], da_h[b]
+        ax_r, ax_z, ax_n, ah_n = ax[lo:hi], ax[H + lo : H + hi], ax[2 * H + lo : 2 * H + hi], ah[2 * H + lo : 2 * H + hi]
+        r_b, z_b, n_b = r[b][lo:hi], z[b][lo:hi], n[b][lo:hi]
+        _total(dh_b, dy[b][lo:hi], rec[b][lo:hi])
+        _gru_da_n(ax_n, dh_b, z_b, n_b)
+        _sigmoid_grad_of_difference(ax_z, dh_b, h_prev[b][lo:hi], n_b, z_b)  # da_z = dh * (h_prev - n) * z'
+        _sigmoid_grad_of_product(ax_r, ax_n, g[b][lo:hi], r_b)  # da_r = da_n * g * r'
+        _kernels._product(ah_n, ax_n, r_b)  # dg = da_n * r
+        _kernels._copy(ah[lo:hi], ax_r)
+        _kernels._copy(ah[H + lo : H + hi], ax_z)
+        _scale(dh_b, z_b)
+        _kernels._add_into(s_r, ax_r)
+        _kernels._add_into(s_z, ax_z)
+        _kernels._add_into(s_n, ax_n)
+        _kernels._add_into(s_hn, ah_n)
+
+
+@njit(parallel=True, **JIT)
+def _gru_after_rows_parallel(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, acc_x, acc_hn):
+    """:func:`_gru_after_units` in tasks of :data:`refrnn.jit._kernels.UNITS` units over numba's
+    threads: the same bits as on one thread. For a step loop whose products run on numba's threads too."""
+    H = dh.shape[1]
+    for task in prange(-(-H // _kernels.UNITS)):
+        lo, hi = task * _kernels.UNITS, min(H, (task + 1) * _kernels.UNITS)
+        _gru_after_units(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, acc_x, acc_hn, lo, hi)
 
 
 @njit(**JIT)
-def gru_after_backward(cache, dy, W_h, dh, out, acc):
-    """reset="after": per step one product ``da_h[t] @ W_h`` (B x 3H x H).
+def gru_after_backward(cache, dy, W_h, dh, out, acc, rowcast):
+    """reset="after": per step one product ``da_h[t] @ W_h`` (B x 3H x H), by the compiled kernel
+    with ``rowcast`` (the element-wise pass then split over the same threads).
 
     ``W_h`` = (W_h (3H, H), its transpose for :func:`refrnn.jit._kernels._step_product`, from
-    ``transposed_weight``); ``out`` = (da_x, da_h), each (T, B, 3H); ``acc`` = (b_x sum (3H,),
-    b_hn sum (H,)), float64.
+    ``transposed_weight``, and its panels where the step product goes through
+    :func:`refrnn.jit._rowcast.packed` instead, else an empty (0, 0, PANEL) array); ``out`` =
+    (da_x, da_h), each (T, B, 3H); ``acc`` = (b_x sum (3H,), b_hn sum (H,)), float64.
     """
     _, h, r, z, n, g = cache
     da_x, da_h = out
     acc_x, acc_hn = acc
-    W_h, W_hT = W_h
-    T = r.shape[0]
+    W_h, W_hT, packed = W_h
+    T, B, H = r.shape
     rec = np.zeros(dh.shape, dh.dtype)
-    rec_T = np.empty((dh.shape[1], dh.shape[0]), dh.dtype)
+    rec_T = _kernels.step_work(H, 3 * H if rowcast else 0, B, dh.dtype)
     for t in range(T - 1, -1, -1):
-        _gru_after_rows(dh, dy[t], rec, h[t], r[t], z[t], n[t], g[t], da_x[t], da_h[t], acc_x, acc_hn)
-        _kernels._step_product(da_h[t], W_hT, W_h, rec_T, rec, False)
-    for b in range(dh.shape[0]):
+        if rowcast:
+            _gru_after_rows_parallel(dh, dy[t], rec, h[t], r[t], z[t], n[t], g[t], da_x[t], da_h[t], acc_x, acc_hn)
+        else:
+            _gru_after_units(dh, dy[t], rec, h[t], r[t], z[t], n[t], g[t], da_x[t], da_h[t], acc_x, acc_hn, 0, H)
+        if packed.shape[0] > 0:
+            _rowcast.packed_into(da_h[t], packed, rec)
+        else:
+            _kernels._step_product(da_h[t], W_hT, W_h, rec_T, rec, rowcast)
+    for b in range(B):
         _kernels._add_into(dh[b], rec[b])
 
 
@@ -209,24 +235,33 @@ def weight_gradient(da, a, out):
 
 @njit(**JIT)
 def rowcast_gradients(da, x, h_prev, W_x, work, dW_x, dW_h, dx):
-    """The LSTM backward's products after its loop, float32, on the compiled kernel of
-    :mod:`refrnn.jit._rowcast` (the training step then never calls BLAS: see there):
+    """A training backward's products after its loop, float32, on the compiled kernel of
+    :mod:`refrnn.jit._rowcast` (the training step then never calls BLAS: see there). ``da`` =
+    (da_x, da_h), each (T, B, G): the gradients at the pre-activations that the input's weight and the
+    recurrent weight multiply. They may differ in their last ``S`` columns only, S = ``work[2]``'s
+    width (the GRU's n part, da_n against da_n * r); the LSTM passes one array twice and S = 0.
 
-    * ``[dW_x | dW_h].T (D+P, G) = [x | h_prev].T (D+P, T*B) @ da (T*B, G)``, one product, its operand
-      and its result transposed through ``work`` = (aT (D+P, T*B), gT (D+P, G));
-    * ``dx (T*B, D16) = da (T*B, G) @ W_x (G, D16)``, with ``W_x`` and ``dx`` padded with zero columns
-      to a multiple of 16 (the kernel's width) by the caller.
+    * ``[dW_x | dW_h].T (D+P, G) = [x | h_prev].T (D+P, T*B) @ da_h (T*B, G)``, one product, its
+      operand and its result transposed through ``work`` = (aT (D+P, T*B), gT (D+P, G), gxT (D, S));
+      where S > 0, dW_x's last S rows come from ``x.T @ da_x[:, G-S:]`` into gxT instead;
+    * ``dx (T*B, D16) = da_x (T*B, G) @ W_x (G, D16)``, with ``W_x`` and ``dx`` padded with zero
+      columns to a multiple of 16 (the kernel's width) by the caller.
     """
-    T, B, G = da.shape
+    da_x, da_h = da
+    T, B, G = da_x.shape
     D, P = x.shape[2], h_prev.shape[2]
-    aT, gT = work
-    d2 = da.reshape(T * B, G)
+    aT, gT, gxT = work
+    split = G - gxT.shape[1]
+    dx2 = da_x.reshape(T * B, G)
     _kernels._transpose_into(aT[:D], x.reshape(T * B, D))
     _kernels._transpose_into(aT[D:], h_prev.reshape(T * B, P))
-    _rowcast.gemm(aT, d2, gT)
-    _kernels._transpose_into(dW_x, gT[:D])
+    _rowcast.gemm(aT, da_h.reshape(T * B, G), gT)
+    if split < G:
+        _rowcast.gemm(aT[:D], dx2[:, split:], gxT)
+        _kernels._transpose_into(dW_x[split:], gxT)
+    _kernels._transpose_into(dW_x[:split], gT[:D, :split])
     _kernels._transpose_into(dW_h, gT[D:])
-    _rowcast.gemm(d2, W_x, dx)
+    _rowcast.gemm(dx2, W_x, dx)
 
 
 @njit(**JIT)

@@ -437,21 +437,30 @@ def _concatenate_rows(out, x, h):
 
 
 @njit(**JIT)
-def _gru_after_rows(a, xn, xn_from, bias, h, h_next, r, z, n, g):
-    """The element-wise step of reset="after" for every row b: a[b] (3H) = [a_r, a_z, W_hn h] without
-    bias, xn[b, xn_from:] (H) = W_xn x. Writes r, z, n, g and h_next.
+def _gru_after_units(a, xn, xn_from, bias, h, h_next, r, z, n, g, lo, hi):
+    """The element-wise step of reset="after" over units ``[lo, hi)`` of every row b: a[b] (3H) =
+    [a_r, a_z, W_hn h] without bias, xn[b, xn_from:] (H) = W_xn x. Writes r, z, n, g and h_next.
+    Units are independent of each other, so any split of them gives the same bits.
 
     Rows are passed whole and sliced here, so every loop sees contiguous 1-D arrays (a strided 2-D
     slice made LLVM gather).
     """
     H = h.shape[1]
+    b_r, b_z, b_n, b_g = bias[lo:hi], bias[H + lo : H + hi], bias[2 * H + lo : 2 * H + hi], bias[3 * H + lo : 3 * H + hi]
     for b in range(h.shape[0]):
-        a_b = a[b]
-        _sigmoid_of(r[b], a_b[:H], bias[:H])
-        _sigmoid_of(z[b], a_b[H : 2 * H], bias[H : 2 * H])
-        _sum(g[b], a_b[2 * H :], bias[3 * H :])
-        _tanh_reset_after(n[b], xn[b][xn_from:], bias[2 * H : 3 * H], r[b], g[b])
-        _interpolate(h_next[b], n[b], z[b], h[b])
+        a_b, xn_b = a[b], xn[b][xn_from:]
+        r_b, z_b, n_b, g_b = r[b][lo:hi], z[b][lo:hi], n[b][lo:hi], g[b][lo:hi]
+        _sigmoid_of(r_b, a_b[lo:hi], b_r)
+        _sigmoid_of(z_b, a_b[H + lo : H + hi], b_z)
+        _sum(g_b, a_b[2 * H + lo : 2 * H + hi], b_g)
+        _tanh_reset_after(n_b, xn_b[lo:hi], b_n, r_b, g_b)
+        _interpolate(h_next[b][lo:hi], n_b, z_b, h[b][lo:hi])
+
+
+@njit(**JIT)
+def _gru_after_rows(a, xn, xn_from, bias, h, h_next, r, z, n, g):
+    """:func:`_gru_after_units` over every unit, on this thread."""
+    _gru_after_units(a, xn, xn_from, bias, h, h_next, r, z, n, g, 0, h.shape[1])
 
 
 @njit(**JIT)
@@ -547,6 +556,65 @@ def gru_fused(before, x, F_T, W_xnT, W_hnT, bias, hs, gates, rowcast):
         _step_product(x[t], W_xnT.T, W_xnT, axn_work, axn, rowcast)
         k = min(t, last)
         _gru_gates(before, a, axn, D - D, W_hnT, bias, hs[t], hs[t + 1], (r[k], z[k], n[k], g[k]), work, rowcast)
+
+
+@njit(parallel=True, **JIT)
+def _gru_epilogue(work, xnT, a, ax, xn, bias, h, h_next, gates, hT):
+    """A reset="after" step's product ``work`` (3H, B) made into h_t, in tasks of :data:`UNITS` units
+    over numba's threads (the products run there too): each task transposes its units' three bands
+    of ``work`` into ``a`` (B, 3H), adds the input products ``ax`` (B, 3H) to the r and z parts and
+    takes ``W_xn x`` from them ("batched"; ``xnT`` then a (0, B) array), or transposes its band of
+    ``xnT`` (H, B) = W_xn x_t.T into ``xn`` (B, H) ("fused"; ``ax`` then a (0, 3H) array), runs
+    :func:`_gru_after_units`, and writes its units of h_t.T into ``hT`` (H, B), the next product's
+    operand. ``gates`` = (r, z, n, g) of this step."""
+    H = h.shape[1]
+    r, z, n, g = gates
+    batched = ax.shape[0] > 0
+    for task in prange(-(-H // UNITS)):
+        lo, hi = task * UNITS, min(H, (task + 1) * UNITS)
+        for q in range(3):
+            _transpose_band(a, work, q * H + lo, q * H + hi)
+        if batched:
+            for b in range(a.shape[0]):
+                a_b, ax_b = a[b], ax[b]
+                _add_into(a_b[lo:hi], ax_b[lo:hi])
+                _add_into(a_b[H + lo : H + hi], ax_b[H + lo : H + hi])
+            _gru_after_units(a, ax, 2 * H, bias, h, h_next, r, z, n, g, lo, hi)
+        else:
+            _transpose_band(xn, xnT, lo, hi)
+            _gru_after_units(a, xn, H - H, bias, h, h_next, r, z, n, g, lo, hi)
+        _transpose_columns(hT, h_next, lo, hi)
+
+
+@njit(**JIT)
+def gru_kernel(x, ax, W_xf, W_xn, W_h, bias, hs, gates):
+    """The reset="after" step loop of either order with every product on the compiled kernel of
+    :mod:`refrnn.jit._rowcast`, float32; ``W_h`` (3H, H) C-ordered, read where it is.
+
+    "fused": ``x`` (T, B, D), ``ax`` a (T, 0, 3H) array, ``W_xf`` (3H, D) = [W_xr; W_xz; 0] and
+    ``W_xn`` (H, D). Each step's product is ``[W_xf | W_h] @ [x_t | h_{t-1}].T`` by
+    :func:`refrnn.jit._rowcast.product_pair` (the concatenated weight never built; the n rows of
+    ``W_xf`` are zero because the reset gate multiplies W_hn h alone), then ``W_xn @ x_t.T``, a
+    small second product. "batched": ``ax`` (T, B, 3H) the input products, ``x`` a (T, B, 0)
+    array, ``W_xf`` a (3H, 0) one and ``W_xn`` an (H, 0) one.
+
+    The operand ``[x_t | h_{t-1}].T`` stays in the last D + H rows of one buffer from step to step,
+    :func:`_gru_epilogue` writing h_t.T there task by task (see :func:`lstm_kernel`)."""
+    T, B, D = x.shape
+    H = hs.shape[2]
+    N = 3 * H
+    work = np.empty((N + D + H, B), hs.dtype)
+    xnT = np.empty((H if D > 0 else 0, B), hs.dtype)
+    a, xn = np.empty((B, N), hs.dtype), np.empty((B, H), hs.dtype)
+    r, z, n, g = gates
+    _transpose_into(work[N + D :], hs[0])
+    for t in range(T):
+        if D > 0:
+            _transpose_into(work[N : N + D], x[t])
+            _rowcast.into(W_xn, work[N : N + D], xnT)
+        _rowcast.product_pair(W_xf, work[N : N + D], W_h, work[N + D :], work[:N])
+        k = min(t, r.shape[0] - 1)
+        _gru_epilogue(work[:N], xnT, a, ax[t], xn, bias, hs[t], hs[t + 1], (r[k], z[k], n[k], g[k]), work[N + D :])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,15 +26,19 @@ step one fused element-wise pass and the recurrence's product(s), then one GEMM 
 per weight gradient and one for ``dx``. Every product of a jit forward and backward runs on the one
 BLAS numba calls, so a training loop never alternates two OpenBLAS thread pools (see there).
 
-:func:`forward_inference` in float32 with a batch that is a multiple of 16 and a weight of at least
-4 MB (:func:`refrnn.jit._rowcast.applies`) makes every product, the input products included, with
-the compiled kernel of :mod:`refrnn.jit._rowcast` instead of BLAS: 1.3-1.5x faster at the paper's
-size with AVX-512, 1.25x with AVX2, where the rule also asks for an input at most a quarter of the
-state's width (4 D <= H). Its sums run in another order than BLAS's, so there its outputs equal
-:func:`forward`'s within float32 rounding rather than bit for bit. The GRU's training step keeps BLAS: a step loop
-alternating between the kernel's threads and BLAS's lost more than the kernel gained (B=32 H=256
-training step 45 -> 57-67 ms), and the GRU's training bars are met on BLAS. (The LSTM's step runs
-wholly on the kernel where its rule holds, weight gradients included: see :mod:`refrnn.jit.lstm`.)
+:func:`forward` and :func:`forward_inference` in float32 with a batch that is a multiple of 16 and a
+weight of at least 4 MB (:func:`refrnn.jit._rowcast.applies`; with AVX2 also an input at most a
+quarter of the state's width, 4 D <= H) make every product with the compiled kernel of
+:mod:`refrnn.jit._rowcast` instead of BLAS. With reset="after" (3H a multiple of 16) the step loop
+is :func:`refrnn.jit._kernels.gru_kernel`: the fused order reads W_x and W_h where they are (no
+concatenated weight is built, so a training loop, whose weights change every step, pays nothing for
+it), the element-wise pass runs in tasks of units on the kernel's threads, and :func:`backward`
+then takes the kernel too: its step product over W_h packed once, its weight gradients and ``dx``
+by :func:`refrnn.jit._rowcast.gemm`, its element-wise pass split the same way. A training step then
+never calls BLAS, whose threads would fight numba's after every hand-over. reset="before" keeps the
+per-step transposing products of :func:`refrnn.jit._kernels.gru_fused` for inference and BLAS for
+training. The kernel's sums run in another order than BLAS's, so there its results equal the BLAS
+path's within float32 rounding rather than bit for bit.
 
 float64 agrees with the reference to 1e-10 (libm activations, only rounding order differs);
 float32 uses a polynomial exp (see :mod:`refrnn.jit._kernels`) and agrees within the tolerance
@@ -98,12 +102,27 @@ def prepare(params: GRUParams, algorithm: str = "batched", *, strategy: str | No
     return Prepared(algorithm, params.reset, bias, W_x[2 * H :].T, F.T, W_hnT, params)
 
 
+def _on_kernel(params: GRUParams, B: int) -> bool:
+    """Whether a forward's step loop is :func:`refrnn.jit._kernels.gru_kernel` (every product on
+    the compiled kernel, the element-wise pass split over the same threads): where
+    :func:`refrnn.jit._rowcast.applies`, for reset="after" with 3H a multiple of the kernel's 16
+    lanes. A training step's backward then takes the kernel too (:func:`backward`)."""
+    return (params.reset == "after" and (3 * params.hidden_size) % _rowcast.LANES == 0
+            and _rowcast.applies(params.dtype, B, params.W_h.size, params.input_size, params.hidden_size))
+
+
 def _run(params, x, state0, algorithm, prepared, train):
     x, h0 = reference.check_inputs(params, x, state0)
-    prepared = _strategy.prepared_for(params, algorithm, prepared, prepare, Prepared, _strategy.resolver(params, x.shape[1]))
     T, B, _ = x.shape
     H = params.hidden_size
     dt = params.dtype
+    kernel = _on_kernel(params, B)
+    resolve = _strategy.resolver(params, B)
+    if kernel and prepared is None:  # the kernel's loop needs no concatenated weight: views suffice
+        algorithm, prepared = resolve(algorithm), prepare(params, "batched")
+    else:
+        prepared = _strategy.prepared_for(params, algorithm, prepared, prepare, Prepared, resolve)
+        algorithm = prepared.algorithm
     steps = T if train else 1  # inference: one-step scratch buffers (see _kernels)
     shapes = ((T + 1, B, H), *[(steps, B, H)] * 4)
     # Training: the whole cache in one block, kept for the next call (see _buffers); inference: hs
@@ -115,6 +134,18 @@ def _run(params, x, state0, algorithm, prepared, train):
     p = prepared
     xc = np.ascontiguousarray(x)
     before = params.reset == "before"
+    if kernel:  # either order, W_x and W_h read where they are (see _kernels.gru_kernel)
+        W_h = np.ascontiguousarray(params.W_h)
+        if algorithm == "batched":
+            ax = _kernels.forward_inputs(xc.reshape(T * B, -1), p.W_xT, True).reshape(T, B, 3 * H)
+            _kernels.gru_kernel(np.empty((T, B, 0), dt), ax, np.empty((3 * H, 0), dt), np.empty((H, 0), dt), W_h,
+                                p.bias, hs, (r, z, n, g))
+        else:
+            W_x = np.ascontiguousarray(params.W_x)
+            W_xf = np.zeros_like(W_x)
+            W_xf[: 2 * H] = W_x[: 2 * H]
+            _kernels.gru_kernel(xc, np.empty((T, 0, 3 * H), dt), W_xf, W_x[2 * H :], W_h, p.bias, hs, (r, z, n, g))
+        return x, hs, (r, z, n, g)
     rowcast = not train and _rowcast.applies(dt, B, params.W_h.size, params.input_size, H)  # see the module docstring
     if prepared.algorithm == "batched":
         x2 = xc.reshape(T * B, -1)
@@ -174,13 +205,27 @@ def backward(params: GRUParams, cache: GRUCache, dy, dstate_T=None) -> tuple[GRU
     dx = np.empty((T * B, D), dt)
     dW_x, dW_h = np.empty((3 * H, D), dt), np.empty((3 * H, H), dt)
     if params.reset == "after":
-        da_x, da_h = np.empty((T, B, 3 * H), dt), np.empty((T, B, 3 * H), dt)
+        kernel = _on_kernel(params, B)
+        da_x, da_h = _buffers.carved("gru da", dt, (T, B, 3 * H), (T, B, 3 * H))[1:]
         acc_x, acc_hn = np.zeros(3 * H), np.zeros(H)
-        W_hT = _onepool.readonly(_kernels.transposed_weight(W_h, B))
-        _backward.gru_after_backward(cached, dy, (W_h, W_hT), dh, (da_x, da_h), (acc_x, acc_hn))
-        _backward.weight_gradient(da_x, x_c, dW_x)
-        _backward.weight_gradient(da_h, h_c[:-1], dW_h)
-        _backward.input_gradient(da_x, W_x, dx)
+        packs = kernel and _rowcast.packs_step_weight(H)
+        packed = (_rowcast.panels(W_h, _buffers.empty("gru panels", _rowcast.panels_shape(3 * H, H), dt))
+                  if packs else np.zeros((0, 0, _rowcast.PANEL), np.float32))
+        W_hT = np.empty((0, 0), dt) if packs else _kernels.transposed_weight(W_h, B, kernel)
+        weights = (W_h, _onepool.readonly(W_hT), _onepool.readonly(packed))
+        _backward.gru_after_backward(cached, dy, weights, dh, (da_x, da_h), (acc_x, acc_hn), kernel)
+        if kernel:  # dx and W_x padded to the kernel's width with zero columns, as in jit.lstm.backward
+            D16 = -(-D // _rowcast.LANES) * _rowcast.LANES
+            W_x16 = np.zeros((3 * H, D16), dt)
+            W_x16[:, :D] = params.W_x
+            dx16 = np.empty((T * B, D16), dt)
+            work = _buffers.carved("gru gradient work", dt, (D + H, T * B), (D + H, 3 * H), (D, H))[1:]
+            _backward.rowcast_gradients((da_x, da_h), x_c, h_c[:-1], W_x16, work, dW_x, dW_h, dx16)
+            dx = dx16 if D16 == D else np.ascontiguousarray(dx16[:, :D])
+        else:
+            _backward.weight_gradient(da_x, x_c, dW_x)
+            _backward.weight_gradient(da_h, h_c[:-1], dW_h)
+            _backward.input_gradient(da_x, W_x, dx)
         b_x = acc_x.astype(dt)
         b_h = np.concatenate([b_x[: 2 * H], acc_hn.astype(dt)])
     else:

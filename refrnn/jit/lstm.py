@@ -228,8 +228,8 @@ def backward(params: LSTMParams, cache: LSTMCache, dy, dstate_T=None):
         W_x16 = np.zeros((4 * H, D16), dt)
         W_x16[:, :D] = params.W_x
         dx16 = np.empty((T * B, D16), dt)
-        work = _buffers.carved("lstm gradient work", dt, (D + P, T * B), (D + P, 4 * H))[1:]
-        _backward.rowcast_gradients(da, cached[0], cached[1][:-1], W_x16, work, grads["W_x"], grads["W_h"], dx16)
+        work = _buffers.carved("lstm gradient work", dt, (D + P, T * B), (D + P, 4 * H), (D, 0))[1:]
+        _backward.rowcast_gradients((da, da), cached[0], cached[1][:-1], W_x16, work, grads["W_x"], grads["W_h"], dx16)
         dx = dx16 if D16 == D else np.ascontiguousarray(dx16[:, :D])
     else:
         dx = np.empty((T * B, D), dt)

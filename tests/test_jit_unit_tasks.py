@@ -1,6 +1,6 @@
-"""The LSTM's element-wise passes split into tasks of units over numba's threads (the step loops on
-the compiled kernel take them): the same bits as the one-thread passes, at every width, including a
-last task narrower than the others and a cell narrower than one task."""
+"""The LSTM's and the GRU's element-wise passes split into tasks of units over numba's threads (the
+step loops on the compiled kernel take them): the same bits as the one-thread passes, at every width,
+including a last task narrower than the others and a cell narrower than one task."""
 
 import numpy as np
 import pytest
@@ -86,10 +86,12 @@ def test_product_pair_is_the_product_of_the_side_by_side_weights_bit_for_bit(K1,
         _rowcast.product_pair(W1, h1T, W2, np.ascontiguousarray(h2T[1:]), out)
 
 
-@pytest.mark.parametrize("T, B, D, H", [(1, 16, 1, 1), (4, 32, 3, _kernels.UNITS + 5), (3, 48, 27, 2 * _kernels.UNITS)])
+@pytest.mark.parametrize("T, B, D, H", [(1, 16, 1, 4), (4, 32, 3, _kernels.UNITS + 4), (3, 48, 27, 2 * _kernels.UNITS)])
 def test_inference_on_the_kernel_in_the_products_layout_equals_the_training_forward_bit_for_bit(monkeypatch, T, B, D, H):
     """forward_inference on the kernel ("fused") runs its pass on the (4H, B) product with the state
-    kept transposed; the training forward transposes the product into rows: the same bits."""
+    kept transposed; the training forward transposes the product into rows: the same bits. (4H a
+    multiple of 16, so that training takes the kernel too: otherwise its products are BLAS's, whose
+    sums run in another order except in OpenBLAS's AVX-512 small-matrix kernels.)"""
     from refrnn.cells import lstm
     from refrnn.jit import _rowcast
     from refrnn.jit import lstm as jit_lstm
@@ -103,3 +105,59 @@ def test_inference_on_the_kernel_in_the_products_layout_equals_the_training_forw
     np.testing.assert_array_equal(y_inf, y)
     np.testing.assert_array_equal(h_inf, h_T)
     np.testing.assert_array_equal(c_inf, c_T)
+
+
+@pytest.mark.parametrize("H", [1, 16, _kernels.UNITS + 5, 3 * _kernels.UNITS - 16])
+@pytest.mark.parametrize("B", [1, 16, 33])
+def test_gru_forward_epilogue_equals_the_transposes_and_the_pass_on_one_thread(B, H):
+    """Both orders: "fused" (W_xn x arrives transposed, (H, B)) and "batched" (the input products
+    (B, 3H) added to r and z, their n part taken as W_xn x)."""
+    rng = np.random.default_rng(B * 1000 + H + 2)
+    work, xnT, bias, h, ax = _arrays(rng, (3 * H, B), (H, B), (4 * H,), (B, H), (B, 3 * H))
+    for batched in (False, True):
+        x_in = ax if batched else np.empty((0, 3 * H), np.float32)
+        xn_in = np.empty((0, B), np.float32) if batched else xnT
+        outs = []
+        for split in (False, True):
+            a, xn = np.full((B, 3 * H), np.nan, np.float32), np.full((B, H), np.nan, np.float32)
+            h_next, hT = np.full((B, H), np.nan, np.float32), np.full((H, B), np.nan, np.float32)
+            gates = tuple(np.full((B, H), np.nan, np.float32) for _ in range(4))
+            if split:
+                _kernels._gru_epilogue(work, xn_in, a, x_in, xn, bias, h, h_next, gates, hT)
+            else:
+                _kernels._transpose_into(a, work)
+                if batched:
+                    a[:, : 2 * H] += ax[:, : 2 * H]
+                    _kernels._gru_after_rows(a, ax, 2 * H, bias, h, h_next, *gates)
+                else:
+                    _kernels._transpose_into(xn, xnT)
+                    _kernels._gru_after_rows(a, xn, 0, bias, h, h_next, *gates)
+                hT[:] = h_next.T
+            outs.append((a, h_next, hT) + gates + (() if batched else (xn,)))
+        for serial, tasks in zip(*outs):
+            assert not np.isnan(tasks).any()
+            np.testing.assert_array_equal(tasks, serial)
+
+
+@pytest.mark.parametrize("H", [1, 16, _kernels.UNITS + 5, 3 * _kernels.UNITS - 16])
+@pytest.mark.parametrize("B", [1, 16, 33])
+def test_gru_backward_pass_in_tasks_equals_the_pass_on_one_thread(B, H):
+    rng = np.random.default_rng(B * 1000 + H + 3)
+    dy, rec, h_prev, g = _arrays(rng, (B, H), (B, H), (B, H), (B, H))
+    r, z, n = (np.float32(0.5) + 0.4 * np.tanh(a) for a in _arrays(rng, *[(B, H)] * 3))
+    (dh0,) = _arrays(rng, (B, H))
+    acc0 = tuple(rng.standard_normal(k) for k in (3 * H, H))
+    results = []
+    for split in (False, True):
+        dh = dh0.copy()
+        da_x, da_h = np.full((B, 3 * H), np.nan, np.float32), np.full((B, 3 * H), np.nan, np.float32)
+        acc = tuple(a.copy() for a in acc0)
+        for _ in range(2):  # twice: the sums carry over from one step to the next
+            if split:
+                _backward._gru_after_rows_parallel(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, *acc)
+            else:
+                _backward._gru_after_units(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, *acc, 0, H)
+        results.append((dh, da_x, da_h) + acc)
+    for serial, tasks in zip(*results):
+        assert not np.isnan(tasks).any()
+        np.testing.assert_array_equal(tasks, serial)
