@@ -154,9 +154,9 @@ def test_gru_backward_pass_in_tasks_equals_the_pass_on_one_thread(B, H):
         acc = tuple(a.copy() for a in acc0)
         for _ in range(2):  # twice: the sums carry over from one step to the next
             if split:
-                _backward._gru_after_rows_parallel(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, *acc)
+                _backward._gru_after_rows_parallel(dh, dy, rec, (h_prev, r, z, n, g), da_x, da_h, acc)
             else:
-                _backward._gru_after_units(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, *acc, 0, H)
+                _backward._gru_after_units(dh, dy, rec, (h_prev, r, z, n, g), da_x, da_h, acc, 0, H)
         results.append((dh, da_x, da_h) + acc)
     for serial, tasks in zip(*results):
         assert not np.isnan(tasks).any()

@@ -110,10 +110,13 @@ def _lstm_dc_prev(dc, f, da_i, w_ic, da_f, w_fc):
 
 
 @njit(**JIT)
-def _gru_after_units(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, acc_x, acc_hn, lo, hi):
+def _gru_after_units(dh, dy, rec, step, da_x, da_h, acc, lo, hi):
     """One step of reset="after" over units ``[lo, hi)`` of every row: da_x = [da_r, da_z, da_n],
     da_h = [da_r, da_z, dg], dh becomes dh * z (the part that skips the product), the bias sums
-    grow. Each unit's sums take its rows in order, so any split of the units gives the same bits."""
+    grow. ``step`` = (h_prev, r, z, n, g) of this step; ``acc`` = (b_x sum, b_hn sum). Each unit's
+    sums take its rows in order, so any split of the units gives the same bits."""
+    h_prev, r, z, n, g = step
+    acc_x, acc_hn = acc
     H = dh.shape[1]
     s_r, s_z, s_n, s_hn = acc_x[lo:hi], acc_x[H + lo : H + hi], acc_x[2 * H + lo : 2 * H + hi], acc_hn[lo:hi]
     for b in range(dh.shape[0]):
@@ -135,13 +138,13 @@ def _gru_after_units(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, acc_x, acc_hn,
 
 
 @njit(parallel=True, **JIT)
-def _gru_after_rows_parallel(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, acc_x, acc_hn):
+def _gru_after_rows_parallel(dh, dy, rec, step, da_x, da_h, acc):
     """:func:`_gru_after_units` in tasks of :data:`refrnn.jit._kernels.UNITS` units over numba's
     threads: the same bits as on one thread. For a step loop whose products run on numba's threads too."""
     H = dh.shape[1]
     for task in prange(-(-H // _kernels.UNITS)):
         lo, hi = task * _kernels.UNITS, min(H, (task + 1) * _kernels.UNITS)
-        _gru_after_units(dh, dy, rec, h_prev, r, z, n, g, da_x, da_h, acc_x, acc_hn, lo, hi)
+        _gru_after_units(dh, dy, rec, step, da_x, da_h, acc, lo, hi)
 
 
 @njit(**JIT)
@@ -156,16 +159,16 @@ def gru_after_backward(cache, dy, W_h, dh, out, acc, rowcast):
     """
     _, h, r, z, n, g = cache
     da_x, da_h = out
-    acc_x, acc_hn = acc
     W_h, W_hT, packed = W_h
     T, B, H = r.shape
     rec = np.zeros(dh.shape, dh.dtype)
     rec_T = _kernels.step_work(H, 3 * H if rowcast else 0, B, dh.dtype)
     for t in range(T - 1, -1, -1):
+        step = (h[t], r[t], z[t], n[t], g[t])
         if rowcast:
-            _gru_after_rows_parallel(dh, dy[t], rec, h[t], r[t], z[t], n[t], g[t], da_x[t], da_h[t], acc_x, acc_hn)
+            _gru_after_rows_parallel(dh, dy[t], rec, step, da_x[t], da_h[t], acc)
         else:
-            _gru_after_units(dh, dy[t], rec, h[t], r[t], z[t], n[t], g[t], da_x[t], da_h[t], acc_x, acc_hn, 0, H)
+            _gru_after_units(dh, dy[t], rec, step, da_x[t], da_h[t], acc, 0, H)
         if packed.shape[0] > 0:
             _rowcast.packed_into(da_h[t], packed, rec)
         else:
