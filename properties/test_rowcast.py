@@ -139,13 +139,12 @@ TRAINING = st.sampled_from([16, 32]).flatmap(
 )
 
 
-@given(TRAINING, st.sampled_from(("batched", "fused")), st.booleans())
-def test_lstm_training_step_through_the_kernel_is_within_the_float32_tolerance(case, algorithm, packs):
-    """jit LSTM forward + backward with every product on the kernel (4H a multiple of 16; else the
-    rule keeps BLAS and the step is checked the same way), the backward's step product over W_h
-    packed or not: outputs, states and every gradient within (32 + 8T) u of the float64
-    reference on the same float32-rounded values."""
-    calls, packings = [], []  # the backward's products after its loop on the kernel; its packings
+def _training_on_the_kernel(module, algorithm, packs):
+    """``(run, calls, packings)``: a :func:`refrnn.verify.compare` candidate making one training step
+    of ``module`` (jit GRU or LSTM) with the rule made to take the kernel and the backward's step
+    weight packed where ``packs`` (and the real packing rule) say so; ``calls`` records the
+    backward's products after its loop on the kernel, ``packings`` the shapes it packed."""
+    calls, packings = [], []
     gradients, panels, rule = _backward.rowcast_gradients, _rowcast.panels, _rowcast.packs_step_weight
 
     def spy(*args):
@@ -158,10 +157,20 @@ def test_lstm_training_step_through_the_kernel_is_within_the_float32_tolerance(c
                 mock.patch.object(_rowcast, "packs_step_weight", lambda width: packs and rule(width)), \
                 mock.patch.object(_rowcast, "panels", lambda b, *out: packings.append(b.shape) or panels(b, *out)), \
                 mock.patch.object(_backward, "rowcast_gradients", spy):
-            y, s_T, cache = jit_lstm.forward(p, x, state0[0], algorithm=algorithm)
-            grads, dx, ds0 = jit_lstm.backward(p, cache, dy, dstate_T[0])
+            y, s_T, cache = module.forward(p, x, state0[0], algorithm=algorithm)
+            grads, dx, ds0 = module.backward(p, cache, dy, dstate_T[0])
         return y, (s_T,), ([grads], dx, (ds0,))
 
+    return run, calls, packings
+
+
+@given(TRAINING, st.sampled_from(("batched", "fused")), st.booleans())
+def test_lstm_training_step_through_the_kernel_is_within_the_float32_tolerance(case, algorithm, packs):
+    """jit LSTM forward + backward with every product on the kernel (4H a multiple of 16; else the
+    rule keeps BLAS and the step is checked the same way), the backward's step product over W_h
+    packed or not: outputs, states and every gradient within (32 + 8T) u of the float64
+    reference on the same float32-rounded values."""
+    run, calls, packings = _training_on_the_kernel(jit_lstm, algorithm, packs)
     outcome = compare(run, case, layout="refrnn", dtype=np.float32)
     assert outcome.passed, outcome.reason
     H = case.config.layers[0].H
@@ -182,23 +191,7 @@ def test_gru_training_step_through_the_kernel_is_within_the_float32_tolerance(ca
     weight gradients through ``rowcast_gradients`` (da_x and da_h differing in their n part):
     outputs, state and every gradient within (32 + 8T) u of the float64 reference on the same
     float32-rounded values."""
-    calls, packings = [], []
-    gradients, panels, rule = _backward.rowcast_gradients, _rowcast.panels, _rowcast.packs_step_weight
-
-    def spy(*args):
-        calls.append(True)
-        return gradients(*args)
-
-    def run(layers, x, state0, dy=None, dstate_T=None):
-        (p,) = layers
-        with mock.patch.object(_rowcast, "applies", lambda dtype, rows, size, *widths: True), \
-                mock.patch.object(_rowcast, "packs_step_weight", lambda width: packs and rule(width)), \
-                mock.patch.object(_rowcast, "panels", lambda b, *out: packings.append(b.shape) or panels(b, *out)), \
-                mock.patch.object(_backward, "rowcast_gradients", spy):
-            y, h_T, cache = jit_gru.forward(p, x, state0[0], algorithm=algorithm)
-            grads, dx, dh0 = jit_gru.backward(p, cache, dy, dstate_T[0])
-        return y, (h_T,), ([grads], dx, (dh0,))
-
+    run, calls, packings = _training_on_the_kernel(jit_gru, algorithm, packs)
     outcome = compare(run, case, layout="refrnn", dtype=np.float32)
     assert outcome.passed, outcome.reason
     assert calls, case.config

@@ -128,28 +128,32 @@ def test_panels_hold_the_columns_of_b_in_any_layout_and_packed_matches_product()
         _rowcast.packed(np.ascontiguousarray(a[:, 1:]), bp, out)
 
 
-def test_the_backward_packs_its_step_weight_by_the_rule(monkeypatch):
-    """W_h is packed for the backward's step product where P is a multiple of 16, and the step is
-    the same without packing (the same FMA chains per K block: bit for bit here, one K block)."""
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_backward_packs_its_step_weight_by_the_rule(monkeypatch, cell):
+    """On the kernel, W_h (G*H, H) is packed for the backward's step product where its width P is a
+    multiple of 16, and the step is the same without packing (the same FMA chains per K block: bit
+    for bit here, one K block)."""
     assert _rowcast.packs_step_weight(64) and not _rowcast.packs_step_weight(72)
     T, B, D, H = 3, 16, 3, 64
     rng = np.random.default_rng(11)
-    p = lstm.init(D, H, rng=rng, dtype=np.float32, peepholes=True)
+    module, G = (jit_lstm, 4) if cell == "lstm" else (jit_gru, 3)
+    p = lstm.init(D, H, rng=rng, dtype=np.float32, peepholes=True) if cell == "lstm" else gru.init(D, H, rng=rng, dtype=np.float32)
     x = rng.standard_normal((T, B, D)).astype(np.float32)
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
     monkeypatch.setattr(_rowcast, "applies", lambda *args: True)
-    y, s_T, cache = jit_lstm.forward(p, x, None)
+    y, s_T, cache = module.forward(p, x, None)
     calls = []
     panels = _rowcast.panels
     monkeypatch.setattr(_rowcast, "panels", lambda b, *out: calls.append(b.shape) or panels(b, *out))
-    packed = jit_lstm.backward(p, cache, dy, s_T)
-    assert calls == [(4 * H, H)]
+    packed = module.backward(p, cache, dy, s_T)
+    assert calls == [(G * H, H)]
     monkeypatch.setattr(_rowcast, "packs_step_weight", lambda width: False)
-    direct = jit_lstm.backward(p, cache, dy, s_T)
-    assert calls == [(4 * H, H)]
+    direct = module.backward(p, cache, dy, s_T)
+    assert calls == [(G * H, H)]
     for name in p.array_names():
         np.testing.assert_array_equal(getattr(packed[0], name), getattr(direct[0], name))
     np.testing.assert_array_equal(packed[1], direct[1])
+    np.testing.assert_array_equal(np.asarray(packed[2]), np.asarray(direct[2]))
 
 
 def test_applies_only_to_float32_batches_of_16_and_large_weights(monkeypatch):
@@ -308,30 +312,6 @@ def test_gru_training_step_at_the_rule_threshold_equals_the_blas_step(monkeypatc
     for a, b in zip(kernel, blas):
         scale = max(1.0, float(np.max(np.abs(b))))
         assert _max_err(a, b) <= 2 * 3 * H * EPS32 * scale
-
-
-def test_the_gru_backward_packs_its_step_weight_by_the_rule(monkeypatch):
-    """On the kernel, W_h (3H, H) is packed for the backward's step product where H is a multiple
-    of 16, and the step is the same without packing (bit for bit here: one K block)."""
-    T, B, D, H = 3, 16, 3, 64
-    rng = np.random.default_rng(12)
-    p = gru.init(D, H, rng=rng, dtype=np.float32)
-    x = rng.standard_normal((T, B, D)).astype(np.float32)
-    dy = rng.standard_normal((T, B, H)).astype(np.float32)
-    monkeypatch.setattr(_rowcast, "applies", lambda *args: True)
-    y, h_T, cache = jit_gru.forward(p, x, None)
-    calls = []
-    panels = _rowcast.panels
-    monkeypatch.setattr(_rowcast, "panels", lambda b, *out: calls.append(b.shape) or panels(b, *out))
-    packed = jit_gru.backward(p, cache, dy, h_T)
-    assert calls == [(3 * H, H)]
-    monkeypatch.setattr(_rowcast, "packs_step_weight", lambda width: False)
-    direct = jit_gru.backward(p, cache, dy, h_T)
-    assert calls == [(3 * H, H)]
-    for name in p.array_names():
-        np.testing.assert_array_equal(getattr(packed[0], name), getattr(direct[0], name))
-    np.testing.assert_array_equal(packed[1], direct[1])
-    np.testing.assert_array_equal(packed[2], direct[2])
 
 
 def test_a_kernel_compiled_against_a_cached_product_loads_in_a_new_process(tmp_path):

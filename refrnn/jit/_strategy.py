@@ -91,3 +91,15 @@ def prepared_for(params, algorithm: str, prepared, prepare, kind, resolve):
             + (f"one for algorithm {prepared.algorithm!r}" if isinstance(prepared, kind) else type(prepared).__name__)
         )
     return prepared
+
+
+def algorithm_and_layout(params, algorithm: str, prepared, prepare, kind, batch: int, kernel: bool):
+    """``(algorithm, prepared)`` a GRU or LSTM forward runs with. On the compiled kernel's step loop
+    (``kernel``) with no layout given, the algorithm by its rule and the "batched" layout (views of
+    the weights: that loop reads W_x and W_h where they are, so the "fused" order needs no
+    concatenated weight); otherwise :func:`prepared_for` and its layout's algorithm."""
+    resolve = resolver(params, batch)
+    if kernel and prepared is None:
+        return resolve(algorithm), prepare(params, "batched")
+    prepared = prepared_for(params, algorithm, prepared, prepare, kind, resolve)
+    return prepared.algorithm, prepared

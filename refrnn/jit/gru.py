@@ -117,12 +117,7 @@ def _run(params, x, state0, algorithm, prepared, train):
     H = params.hidden_size
     dt = params.dtype
     kernel = _on_kernel(params, B)
-    resolve = _strategy.resolver(params, B)
-    if kernel and prepared is None:  # the kernel's loop needs no concatenated weight: views suffice
-        algorithm, prepared = resolve(algorithm), prepare(params, "batched")
-    else:
-        prepared = _strategy.prepared_for(params, algorithm, prepared, prepare, Prepared, resolve)
-        algorithm = prepared.algorithm
+    algorithm, prepared = _strategy.algorithm_and_layout(params, algorithm, prepared, prepare, Prepared, B, kernel)
     steps = T if train else 1  # inference: one-step scratch buffers (see _kernels)
     shapes = ((T + 1, B, H), *[(steps, B, H)] * 4)
     # Training: the whole cache in one block, kept for the next call (see _buffers); inference: hs

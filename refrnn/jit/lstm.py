@@ -128,12 +128,7 @@ def _run(params, x, state0, algorithm, prepared, train):
     dt = params.dtype
     rowcast = _trains_on_rowcast(params, B) if train else _rowcast.applies(dt, B, params.W_h.size, params.input_size, P)  # see the module docstring
     kernel = rowcast and params.W_hr is None
-    resolve = _strategy.resolver(params, B)
-    if kernel and prepared is None:  # the kernel's loop needs no concatenated weight: views suffice
-        algorithm, prepared = resolve(algorithm), prepare(params, "batched")
-    else:
-        prepared = _strategy.prepared_for(params, algorithm, prepared, prepare, Prepared, resolve)
-        algorithm = prepared.algorithm
+    algorithm, prepared = _strategy.algorithm_and_layout(params, algorithm, prepared, prepare, Prepared, B, kernel)
     steps = T if train else 1
     # Training: the whole cache in one block, kept for the next call (see _buffers). Inference: c is
     # a two-slot ring and the gates one step of scratch (see _kernels), in a block of their own.
