@@ -158,15 +158,19 @@ def test_the_backward_packs_its_step_weight_by_the_rule(monkeypatch, cell):
 
 def test_applies_only_to_float32_batches_of_16_and_large_weights(monkeypatch):
     monkeypatch.setattr(_rowcast, "_has_avx512", lambda: True)
-    big = _rowcast.MIN_WEIGHT
+    big = _rowcast.MIN_WEIGHT_AVX512
+    assert _rowcast.min_weight() == big < _rowcast.MIN_WEIGHT
     assert _rowcast.applies(np.float32, 64, big) and _rowcast.applies(np.float32, 16, big)
     assert not _rowcast.applies(np.float64, 64, big)
     assert not any(_rowcast.applies(np.float32, b, big) for b in (0, 1, 8, 24, 33))
     assert not _rowcast.applies(np.float32, 64, big - 1)
     assert _rowcast.applies(np.float32, 64, big, 129, 512)
-    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)  # the 8-lane tile: narrow inputs only
+    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)  # the 8-lane tile: large weights, narrow inputs
+    big = _rowcast.MIN_WEIGHT
+    assert _rowcast.min_weight() == big
     assert _rowcast.applies(np.float32, 64, big) and not _rowcast.applies(np.float32, 64, big, 129, 512)
     assert not _rowcast.applies(np.float32, 64, big - 1)
+    assert not _rowcast.applies(np.float32, 64, _rowcast.MIN_WEIGHT_AVX512)
 
 
 def _max_err(a, b):
@@ -207,9 +211,11 @@ def test_forward_inference_through_the_kernel_equals_the_reference(monkeypatch, 
 
 @pytest.mark.parametrize("module", [jit_gru, jit_lstm])
 def test_forward_inference_at_the_rule_threshold_equals_the_training_forward(module):
-    """The real rule, on the smallest weight it takes: 4H * H = MIN_WEIGHT for the LSTM (H = 512);
-    the GRU (3H * H) stays below it at H = 512 and so keeps BLAS, bit for bit the training forward."""
-    H, T, B, D = 512, 2, 16, 3
+    """The real rule, on the smallest LSTM weight it takes here: 4H * H >= min_weight() (H = 111 with
+    AVX-512, 512 with AVX2); the GRU (3H * H) stays below it at that H and so keeps BLAS, bit for
+    bit the training forward."""
+    H = int(np.ceil(np.sqrt(_rowcast.min_weight() / 4)))
+    T, B, D = 2, 16, 3
     rng = np.random.default_rng(0)
     ref = gru if module is jit_gru else lstm
     p = ref.init(D, H, rng=rng, dtype=np.float32)
@@ -232,19 +238,21 @@ def test_lstm_training_takes_the_kernel_by_the_rule(monkeypatch):
     p = lstm.init(3, 512, rng=0, dtype=np.float32)
     assert trains(p, 16) and trains(p, 64) and not trains(p, 8) and not trains(p, 24)
     assert not trains(lstm.init(3, 512, rng=0), 16)  # float64
-    assert not trains(lstm.init(3, 511, rng=0, dtype=np.float32), 16)  # below MIN_WEIGHT
+    assert trains(lstm.init(3, 112, rng=0, dtype=np.float32), 16)  # 4H * H = 50176 >= MIN_WEIGHT_AVX512
+    assert not trains(lstm.init(3, 108, rng=0, dtype=np.float32), 16)  # 46656, below it
     assert not trains(lstm.init(3, 513, rng=0, dtype=np.float32), 16)  # 4H = 2052, not a multiple of 16
     assert not trains(lstm.init(3, 512, proj_size=256, rng=0).astype(np.float32), 16)
-    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)  # the 8-lane tile: narrow inputs only
+    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)  # the 8-lane tile: large weights, narrow inputs
     assert trains(p, 16) and not trains(lstm.init(129, 512, rng=0, dtype=np.float32), 16)  # 4D > P
+    assert not trains(lstm.init(3, 508, rng=0, dtype=np.float32), 16)  # 4H * H below MIN_WEIGHT
 
 
 @pytest.mark.parametrize("D", [3, 32])
 def test_lstm_training_step_at_the_rule_threshold_equals_the_blas_step(monkeypatch, D):
-    """The real rule at H = 512 (4H * H = MIN_WEIGHT), D padded to the kernel's width or not, against
-    the same step with BLAS (the rule's weight threshold raised): every output and gradient within
-    2 K eps of the larger of the two (normwise), K = 4H the longest sum in it (dx), both being that
-    close to the exact products."""
+    """The real rule at H = 512 (4H * H = MIN_WEIGHT, the 8-lane tile's smallest), D padded to the
+    kernel's width or not, against the same step with BLAS (the rule's weight threshold raised):
+    every output and gradient within 2 K eps of the larger of the two (normwise), K = 4H the longest
+    sum in it (dx), both being that close to the exact products."""
     T, B, H = 2, 16, 512
     rng = np.random.default_rng(D)
     p = lstm.init(D, H, rng=rng, dtype=np.float32, peepholes=True)
@@ -259,7 +267,7 @@ def test_lstm_training_step_at_the_rule_threshold_equals_the_blas_step(monkeypat
     if not jit_lstm._trains_on_rowcast(p, B):
         pytest.skip("the rule keeps BLAS here")
     kernel = step()
-    monkeypatch.setattr(_rowcast, "MIN_WEIGHT", 1 << 40)
+    monkeypatch.setattr(_rowcast, "min_weight", lambda: 1 << 40)
     assert not jit_lstm._trains_on_rowcast(p, B)
     blas = step()
     for a, b in zip(kernel, blas):
@@ -276,11 +284,13 @@ def test_gru_takes_the_kernel_loop_by_the_rule(monkeypatch):
     p = gru.init(3, 592, rng=0, dtype=np.float32)  # 3H * H = 1051392 >= MIN_WEIGHT
     assert on(p, 16) and on(p, 64) and not on(p, 8) and not on(p, 24)
     assert not on(gru.init(3, 592, rng=0), 16)  # float64
-    assert not on(gru.init(3, 590, rng=0, dtype=np.float32), 16)  # below MIN_WEIGHT
+    assert on(gru.init(3, 128, rng=0, dtype=np.float32), 16)  # 3H * H = 49152 = MIN_WEIGHT_AVX512
+    assert not on(gru.init(3, 112, rng=0, dtype=np.float32), 16)  # below it
     assert not on(gru.init(3, 594, rng=0, dtype=np.float32), 16)  # 3H = 1782, not a multiple of 16
     assert not on(gru.init(3, 592, reset="before", rng=0, dtype=np.float32), 16)
-    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)  # the 8-lane tile: narrow inputs only
+    monkeypatch.setattr(_rowcast, "_has_avx512", lambda: False)  # the 8-lane tile: large weights, narrow inputs
     assert on(p, 16) and not on(gru.init(149, 592, rng=0, dtype=np.float32), 16)  # 4D > H
+    assert not on(gru.init(3, 576, rng=0, dtype=np.float32), 16)  # 3H * H below MIN_WEIGHT
 
 
 @pytest.mark.parametrize("algorithm", ["fused", "batched"])
@@ -306,7 +316,7 @@ def test_gru_training_step_at_the_rule_threshold_equals_the_blas_step(monkeypatc
     if not jit_gru._on_kernel(p, B):
         pytest.skip("the rule keeps BLAS here")
     kernel = step()
-    monkeypatch.setattr(_rowcast, "MIN_WEIGHT", 1 << 40)
+    monkeypatch.setattr(_rowcast, "min_weight", lambda: 1 << 40)
     assert not jit_gru._on_kernel(p, B)
     blas = step()
     for a, b in zip(kernel, blas):

@@ -1,19 +1,57 @@
-"""The LSTM's and the GRU's element-wise passes split into tasks of units over numba's threads (the
-step loops on the compiled kernel take them): the same bits as the one-thread passes, at every width,
-including a last task narrower than the others and a cell narrower than one task."""
+"""The LSTM's and the GRU's element-wise passes split into tasks of rows and units over numba's
+threads (the step loops on the compiled kernel take them): the same bits as the one-thread passes, at
+every width and batch, including groups of unequal size and a cell narrower than one group. The
+backward's bias and peephole sums come in one row per group of rows: each the one-thread sum over
+that group's rows, bit for bit, whatever the thread count."""
 
+import numba
 import numpy as np
 import pytest
 
 from refrnn.jit import _backward, _kernels
+
+# Widths: narrower than a lane, a lane, ragged, and wide enough for two or more groups of units.
+WIDTHS = [1, 16, 69, 2 * _kernels.MIN_UNITS + 88]
+BATCHES = [1, 16, 33, 64]  # one group of rows, one, two unequal, four
+
+
+def _groups(B, H):
+    """The (b0, b1) row ranges of the backward's groups of sums."""
+    rows, units = _kernels.pass_tasks(B, H)
+    return [_kernels.task_span(t, B, H, rows, units)[:2] for t in range(0, rows * units, units)]
+
+
+def test_tasks_cover_every_row_and_unit_once():
+    for B in BATCHES + [48, 128]:
+        for H in WIDTHS + [4 * _kernels.MIN_UNITS]:
+            rows, units = _kernels.pass_tasks(B, H)
+            seen = np.zeros((B, H), int)
+            for t in range(rows * units):
+                b0, b1, lo, hi = _kernels.task_span(t, B, H, rows, units)
+                assert lo % 16 == 0 and (hi % 16 == 0 or hi == H)
+                seen[b0:b1, lo:hi] += 1
+            assert (seen == 1).all(), (B, H)
+
+
+def _thread_counts():
+    return sorted({1, numba.config.NUMBA_NUM_THREADS})
+
+
+def _with_threads(n, run):
+    before = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        return run()
+    finally:
+        numba.set_num_threads(before)
 
 
 def _arrays(rng, *shapes, scale=1.0):
     return tuple((scale * rng.standard_normal(s)).astype(np.float32) for s in shapes)
 
 
-@pytest.mark.parametrize("H", [1, 16, _kernels.UNITS, _kernels.UNITS + 5, 3 * _kernels.UNITS - 16])
-@pytest.mark.parametrize("B", [1, 16, 33])
+@pytest.mark.parametrize("H", WIDTHS)
+@pytest.mark.parametrize("B", BATCHES)
 def test_forward_epilogue_equals_the_transposes_and_the_pass_on_one_thread(B, H):
     rng = np.random.default_rng(B * 1000 + H)
     work, bias, c_prev, ax = _arrays(rng, (4 * H, B), (4 * H,), (B, H), (B, 4 * H))
@@ -44,30 +82,45 @@ def test_forward_epilogue_equals_the_transposes_and_the_pass_on_one_thread(B, H)
         np.testing.assert_array_equal(c_next, outs[0][1])
 
 
-@pytest.mark.parametrize("H", [1, 16, _kernels.UNITS + 5, 3 * _kernels.UNITS - 16])
-@pytest.mark.parametrize("B", [1, 16, 33])
+@pytest.mark.parametrize("H", WIDTHS)
+@pytest.mark.parametrize("B", BATCHES)
 def test_backward_pass_in_tasks_equals_the_pass_on_one_thread(B, H):
     rng = np.random.default_rng(B * 1000 + H + 1)
     dy, rec, c_prev, c_next = _arrays(rng, (B, H), (B, H), (B, H), (B, H))
     gates = tuple(np.float32(0.5) + 0.4 * np.tanh(g) for g in _arrays(rng, *[(B, H)] * 5))
     peepholes = _arrays(rng, (H,), (H,), (H,), scale=0.5)
     (dc0,) = _arrays(rng, (B, H))
-    acc0 = tuple(rng.standard_normal(n) for n in (4 * H, H, H, H))
-    results = []
-    for split in (False, True):
+    widths = (4 * H, H, H, H)
+
+    def serial(rows):
         dm, dc, da = np.full((B, H), np.nan, np.float32), dc0.copy(), np.full((B, 4 * H), np.nan, np.float32)
-        acc = tuple(a.copy() for a in acc0)
+        acc = tuple(np.zeros(w) for w in widths)
+        b0, b1 = rows
         for _ in range(2):  # twice: the sums carry over from one step to the next
-            if split:
-                _backward._lstm_rows_parallel(dy, rec, dm, dc, c_prev, c_next, gates, peepholes, da, acc, True)
-            else:
-                for b in range(B):
-                    dm[b] = dy[b] + rec[b]
-                _backward._lstm_rows(dm, dc, c_prev, c_next, gates, peepholes, da, acc, True)
-        results.append((dm, dc, da) + acc)
-    for serial, tasks in zip(*results):
-        assert not np.isnan(tasks).any()
-        np.testing.assert_array_equal(tasks, serial)
+            dm[b0:b1] = dy[b0:b1] + rec[b0:b1]
+            _backward._lstm_rows(dm[b0:b1], dc[b0:b1], c_prev[b0:b1], c_next[b0:b1], tuple(g[b0:b1] for g in gates),
+                                 peepholes, da[b0:b1], acc, True)
+        return (dm, dc, da), acc
+
+    def tasks():
+        dm, dc, da = np.full((B, H), np.nan, np.float32), dc0.copy(), np.full((B, 4 * H), np.nan, np.float32)
+        acc = _backward.unit_sums(B, H, True, *widths)
+        for _ in range(2):
+            _backward._lstm_rows_parallel(dy, rec, dm, dc, c_prev, c_next, gates, peepholes, da, acc, True)
+        return (dm, dc, da), acc
+
+    whole, whole_sums = serial((0, B))
+    runs = [_with_threads(n, tasks) for n in _thread_counts()]
+    for arrays, sums in runs:
+        for one, split in zip(whole, arrays):
+            assert not np.isnan(split).any()
+            np.testing.assert_array_equal(split, one)
+        for k, (b0, b1) in enumerate(_groups(B, H)):
+            group_sums = serial((b0, b1))[1]
+            for one, split in zip(group_sums, sums):
+                np.testing.assert_array_equal(split[k], one)
+        for one, split in zip(whole_sums, sums):
+            np.testing.assert_allclose(_backward.total(split), one, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("K2", [300, 2000])  # one K block, two (of different boundaries side by side)
@@ -107,8 +160,8 @@ def test_inference_on_the_kernel_in_the_products_layout_equals_the_training_forw
     np.testing.assert_array_equal(c_inf, c_T)
 
 
-@pytest.mark.parametrize("H", [1, 16, _kernels.UNITS + 5, 3 * _kernels.UNITS - 16])
-@pytest.mark.parametrize("B", [1, 16, 33])
+@pytest.mark.parametrize("H", WIDTHS)
+@pytest.mark.parametrize("B", BATCHES)
 def test_gru_forward_epilogue_equals_the_transposes_and_the_pass_on_one_thread(B, H):
     """Both orders: "fused" (W_xn x arrives transposed, (H, B)) and "batched" (the input products
     (B, 3H) added to r and z, their n part taken as W_xn x)."""
@@ -139,25 +192,40 @@ def test_gru_forward_epilogue_equals_the_transposes_and_the_pass_on_one_thread(B
             np.testing.assert_array_equal(tasks, serial)
 
 
-@pytest.mark.parametrize("H", [1, 16, _kernels.UNITS + 5, 3 * _kernels.UNITS - 16])
-@pytest.mark.parametrize("B", [1, 16, 33])
+@pytest.mark.parametrize("H", WIDTHS)
+@pytest.mark.parametrize("B", BATCHES)
 def test_gru_backward_pass_in_tasks_equals_the_pass_on_one_thread(B, H):
     rng = np.random.default_rng(B * 1000 + H + 3)
     dy, rec, h_prev, g = _arrays(rng, (B, H), (B, H), (B, H), (B, H))
     r, z, n = (np.float32(0.5) + 0.4 * np.tanh(a) for a in _arrays(rng, *[(B, H)] * 3))
     (dh0,) = _arrays(rng, (B, H))
-    acc0 = tuple(rng.standard_normal(k) for k in (3 * H, H))
-    results = []
-    for split in (False, True):
+    step = (h_prev, r, z, n, g)
+
+    def serial(rows):
+        b0, b1 = rows
         dh = dh0.copy()
         da_x, da_h = np.full((B, 3 * H), np.nan, np.float32), np.full((B, 3 * H), np.nan, np.float32)
-        acc = tuple(a.copy() for a in acc0)
+        acc = (np.zeros(3 * H), np.zeros(H))
         for _ in range(2):  # twice: the sums carry over from one step to the next
-            if split:
-                _backward._gru_after_rows_parallel(dh, dy, rec, (h_prev, r, z, n, g), da_x, da_h, acc)
-            else:
-                _backward._gru_after_units(dh, dy, rec, (h_prev, r, z, n, g), da_x, da_h, acc, 0, H)
-        results.append((dh, da_x, da_h) + acc)
-    for serial, tasks in zip(*results):
-        assert not np.isnan(tasks).any()
-        np.testing.assert_array_equal(tasks, serial)
+            _backward._gru_after_units(dh[b0:b1], dy[b0:b1], rec[b0:b1], tuple(a[b0:b1] for a in step),
+                                       da_x[b0:b1], da_h[b0:b1], acc, 0, H)
+        return (dh, da_x, da_h), acc
+
+    def tasks():
+        dh = dh0.copy()
+        da_x, da_h = np.full((B, 3 * H), np.nan, np.float32), np.full((B, 3 * H), np.nan, np.float32)
+        acc = _backward.unit_sums(B, H, True, 3 * H, H)
+        for _ in range(2):
+            _backward._gru_after_rows_parallel(dh, dy, rec, step, da_x, da_h, acc)
+        return (dh, da_x, da_h), acc
+
+    whole, whole_sums = serial((0, B))
+    for arrays, sums in [_with_threads(k, tasks) for k in _thread_counts()]:
+        for one, split in zip(whole, arrays):
+            assert not np.isnan(split).any()
+            np.testing.assert_array_equal(split, one)
+        for k, rows in enumerate(_groups(B, H)):
+            for one, split in zip(serial(rows)[1], sums):
+                np.testing.assert_array_equal(split[k], one)
+        for one, split in zip(whole_sums, sums):
+            np.testing.assert_allclose(_backward.total(split), one, rtol=1e-12, atol=1e-12)

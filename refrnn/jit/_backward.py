@@ -42,6 +42,22 @@ from . import _kernels, _rowcast
 from ._cache import njit
 from ._kernels import JIT, _sigmoid_grad_of_difference, _sigmoid_grad_of_product
 
+def unit_sums(B: int, H: int, rowcast: bool, *widths: int) -> tuple[np.ndarray, ...]:
+    """Zeroed float64 sums of a backward's bias (and peephole) gradients, one (R, width) array per
+    width: R the groups of rows of the element-wise pass's tasks on the compiled kernel
+    (:func:`refrnn.jit._kernels.pass_tasks` of B rows of H units) with ``rowcast``, else 1."""
+    groups = _kernels.pass_tasks(B, H)[0] if rowcast else 1
+    return tuple(np.zeros((groups, w)) for w in widths)
+
+
+def total(sums: np.ndarray) -> np.ndarray:
+    """A :func:`unit_sums` array's groups added up in order: (width,) float64."""
+    out = sums[0].copy()
+    for group in sums[1:]:
+        out += group
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Row loops (1-D, contiguous; one array written). ``acc`` accumulators are float64.
 # ---------------------------------------------------------------------------------------------
@@ -139,12 +155,18 @@ def _gru_after_units(dh, dy, rec, step, da_x, da_h, acc, lo, hi):
 
 @njit(parallel=True, **JIT)
 def _gru_after_rows_parallel(dh, dy, rec, step, da_x, da_h, acc):
-    """:func:`_gru_after_units` in tasks of :data:`refrnn.jit._kernels.UNITS` units over numba's
-    threads: the same bits as on one thread. For a step loop whose products run on numba's threads too."""
-    H = dh.shape[1]
-    for task in prange(-(-H // _kernels.UNITS)):
-        lo, hi = task * _kernels.UNITS, min(H, (task + 1) * _kernels.UNITS)
-        _gru_after_units(dh, dy, rec, step, da_x, da_h, acc, lo, hi)
+    """:func:`_gru_after_units` in the tasks of :func:`refrnn.jit._kernels.pass_tasks` over numba's
+    threads, for a step loop whose products run on numba's threads too. ``acc`` = (b_x sums (R, 3H),
+    b_hn sums (R, H)), one row of sums per group of rows (R groups): each takes its rows in order, so
+    the bits depend on the batch alone, not on the thread count; the caller adds the groups up in order."""
+    B, H = dh.shape
+    rows, units = _kernels.pass_tasks(B, H)
+    h_prev, r, z, n, g = step
+    for task in prange(rows * units):
+        b0, b1, lo, hi = _kernels.task_span(task, B, H, rows, units)
+        group = task // units
+        _gru_after_units(dh[b0:b1], dy[b0:b1], rec[b0:b1], (h_prev[b0:b1], r[b0:b1], z[b0:b1], n[b0:b1], g[b0:b1]),
+                         da_x[b0:b1], da_h[b0:b1], (acc[0][group], acc[1][group]), lo, hi)
 
 
 @njit(**JIT)
@@ -155,7 +177,8 @@ def gru_after_backward(cache, dy, W_h, dh, out, acc, rowcast):
     ``W_h`` = (W_h (3H, H), its transpose for :func:`refrnn.jit._kernels._step_product`, from
     ``transposed_weight``, and its panels where the step product goes through
     :func:`refrnn.jit._rowcast.packed` instead, else an empty (0, 0, PANEL) array); ``out`` =
-    (da_x, da_h), each (T, B, 3H); ``acc`` = (b_x sum (3H,), b_hn sum (H,)), float64.
+    (da_x, da_h), each (T, B, 3H); ``acc`` = (b_x sums (R, 3H), b_hn sums (R, H)), float64, one row
+    per group of rows of :func:`_gru_after_rows_parallel` with ``rowcast``, else R = 1.
     """
     _, h, r, z, n, g = cache
     da_x, da_h = out
@@ -168,7 +191,7 @@ def gru_after_backward(cache, dy, W_h, dh, out, acc, rowcast):
         if rowcast:
             _gru_after_rows_parallel(dh, dy[t], rec, step, da_x[t], da_h[t], acc)
         else:
-            _gru_after_units(dh, dy[t], rec, step, da_x[t], da_h[t], acc, 0, H)
+            _gru_after_units(dh, dy[t], rec, step, da_x[t], da_h[t], (acc[0][0], acc[1][0]), 0, H)
         if packed.shape[0] > 0:
             _rowcast.packed_into(da_h[t], packed, rec)
         else:
@@ -318,15 +341,20 @@ def _lstm_rows(dm, dc, c_prev, c_next, gates, peepholes, da, acc, peeps):
 
 @njit(parallel=True, **JIT)
 def _lstm_rows_parallel(dy, rec, dm, dc, c_prev, c_next, gates, peepholes, da, acc, peeps):
-    """``dm = dy + rec`` (the gradient at h_t without a projection) and :func:`_lstm_rows`, the
-    units in tasks of :data:`refrnn.jit._kernels.UNITS` over numba's threads: the same bits. For a
-    step loop whose products run on numba's threads too (see :func:`refrnn.jit._kernels._lstm_rows_parallel`)."""
-    H = dc.shape[1]
-    for task in prange(-(-H // _kernels.UNITS)):
-        lo, hi = task * _kernels.UNITS, min(H, (task + 1) * _kernels.UNITS)
-        for b in range(dm.shape[0]):
+    """``dm = dy + rec`` (the gradient at h_t without a projection) and :func:`_lstm_rows` in the
+    tasks of :func:`refrnn.jit._kernels.pass_tasks` over numba's threads, for a step loop whose
+    products run on numba's threads too (see :func:`refrnn.jit._kernels._lstm_rows_parallel`).
+    ``acc`` holds one row of sums per group of rows, as in :func:`_gru_after_rows_parallel`."""
+    B, H = dc.shape
+    rows, units = _kernels.pass_tasks(B, H)
+    i, f, g, o, tc = gates
+    for task in prange(rows * units):
+        b0, b1, lo, hi = _kernels.task_span(task, B, H, rows, units)
+        for b in range(b0, b1):
             _sum_to(dm[b][lo:hi], dy[b][lo:hi], rec[b][lo:hi])
-        _lstm_units(dm, dc, c_prev, c_next, gates, peepholes, da, acc, peeps, lo, hi)
+        group = task // units
+        _lstm_units(dm[b0:b1], dc[b0:b1], c_prev[b0:b1], c_next[b0:b1], (i[b0:b1], f[b0:b1], g[b0:b1], o[b0:b1], tc[b0:b1]),
+                    peepholes, da[b0:b1], (acc[0][group], acc[1][group], acc[2][group], acc[3][group]), peeps, lo, hi)
 
 
 @njit(**JIT)
@@ -341,7 +369,8 @@ def lstm_backward(cache, dy, weights, state, da, dh_all, acc, peeps, rowcast):
     array; ``state`` = (dh (B, P),
     dc (B, H)): dL/d(h_T, c_T) on entry, dL/d(h_0, c_0) on return; ``da`` (T, B, 4H); ``dh_all``
     (T, B, P) keeps dL/dh_t for dW_hr (a (0, B, P) array without a projection); ``acc`` = float64
-    sums (4H,), (H,), (H,), (H,) of da and of the peephole products; ``peeps``: accumulate those.
+    sums (R, 4H), (R, H), (R, H), (R, H) of da and of the peephole products, one row per group of
+    rows of :func:`_lstm_rows_parallel` with ``rowcast``, else R = 1; ``peeps``: accumulate those.
     """
     _, h, c, i, f, g, o, tc, _ = cache
     (W_h, W_hT, packed), (W_hr, W_hrT), peepholes = weights
@@ -351,19 +380,20 @@ def lstm_backward(cache, dy, weights, state, da, dh_all, acc, peeps, rowcast):
     rec = dh.copy()  # dL/dh_T goes in through the same addition as every later step's product
     dm = np.empty((B, H), dh.dtype)
     rec_T, dm_T = _kernels.step_work(rec.shape[1], da.shape[2] if rowcast else 0, B, dh.dtype), np.empty((H, B), dh.dtype)
+    acc1 = (acc[0][0], acc[1][0], acc[2][0], acc[3][0])  # the one group off the kernel
     for t in range(T - 1, -1, -1):
         if project:
             dh_t = dh_all[t]
             for b in range(B):
                 _sum_to(dh_t[b], dy[t][b], rec[b])
             _kernels._step_product(dh_t, W_hrT, W_hr, dm_T, dm, False)
-            _lstm_rows(dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc, peeps)
+            _lstm_rows(dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc1, peeps)
         elif rowcast:
             _lstm_rows_parallel(dy[t], rec, dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc, peeps)
         else:
             for b in range(B):
                 _sum_to(dm[b], dy[t][b], rec[b])
-            _lstm_rows(dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc, peeps)
+            _lstm_rows(dm, dc, c[t], c[t + 1], (i[t], f[t], g[t], o[t], tc[t]), peepholes, da[t], acc1, peeps)
         if packed.shape[0] > 0:
             _rowcast.packed_into(da[t], packed, rec)
         else:

@@ -81,6 +81,7 @@ def tile_rows(nv: int) -> int:
     return (8 if nv <= 2 else ROWS) if VEC == 16 else ROWS
 
 
+_NARROW_TILE = tile_rows(1)  # tile_rows(nv) for nv <= 2, inside njit code; ROWS for the wider panels
 PANEL = 4 * VEC if VEC == 16 else LANES  # the widest hT the kernel takes at once; wider ones go in panels
 UNROLL = 4  # k steps per loop iteration
 # Row chunks of a product: numba's prange gives each thread an equal run of consecutive tasks, so 24
@@ -280,9 +281,16 @@ def _panel_rows(typingctx, W, hT, out, jb, jc, nv, r0, r1, kw, kb, depth, add):
 # Where the forward takes this kernel, as measured (float32 forward_inference, 2 cores, native BLAS
 # kernel, 3 alternating processes each way, medians in ms, BLAS -> this kernel): T=50 B=64 H=1024
 # (the paper's) LSTM 107-121 -> 78-84, GRU 81-86 -> 58-67; B=48 H=768 LSTM 54-66 -> 41-44; B=128
-# H=512 LSTM 57-61 -> 47-53; B=16 H=512 LSTM 22-28 -> 20-24. At B=32 H=256, a 1 MB weight that BLAS
-# repacks from L2, no gain (LSTM 13.5-16.8 -> 14.8-16.2), so smaller weights keep BLAS.
-MIN_WEIGHT = 1 << 20  # elements of the recurrent weight W_h (4 MB in float32)
+# H=512 LSTM 57-61 -> 47-53; B=16 H=512 LSTM 22-28 -> 20-24. With the 8-lane tile smaller weights
+# keep BLAS. With AVX-512, once the products' row chunks were spread evenly over the threads and the
+# element-wise passes split by rows (refrnn.jit._kernels.pass_tasks), the kernel won down to a
+# weight of 48K elements (2 cores, T=100, float32, medians, BLAS -> kernel; a training step of two
+# calls, then forward_inference): LSTM B=32 D=H=256 train 108 -> 84 ms (torch autograd 93),
+# inference 19.6 -> 14.9; H=128 38 -> 31 and 7.7 -> 6.0; GRU B=32 H=256 83 -> 67 and 13.3 -> 11.0;
+# H=128 (3H * H = 49152) 31 -> 25 and 6.1 -> 5.3; B=16 H=256 LSTM 61 -> 48, GRU 44 -> 40. At H=64 the
+# two were even (LSTM 16.9 -> 13.7-20.6 ms, GRU 14.3 -> 12.9).
+MIN_WEIGHT = 1 << 20  # elements of the recurrent weight W_h (4 MB in float32), with the 8-lane tile
+MIN_WEIGHT_AVX512 = 3 << 14  # with the 16-lane tile: 49152, the GRU's 3H * H at H = 128
 
 
 def _has_avx512() -> bool:
@@ -290,9 +298,14 @@ def _has_avx512() -> bool:
     return VEC == 16
 
 
+def min_weight() -> int:
+    """The smallest recurrent weight (elements) whose forwards run here, by the tile this CPU takes."""
+    return MIN_WEIGHT_AVX512 if _has_avx512() else MIN_WEIGHT
+
+
 def applies(dtype, rows: int, weight_size: int, input_size: int = 0, state_size: int = 1) -> bool:
     """Whether a forward's step products run here: float32, a positive multiple of 16 rows (the
-    batch), a weight of at least MIN_WEIGHT elements; with AVX-512 always, with the 8-lane tile only
+    batch), a weight of at least :func:`min_weight` elements; with AVX-512 always, with the 8-lane tile only
     for an input narrow next to the state, ``4 D <= P`` (``input_size`` D, ``state_size`` P). All of
     a forward's products go one way, so that its step loop never alternates between numba's threads
     and BLAS's (two pools on two cores slow each other down many times over).
@@ -302,7 +315,7 @@ def applies(dtype, rows: int, weight_size: int, input_size: int = 0, state_size:
     310); GRU H=768 188 -> 157, H=1024 357 -> 285; D=256 H=1024 LSTM 566 -> 442, GRU 331 -> 311. With
     D = H the input products through :func:`gemm` (panels of 16 columns there) cost what the steps
     gain or more: LSTM H=512 155 -> 191, H=1024 695 -> 728, GRU H=1024 499 -> 566."""
-    return (np.dtype(dtype) == np.float32 and rows >= LANES and rows % LANES == 0 and weight_size >= MIN_WEIGHT
+    return (np.dtype(dtype) == np.float32 and rows >= LANES and rows % LANES == 0 and weight_size >= min_weight()
             and (_has_avx512() or 4 * input_size <= state_size))
 
 
@@ -321,28 +334,40 @@ def matmul(a, b):
 def product(W, hT, out):
     """out (N, B) = W (N, K) @ hT (K, B), float32, every array C-ordered, B a multiple of 16.
 
-    Tasks: the rows of ``out`` in CHUNKS chunks (a multiple of ROWS rows each) times the panels of
+    Tasks: the rows of ``out`` in CHUNKS chunks of whole tiles (:func:`_chunk`) times the panels of
     64 columns; the parallel loop only calls the kernel."""
     N, B = out.shape
     if B % LANES or W.shape[0] != N or hT.shape[1] != B or hT.shape[0] != W.shape[1]:
         raise ValueError("rowcast.product: expected W (N, K), hT (K, B), out (N, B) with B a multiple of 16")
-    per = -(-N // (CHUNKS * ROWS)) * ROWS
     panels = -(-B // PANEL)
     for task in prange(CHUNKS * panels):
-        _task(W, hT, out, task, per, panels)
+        _task(W, hT, out, task, panels)
 
 
 @njit(cache=True)
-def _span(N, task, per, panels):
+def _chunk(c, M, nv):
+    """Rows ``[r0, r1)`` of chunk ``c`` of the CHUNKS chunks of M rows, for a panel of ``nv`` vectors:
+    whole tiles of that panel's height, as evenly spread as they go (the chunks' counts differ by one
+    tile at most), so that every thread's run of consecutive chunks has its share of the rows. (Fixed
+    chunks of ceil(M / CHUNKS) rows had left 1024 rows split 576 : 448 between two threads.)"""
+    R = _NARROW_TILE if nv <= 2 else ROWS  # tile_rows(nv)
+    tiles = -(-M // R)
+    return min(M, (c * tiles // CHUNKS) * R), min(M, ((c + 1) * tiles // CHUNKS) * R)
+
+
+@njit(cache=True)
+def _span(N, B, task, panels):
     """``(j0, r0, r1)`` of a task of :func:`product`: the first column of its panel, its rows."""
     c, p = task // panels, task % panels
-    return p * PANEL, c * per, min(N, (c + 1) * per)
+    j0 = p * PANEL
+    r0, r1 = _chunk(c, N, min(PANEL, B - j0) // LANES)
+    return j0, r0, r1
 
 
 @njit(cache=True)
-def _task(W, hT, out, task, per, panels):
+def _task(W, hT, out, task, panels):
     """One task of :func:`product`: its rows of one panel."""
-    j0, r0, r1 = _span(out.shape[0], task, per, panels)
+    j0, r0, r1 = _span(out.shape[0], out.shape[1], task, panels)
     if r0 < r1:
         _rows(W, hT, out, j0, r0, r1)
 
@@ -368,11 +393,10 @@ def product_pair(W1, h1T, W2, h2T, out):
     if (B % LANES or W1.shape[0] != N or W2.shape[0] != N or h1T.shape[1] != B or h2T.shape[1] != B
             or h1T.shape[0] != W1.shape[1] or h2T.shape[0] != W2.shape[1]):
         raise ValueError("rowcast.product_pair: expected W1 (N, K1), h1T (K1, B), W2 (N, K2), h2T (K2, B), out (N, B), B a multiple of 16")
-    per = -(-N // (CHUNKS * ROWS)) * ROWS
     panels = -(-B // PANEL)
     first = W1.shape[1] > 0
     for task in prange(CHUNKS * panels):
-        j0, r0, r1 = _span(N, task, per, panels)
+        j0, r0, r1 = _span(N, B, task, panels)
         if r0 < r1:
             if first:
                 _rows(W1, h1T, out, j0, r0, r1)
@@ -559,7 +583,6 @@ def gemm(a, b, out):
     if K == 0:
         out[:] = 0.0
         return
-    per = -(-M // (CHUNKS * ROWS)) * ROWS
     buf = np.empty(min(K, GEMM_K) * min(N, GEMM_N), np.float32)
     for k0 in range(0, K, GEMM_K):
         kd = min(K, k0 + GEMM_K) - k0
@@ -569,7 +592,7 @@ def gemm(a, b, out):
             for k in prange(kd):
                 packed[k] = b[k0 + k, n0 : n0 + nd]
             for c in prange(CHUNKS):
-                r0, r1 = c * per, min(M, (c + 1) * per)
+                r0, r1 = _chunk(c, M, min(PANEL, nd) // LANES)
                 if r0 < r1:
                     for j in range(0, nd, PANEL):
                         nv = min(PANEL, nd - j) // LANES

@@ -27,12 +27,13 @@ per weight gradient and one for ``dx``. Every product of a jit forward and backw
 BLAS numba calls, so a training loop never alternates two OpenBLAS thread pools (see there).
 
 :func:`forward` and :func:`forward_inference` in float32 with a batch that is a multiple of 16 and a
-weight of at least 4 MB (:func:`refrnn.jit._rowcast.applies`; with AVX2 also an input at most a
-quarter of the state's width, 4 D <= H) make every product with the compiled kernel of
-:mod:`refrnn.jit._rowcast` instead of BLAS. With reset="after" (3H a multiple of 16) the step loop
+weight of at least 48K elements with AVX-512, 4 MB and an input at most a quarter of the state's
+width (4 D <= H) with AVX2 (:func:`refrnn.jit._rowcast.applies`) make every product with the
+compiled kernel of :mod:`refrnn.jit._rowcast` instead of BLAS. With reset="after" (3H a multiple of 16) the step loop
 is :func:`refrnn.jit._kernels.gru_kernel`: the fused order reads W_x and W_h where they are (no
 concatenated weight is built, so a training loop, whose weights change every step, pays nothing for
-it), the element-wise pass runs in tasks of units on the kernel's threads, and :func:`backward`
+it), the element-wise pass runs in tasks of rows and units on the kernel's threads
+(:func:`refrnn.jit._kernels.pass_tasks`), and :func:`backward`
 then takes the kernel too: its step product over W_h packed once, its weight gradients and ``dx``
 by :func:`refrnn.jit._rowcast.gemm`, its element-wise pass split the same way. A training step then
 never calls BLAS, whose threads would fight numba's after every hand-over. reset="before" keeps the
@@ -202,7 +203,7 @@ def backward(params: GRUParams, cache: GRUCache, dy, dstate_T=None) -> tuple[GRU
     if params.reset == "after":
         kernel = _on_kernel(params, B)
         da_x, da_h = _buffers.carved("gru da", dt, (T, B, 3 * H), (T, B, 3 * H))[1:]
-        acc_x, acc_hn = np.zeros(3 * H), np.zeros(H)
+        acc_x, acc_hn = _backward.unit_sums(B, H, kernel, 3 * H, H)
         packs = kernel and _rowcast.packs_step_weight(H)
         packed = (_rowcast.panels(W_h, _buffers.empty("gru panels", _rowcast.panels_shape(3 * H, H), dt))
                   if packs else np.zeros((0, 0, _rowcast.PANEL), np.float32))
@@ -221,8 +222,8 @@ def backward(params: GRUParams, cache: GRUCache, dy, dstate_T=None) -> tuple[GRU
             _backward.weight_gradient(da_x, x_c, dW_x)
             _backward.weight_gradient(da_h, h_c[:-1], dW_h)
             _backward.input_gradient(da_x, W_x, dx)
-        b_x = acc_x.astype(dt)
-        b_h = np.concatenate([b_x[: 2 * H], acc_hn.astype(dt)])
+        b_x = _backward.total(acc_x).astype(dt)
+        b_h = np.concatenate([b_x[: 2 * H], _backward.total(acc_hn).astype(dt)])
     else:
         d_rz, d_n, rh = np.empty((T, B, 2 * H), dt), np.empty((T, B, H), dt), np.empty((T, B, H), dt)
         acc_rz, acc_n = np.zeros(2 * H), np.zeros(H)

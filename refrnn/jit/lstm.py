@@ -32,16 +32,22 @@ lstm-train-paper`` 1.48 s against 1.76 s (0.64x torch autograd instead of 0.53x)
 output layer between steps (NumPy's own BLAS) 1.31-1.33 s against 1.95-2.25 s. Not always: with
 NumPy's reference backward 0.2 s before each training forward, the forward on the kernel took 302
 ms against 198 through BLAS in one run, 213 against 238 in another (144 without that backward).
-Equal to the BLAS step within float32 rounding, not bit for bit. Smaller weights keep BLAS: at
-T=100 B=32 D=H=256 the two took the same time (122 ms). On the kernel the backward's step product
-reads ``W_h`` packed once into contiguous column panels (:func:`refrnn.jit._rowcast.packed`) rather
-than transposing it and every ``da[t]``: the paper-size backward 290 -> 261 ms on an AVX-512 Xeon,
+Equal to the BLAS step within float32 rounding, not bit for bit. With AVX-512 the rule takes
+weights down to 48K elements: at T=100 B=32 D=H=256 two steps took 84 ms against 108 through BLAS
+(torch autograd 93), once the element-wise passes ran in tasks of whole rows (below). On the
+kernel the backward's step product reads ``W_h`` packed once into contiguous column panels
+(:func:`refrnn.jit._rowcast.packed`) rather than transposing it and every ``da[t]``: the paper-size backward 290 -> 261 ms on an AVX-512 Xeon,
 its loop 326 -> 203 ms on Zen 3 (2 cores, medians), the same bits. On the kernel too, and in either
 order, the forward's step loop keeps the product's operand ``[x_t | h_{t-1}].T`` transposed from one
-step to the next, and each step's element-wise pass runs over numba's threads in tasks of units that
-also transpose their share of the product and of h_t (:func:`refrnn.jit._kernels._lstm_epilogue`);
-the backward's pass is split the same way. :func:`forward_inference`, which keeps no gates, runs
-its pass in the product's own (4H, B) layout with c kept transposed as well, so its steps
+step to the next, and each step's element-wise pass runs over numba's threads in tasks of rows and
+units (:func:`refrnn.jit._kernels.pass_tasks`) that also transpose their share of the product and
+of h_t (:func:`refrnn.jit._kernels._lstm_epilogue`); the backward's pass is split the same way,
+each group of rows summing its own bias and peephole gradients (added up in order at the end, so
+the bits depend on the batch, not on the thread count). Tasks of 64 units made every loop of the
+pass 64 floats long, most of its cost the loops' entries: 5.2 ms of the forward's 100 steps at
+B=32 H=256 against 2.4 in two groups of whole rows, the backward's 3.2 against 1.5; at the paper's
+size 22.0 against 11.5 ms and 17.8 against 6.0 over 50 steps. :func:`forward_inference`, which
+keeps no gates, runs its pass in the product's own (4H, B) layout with c kept transposed as well, so its steps
 transpose nothing but h_t into the output (:func:`refrnn.jit._kernels.lstm_kernel_inference`, the
 same bits as the training forward). There the "fused" product reads ``W_x`` and ``W_h`` where
 they are (:func:`refrnn.jit._rowcast.product_pair`, the same bits as over ``[W_x | W_h]``), so a
@@ -53,8 +59,8 @@ the backward's work arrays for the next call (:mod:`refrnn.jit._buffers`). Measu
 (torch.nn.LSTM 96-100, the recurrent products alone 81-84).
 
 :func:`forward_inference` in float32 with a batch that is a multiple of 16 and a weight of at least
-4 MB makes every product with the compiled kernel of :mod:`refrnn.jit._rowcast` instead of BLAS
-(the projection's too), as :mod:`refrnn.jit.gru` explains: at the paper's size 78-84 ms instead of
+48K elements with AVX-512, 4 MB with AVX2 (:func:`refrnn.jit._rowcast.min_weight`), makes every
+product with the compiled kernel of :mod:`refrnn.jit._rowcast` instead of BLAS (the projection's too), as :mod:`refrnn.jit.gru` explains: at the paper's size 78-84 ms instead of
 107-121, ahead of torch.nn.LSTM's oneDNN primitive; equal to :func:`forward` within float32
 rounding, not bit for bit. With AVX2 (the kernel's 8-lane tile) the rule also asks for a narrow
 input, 4 D <= P: at the paper's size on 2 Zen 3 cores the forward took 352 ms instead of 471 (torch
@@ -208,9 +214,9 @@ def backward(params: LSTMParams, cache: LSTMCache, dy, dstate_T=None):
     W_hr = _onepool.readonly(params.W_hr if project else np.zeros((0, H), dt))
     da = _buffers.empty("lstm da", (T, B, 4 * H), dt)
     dh_all = np.empty((T if project else 0, B, P), dt)
-    acc = tuple(np.zeros(n) for n in (4 * H, H, H, H))
     W_h = _onepool.readonly(params.W_h)
     rowcast = _trains_on_rowcast(params, B)
+    acc = _backward.unit_sums(B, H, rowcast, 4 * H, H, H, H)
     packs = rowcast and _rowcast.packs_step_weight(P)
     packed = (_rowcast.panels(W_h, _buffers.empty("lstm panels", _rowcast.panels_shape(4 * H, P), dt))
               if packs else np.zeros((0, 0, _rowcast.PANEL), np.float32))
@@ -231,11 +237,11 @@ def backward(params: LSTMParams, cache: LSTMCache, dy, dstate_T=None):
         _backward.weight_gradient(da, cached[0], grads["W_x"])
         _backward.weight_gradient(da, cached[1][:-1], grads["W_h"])
         _backward.input_gradient(da, _onepool.readonly(params.W_x), dx)
-    grads["b_x"] = acc[0].astype(dt)
+    grads["b_x"] = _backward.total(acc[0]).astype(dt)
     grads["b_h"] = grads["b_x"].copy()
-    for name, total in zip(("w_ic", "w_fc", "w_oc"), acc[1:]):
+    for name, sums in zip(("w_ic", "w_fc", "w_oc"), acc[1:]):
         if getattr(params, name) is not None:
-            grads[name] = total.astype(dt)
+            grads[name] = _backward.total(sums).astype(dt)
     if project:
         grads["W_hr"] = np.empty((P, H), dt)
         _backward.weight_gradient(dh_all, cached[8], grads["W_hr"])
