@@ -105,6 +105,29 @@ def test_packed_equals_the_float64_product(K, N):
     _assert_within_the_bound(_packed, (1, 4, 6, 7, 64), K, N)
 
 
+# K: none, one, the unrolled loop's remainders, two blocks of about KBLOCK; N: one vector, the narrow
+# 8-row tiles' two, a 64-column panel and a narrower second one; n gathered rows below, at and past
+# a tile, in any order, repeated, the first and last rows included.
+@pytest.mark.parametrize("N", [16, 32, 64, 80])
+@pytest.mark.parametrize("K", [0, 1, 5, 1024, 2051])
+def test_serial_gathered_equals_serial_over_the_copied_rows_bit_for_bit(K, N):
+    rng = np.random.default_rng(K * 100 + N)
+    a, hT = _operands(40, K, N, seed=K + N)
+    for rows in ([0], [39], [3, 1, 4], list(range(9)), [5, 5, 2, 39, 0, 17, 8, 30, 11, 12, 2, 6, 7, 1, 3, 9, 21],
+                 list(rng.permutation(40))):
+        idx = np.array(rows, np.int64)
+        out = np.full((len(rows), N), np.nan, np.float32)
+        _rowcast.serial_gathered(a, idx * K, hT, out)
+        ref = np.empty_like(out)
+        _rowcast.serial(np.ascontiguousarray(a[idx]), hT, ref)
+        np.testing.assert_array_equal(out, ref)
+        exact = a[idx].astype(np.float64) @ hT.astype(np.float64)
+        bound = 2 * K * EPS32 * (np.abs(a[idx]).astype(np.float64) @ np.abs(hT).astype(np.float64))
+        assert np.all(np.abs(out - exact) <= bound)
+    with pytest.raises(ValueError, match="serial_gathered"):
+        _rowcast.serial_gathered(a, np.zeros(2, np.int64), hT, np.empty((3, N), np.float32))
+
+
 def test_panels_hold_the_columns_of_b_in_any_layout_and_packed_matches_product():
     """``panels`` of a C- or Fortran-ordered ``b`` are the same; on one K block the packed product
     makes the same FMA chains as :func:`product` of the transposed problem, so the bits agree."""

@@ -96,14 +96,23 @@ KBLOCK = 1024
 _NAME = "refrnn_rowcast_f32"
 
 
-def _tile(R: int, nv: int) -> str:
+def _tile(R: int, nv: int, gathered: bool = False) -> str:
     """IR of ``tile_R_nv(A, lda, B, ldb, C, ldc, K, add)``: C[r, :16nv] = sum_k A[r*lda + k] * B[k*ldb : +16nv]
-    for r < R, added onto C's values when ``add``; K >= 0 (K = 0 writes zeros, or leaves C)."""
+    for r < R, added onto C's values when ``add``; K >= 0 (K = 0 writes zeros, or leaves C).
+    ``gathered``: ``gtile_R_nv(A, rows, B, ...)``, whose row r of A starts at A + rows[r] (``rows``
+    i64 offsets in elements) instead of A + r*lda: rows picked from a matrix without copying them."""
     vec = f"<{VEC} x float>"
     nq = nv * (LANES // VEC)  # vectors across the tile's 16nv columns
     acc = [(r, v) for r in range(R) for v in range(nq)]
-    out = [f"define internal void @tile_{R}_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %K, i1 %add) alwaysinline {{",
-           "entry:", "  br i1 %add, label %load, label %start", "load:"]
+    name, rows_arg = (f"gtile_{R}_{nv}", "ptr %rows") if gathered else (f"tile_{R}_{nv}", "i64 %lda")
+    out = [f"define internal void @{name}(ptr %A, {rows_arg}, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %K, i1 %add) alwaysinline {{",
+           "entry:"]
+    for r in range(R):  # where each row of A starts
+        if gathered:
+            out += [f"  %rp_{r} = getelementptr i64, ptr %rows, i64 {r}", f"  %ro_{r} = load i64, ptr %rp_{r}, align 8"]
+        else:
+            out.append(f"  %ro_{r} = mul i64 %lda, {r}")
+    out += ["  br i1 %add, label %load, label %start", "load:"]
     for r, v in acc:  # accumulate onto C (a later block of k) rather than from zero
         out += [f"  %lo_{r}_{v} = mul i64 %ldc, {r}", f"  %lv_{r}_{v} = add i64 %lo_{r}_{v}, {VEC * v}",
                 f"  %lp_{r}_{v} = getelementptr float, ptr %C, i64 %lv_{r}_{v}", f"  %l_{r}_{v} = load {vec}, ptr %lp_{r}_{v}, align 4"]
@@ -122,7 +131,7 @@ def _tile(R: int, nv: int) -> str:
                       f"  %b{tag}_{v} = load {vec}, ptr %bp{tag}_{v}, align 4"]
         new = {}
         for r in range(R):
-            lines += [f"  %ar{tag}_{r} = mul i64 %lda, {r}", f"  %ao{tag}_{r} = add i64 %ar{tag}_{r}, {k}",
+            lines += [f"  %ao{tag}_{r} = add i64 %ro_{r}, {k}",
                       f"  %ap{tag}_{r} = getelementptr float, ptr %A, i64 %ao{tag}_{r}",
                       f"  %a{tag}_{r} = load float, ptr %ap{tag}_{r}, align 4",
                       f"  %ai{tag}_{r} = insertelement {vec} poison, float %a{tag}_{r}, i32 0",
@@ -154,32 +163,46 @@ def _tile(R: int, nv: int) -> str:
     return "\n".join(out + ["  ret void", "}"])
 
 
-def _row_loop(label: str, start: str, came_from: str, limit: str, step: int, tile: str, then: str) -> str:
+def _row_args(i: str, v: str, gathered: bool) -> tuple[list[str], str]:
+    """IR lines and the two leading tile arguments for the tile whose first row is ``i``: A at row
+    i and ``lda`` (A + i*lda), or A itself and the offsets from row i on (``gathered``)."""
+    if gathered:
+        return [f"  {v}rp = getelementptr i64, ptr %rows, i64 {i}"], f"ptr %A, ptr {v}rp"
+    return [f"  {v}ao = mul i64 {i}, %lda", f"  {v}ap = getelementptr float, ptr %A, i64 {v}ao"], f"ptr {v}ap, i64 %lda"
+
+
+def _row_loop(label: str, start: str, came_from: str, limit: str, step: int, tile: str, then: str, gathered: bool) -> str:
     """IR of the block ``label``: rows i = start, start + step, ... below ``limit``, ``tile`` on each."""
     v = f"%{label}_"
+    lines, a_args = _row_args(f"{v}i", v, gathered)
+    body = "\n".join(lines)
     return f"""{label}:
   {v}i = phi i64 [{start}, %{came_from}], [{v}next, %{label}]
-  {v}ao = mul i64 {v}i, %lda
-  {v}ap = getelementptr float, ptr %A, i64 {v}ao
+{body}
   {v}co = mul i64 {v}i, %ldc
   {v}cp = getelementptr float, ptr %C, i64 {v}co
-  call void @{tile}(ptr {v}ap, i64 %lda, ptr %B, i64 %ldb, ptr {v}cp, i64 %ldc, i64 %K, i1 %add)
+  call void @{tile}({a_args}, ptr %B, i64 %ldb, ptr {v}cp, i64 %ldc, i64 %K, i1 %add)
   {v}next = add i64 {v}i, {step}
   {v}more = icmp ult i64 {v}next, {limit}
   br i1 {v}more, label %{label}, label %{then}
 """
 
 
-def _rows_of(nv: int) -> str:
+def _rows_of(nv: int, gathered: bool = False) -> str:
     """IR of ``rows_nv``: rows [r0, r1) of C, in tiles of R = ``tile_rows(nv)``, the last ``(r1 - r0) % R`` as one
     smaller tile (a few gathered rows are a common product here: one row at a time keeps only
-    a row's few chains of FMAs going, a quarter of the rate or less)."""
+    a row's few chains of FMAs going, a quarter of the rate or less). ``gathered``: ``grows_nv``,
+    A's rows at the offsets ``rows`` (see :func:`_tile`)."""
     R = tile_rows(nv)
-    rest = "\n".join(f"left{r}:\n  call void @tile_{r}_{nv}(ptr %rap, i64 %lda, ptr %B, i64 %ldb, ptr %rcp, i64 %ldc, i64 %K, i1 %add)\n"
+    g = "g" if gathered else ""
+    rest_lines, rest_args = _row_args("%j0", "%r", gathered)
+    rest = "\n".join(f"left{r}:\n  call void @{g}tile_{r}_{nv}({rest_args}, ptr %B, i64 %ldb, ptr %rcp, i64 %ldc, i64 %K, i1 %add)\n"
                      "  br label %done" for r in range(1, R))
     cases = " ".join(f"i64 {r}, label %left{r}" for r in range(1, R))
+    rows_arg = "ptr %rows" if gathered else "i64 %lda"
+    rest_body = "\n".join(rest_lines)
     return f"""
-define internal void @rows_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K, i1 %add) {{
+define internal void @{g}rows_{nv}(ptr %A, {rows_arg}, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K, i1 %add) {{
 entry:
   %span = sub i64 %r1, %r0
   %nt = udiv i64 %span, {R}
@@ -187,11 +210,10 @@ entry:
   %tlim = add i64 %r0, %tend
   %any = icmp ult i64 %r0, %tlim
   br i1 %any, label %tiles, label %rest
-{_row_loop("tiles", "%r0", "entry", "%tlim", R, f"tile_{R}_{nv}", "rest")}rest:
+{_row_loop("tiles", "%r0", "entry", "%tlim", R, f"{g}tile_{R}_{nv}", "rest", gathered)}rest:
   %j0 = phi i64 [%r0, %entry], [%tlim, %tiles]
   %left = sub i64 %r1, %j0
-  %rao = mul i64 %j0, %lda
-  %rap = getelementptr float, ptr %A, i64 %rao
+{rest_body}
   %rco = mul i64 %j0, %ldc
   %rcp = getelementptr float, ptr %C, i64 %rco
   switch i64 %left, label %done [ {cases} ]
@@ -203,17 +225,19 @@ done:
 
 
 def module_ir() -> str:
-    """The whole module: tiles and row loops for widths 1..4 and the entry point, which takes
-    ``nv`` = (columns of the panel) / 16 and dispatches."""
+    """The whole module: tiles and row loops for widths 1..4 and the two entry points (A's rows at
+    a stride, and at gathered offsets), which take ``nv`` = (columns of the panel) / 16 and dispatch."""
     widths = range(1, PANEL // LANES + 1)
     parts = [f"declare <{VEC} x float> @llvm.fma.v{VEC}f32(<{VEC} x float>, <{VEC} x float>, <{VEC} x float>)"]
-    for nv in widths:
-        parts += [_tile(r, nv) for r in range(1, tile_rows(nv) + 1)] + [_rows_of(nv)]
-    cases = " ".join(f"i64 {nv}, label %w{nv}" for nv in widths)
-    body = "\n".join(f"w{nv}:\n  call void @rows_{nv}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K, i1 %add)\n"
-                     "  br label %done" for nv in widths)
-    parts.append(f"""
-define void @{_NAME}(ptr %A, i64 %lda, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %nv, i64 %r0, i64 %r1, i64 %K, i64 %addf) {{
+    for gathered in (False, True):
+        for nv in widths:
+            parts += [_tile(r, nv, gathered) for r in range(1, tile_rows(nv) + 1)] + [_rows_of(nv, gathered)]
+        g, rows_arg = ("g", "ptr %rows") if gathered else ("", "i64 %lda")
+        cases = " ".join(f"i64 {nv}, label %w{nv}" for nv in widths)
+        body = "\n".join(f"w{nv}:\n  call void @{g}rows_{nv}(ptr %A, {rows_arg}, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K, i1 %add)\n"
+                         "  br label %done" for nv in widths)
+        parts.append(f"""
+define void @{_NAME}{"_gathered" if gathered else ""}(ptr %A, {rows_arg}, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %nv, i64 %r0, i64 %r1, i64 %K, i64 %addf) {{
 entry:
   %add = icmp ne i64 %addf, 0
   switch i64 %nv, label %done [ {cases} ]
@@ -276,6 +300,72 @@ def _panel_rows(typingctx, W, hT, out, jb, jc, nv, r0, r1, kw, kb, depth, add):
 
     sig = types.void(W, hT, out, *[types.int64] * 8, types.boolean)
     return sig, codegen
+
+
+def _is_i64_vector(a) -> bool:
+    return isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.int64 and a.layout == "C"
+
+
+@intrinsic
+def _panel_rows_gathered(typingctx, a, offsets, hT, out, jb, jc, nv, r0, r1, kw, kb, depth, add):
+    """:func:`_panel_rows` with row i of the left operand at ``offsets[i]`` elements into ``a`` (its
+    rows picked in place): rows [r0, r1) of out[:, jc : jc + 16nv] (+)= A[:, kw : kw + depth] @
+    hT[kb : kb + depth, jb : jb + 16nv]."""
+    if not (_is_f32_c_matrix(a) and _is_i64_vector(offsets) and _is_f32_c_matrix(hT) and _is_f32_c_matrix(out)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a_v, off_v, hT_v, out_v, jb_v, jc_v, nv_v, r0_v, r1_v, kw_v, kb_v, depth_v, add_v = args
+        i64, ptr = ir.IntType(64), ir.PointerType(ir.FloatType())
+        fnty = ir.FunctionType(ir.VoidType(), [ptr, ir.PointerType(i64), ptr, i64, ptr, i64, i64, i64, i64, i64, i64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _NAME + "_gathered")
+        context.active_code_library.add_linking_library(_library(context))
+        types_ = signature.args
+        A, rows, Bm, C = (context.make_array(t)(context, builder, v) for t, v in
+                          zip((types_[0], types_[1], types_[2], types_[3]), (a_v, off_v, hT_v, out_v)))
+        (_, ldb), (_, ldc) = (cgutils.unpack_tuple(builder, m.shape, 2) for m in (Bm, C))
+        Ap = builder.gep(A.data, [kw_v])  # every row's block of k starts kw further in
+        Bp = builder.gep(Bm.data, [builder.add(builder.mul(kb_v, ldb), jb_v)])
+        Cp = builder.gep(C.data, [jc_v])
+        builder.call(fn, [Ap, rows.data, Bp, ldb, Cp, ldc, nv_v, r0_v, r1_v, depth_v, builder.zext(add_v, i64)])
+        return context.get_dummy_value()
+
+    sig = types.void(a, offsets, hT, out, *[types.int64] * 8, types.boolean)
+    return sig, codegen
+
+
+@njit(cache=True)
+def serial_gathered(a, offsets, hT, out):
+    """``out (n, N) = A @ hT`` on the calling thread, row i of A being the row of ``a`` (M, K) that
+    starts ``offsets[i]`` elements into it (a multiple of K below M K, the caller's to keep so):
+    :func:`serial` over rows picked from ``a`` in place, the same bits as over their copies. For a
+    product over the samples a block of the conditional GRU has active (a copy of each row had
+    cost as much as a fifth of the products)."""
+    n, N = out.shape
+    K = a.shape[1]
+    if N % LANES or offsets.shape[0] != n or hT.shape[1] != N or hT.shape[0] != K:
+        raise ValueError("rowcast.serial_gathered: expected a (M, K), offsets (n,), hT (K, N), out (n, N) with N a multiple of 16")
+    depth = max(1, -(-K // max(1, (K + KBLOCK // 2) // KBLOCK)))
+    for j0 in range(0, N, PANEL):
+        nv = min(PANEL, N - j0) // LANES
+        for k0 in range(0, max(K, 1), depth):  # K = 0 still writes the zeros
+            _panel_rows_gathered(a, offsets, hT, out, j0, j0, nv, 0, n, k0, k0, min(K, k0 + depth) - k0, k0 > 0)
+
+
+def serial_gathered_into(a, offsets, hT, out):
+    """:func:`serial_gathered` inside njit code, for float32 operands; any other dtype raises (a
+    kernel that takes it only at run time then still compiles for float64)."""
+    raise NotImplementedError("refrnn.jit._rowcast.serial_gathered_into is callable from numba-compiled code only")
+
+
+@overload(serial_gathered_into)
+def _serial_gathered_into_impl(a, offsets, hT, out):
+    if _float32_operands(a, hT, out) and a.layout == "C":
+        return lambda a, offsets, hT, out: serial_gathered(a, offsets, hT, out)
+
+    def refuse(a, offsets, hT, out):
+        raise ValueError("rowcast.serial_gathered_into: float32 operands only")
+    return refuse
 
 
 # Where the forward takes this kernel, as measured (float32 forward_inference, 2 cores, native BLAS

@@ -41,9 +41,10 @@ Three paths, chosen with ``algorithm`` (``"sparse"`` picks the sparse one that s
   two passes, against ``x_t`` and against ``h_{t-1}``. No weight is copied per step, none is read
   for an inactive unit.
 * ``"block"`` (block variant, batch B; paper Fig. 3): z is constant on each of the g blocks of
-  ``bs = H/g`` units. Per block, the samples whose block is active are gathered into one matrix
-  that multiplies the block's recurrent weights, ``h_sel @ [U_r; U_h]_block.T``, stored per tile
-  of the block, contiguous (the same small products as the dense path, on n_k <= B rows); the
+  ``bs = H/g`` units. Per block, the samples whose block is active form one matrix that
+  multiplies the block's recurrent weights, ``h_sel @ [U_r; U_h]_block.T``, stored per tile of the
+  block, contiguous (the same small products as the dense path, on n_k <= B rows; in float32 the
+  kernel reads those rows of ``h`` in place, in float64 they are copied for BLAS); the
   small input side (K = D) is a loop vectorised over the outputs; the results are scattered back.
   Blocks run in parallel. Inactive (sample, block) pairs copy their state.
 
@@ -414,11 +415,14 @@ def unstructured_forward(gate, x, pxz, P, b_rh, hs, zs):
 def _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, work, local):
     """Block ``kb`` of one step: gather the samples whose block is active, multiply, scatter.
 
-    ``weights`` = (Ut, Wt, b_t) as in :func:`block_forward`; ``work`` = (sel, h_buf, c, p_buf), the
-    worker's scratch, whose ``c`` (m, 2tu) takes the tile products ``m`` rows at a time.
+    ``weights`` = (Ut, Wt, b_t) as in :func:`block_forward`; ``work`` = (sel, offsets, h_buf, c,
+    p_buf), the worker's scratch, whose ``c`` (m, 2tu) takes the tile products ``m`` rows at a time.
+    On the compiled kernel (float32) the products read the active samples' rows of ``h_t`` where
+    they are (:func:`refrnn.jit._rowcast.serial_gathered`, the same bits as over copies of them);
+    otherwise (BLAS) they are copied into ``h_buf`` first.
     """
     Ut, Wt, b_t = weights
-    sel, h_buf, c, p_buf = work
+    sel, offsets, h_buf, c, p_buf = work
     B, H = h_t.shape
     D = x_t.shape[1]
     tu = Ut.shape[2] // 2
@@ -427,10 +431,12 @@ def _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, work, local):
     n = 0
     for b in range(B):  # inactive (sample, block) pairs keep the copy of h_t made for the step
         sel[n] = b
+        offsets[n] = b * H
         n += zk[b, kb] != 0
     if n == 0:
         return
-    if n == B:  # every sample active: h_t is the gathered matrix already
+    in_place = _rowcast.takes(h_t, Ut[0])
+    if n == B or in_place:  # every sample active, or the kernel picks the rows: no copy
         h_sel = h_t
     else:
         h_sel = h_buf[: n * H].reshape(n, H)
@@ -448,7 +454,10 @@ def _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, work, local):
                     p_i[v] += xd * w_d[v]
         for i0 in range(0, n, m):
             i1 = min(n, i0 + m)
-            _rowcast.into_serial(h_sel[i0:i1], Ut[k], c[: i1 - i0])
+            if in_place and n < B:
+                _rowcast.serial_gathered_into(h_t, offsets[i0:i1], Ut[k], c[: i1 - i0])
+            else:
+                _rowcast.into_serial(h_sel[i0:i1], Ut[k], c[: i1 - i0])
             _tile_pass(p, local[i0:i1], 0, c, 0, sel[i0:i1], zu, h_t, h_next, k * tu, tu)
 
 
@@ -485,7 +494,8 @@ def block_forward(gate, x, pxz, weights, hs, zs, workers):
     # Scratch per worker, allocated once. Worker w takes the blocks w, w + workers, ...
     # (numba.get_thread_id would index per-thread scratch too, but it stops on-disk caching).
     sel_buf = np.empty((workers, B), np.int64)
-    h_buf = np.empty((workers, B * H), dt)
+    offsets_buf = np.empty((workers, B), np.int64)
+    h_buf = np.empty((workers, B * H if not _rowcast.takes(hs[0], Ut[0]) else 0), dt)
     c_buf = np.empty((workers, m, 2 * tu), dt)
     p_buf = np.empty((workers, B * 2 * tu), dt)
     local = np.arange(B)
@@ -499,7 +509,7 @@ def block_forward(gate, x, pxz, weights, hs, zs, workers):
                 _copy(h_next[b], h_t[b])
         zu = zs[_z_slot(t, zs)]
         for w in prange(workers):
-            work = (sel_buf[w], h_buf[w], c_buf[w], p_buf[w])
+            work = (sel_buf[w], offsets_buf[w], h_buf[w], c_buf[w], p_buf[w])
             nb = (g - w + workers - 1) // workers
             for i in range(nb):
                 kb = w + (i if t % 2 == 0 else nb - 1 - i) * workers
