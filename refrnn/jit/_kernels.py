@@ -337,46 +337,25 @@ def _transpose_into(out, a):
     32 adjacent floats (two cache lines) per visit, gathered from 32 rows that stay in L1, and LLVM
     vectorises the gather. 3-4x faster than the 8-row blocks this replaced, at every shape measured
     (N = 256-4096, B = 2-128): 4096x64 in 54 us instead of 175 us, about 40 GB/s."""
-    _transpose_band(out, a, 0, a.shape[0])
-
-
-@njit(**JIT)
-def _transpose_band(out, a, lo, hi):
-    """out[:, lo:hi] = a[lo:hi].T, ``a`` (N, B), ``out`` (B, N): :func:`_transpose_into` on a band of rows."""
-    B = a.shape[1]
-    n32 = hi - (hi - lo) % 32
-    for j in range(lo, n32, 32):
-        block = a[j : j + 32]
-        for b in range(B):
-            o = out[b]
-            for r in range(32):
-                o[j + r] = block[r, b]
-    for j in range(n32, hi):
-        a_j = a[j]
-        for b in range(B):
-            out[b, j] = a_j[b]
+    _transpose_block(out, a, 0, a.shape[1], 0, a.shape[0])
 
 
 @njit(**JIT)
 def _transpose_block(out, a, r0, r1, c0, c1):
-    """out[r0:r1, c0:c1] = a[c0:c1, r0:r1].T, 32 rows of ``a`` at a time as in :func:`_transpose_into`:
-    one task's share of a transpose when the tasks split both the rows and the columns."""
-    for j in range(c0, c1, 32):
-        n = min(32, c1 - j)
-        block = a[j : j + n]
+    """out[r0:r1, c0:c1] = a[c0:c1, r0:r1].T, ``a`` (N, B), ``out`` (B, N): :func:`_transpose_into`
+    on a share of it (a task's, when the tasks split both the rows and the columns). Each row of
+    ``out`` is indexed whole: a slice of it per block of 32 made a whole transpose 25% slower."""
+    n32 = c1 - (c1 - c0) % 32
+    for j in range(c0, n32, 32):
+        block = a[j : j + 32]
         for b in range(r0, r1):
-            o = out[b][j : j + n]
-            for r in range(n):
-                o[r] = block[r, b]
-
-
-@njit(**JIT)
-def _transpose_columns(out, a, lo, hi):
-    """out[lo:hi] = a[:, lo:hi].T, ``a`` (B, N), ``out`` (N, B): the rows of ``out`` written whole."""
-    for j in range(lo, hi):
-        o = out[j]
-        for b in range(a.shape[0]):
-            o[b] = a[b, j]
+            o = out[b]
+            for r in range(32):
+                o[j + r] = block[r, b]
+    for j in range(n32, c1):
+        a_j = a[j]
+        for b in range(r0, r1):
+            out[b, j] = a_j[b]
 
 
 @njit(**JIT)
@@ -575,11 +554,11 @@ def gru_fused(before, x, F_T, W_xnT, W_hnT, bias, hs, gates, rowcast):
 def _gru_epilogue(work, xnT, a, ax, xn, bias, h, h_next, gates, hT):
     """A reset="after" step's product ``work`` (3H, B) made into h_t, in the tasks of
     :func:`pass_tasks` over numba's threads (the products run there too): each task transposes its
-    share of the three bands of ``work`` into ``a`` (B, 3H), adds the input products ``ax`` (B, 3H) to the r and z parts and
-    takes ``W_xn x`` from them ("batched"; ``xnT`` then a (0, B) array), or transposes its share of
-    ``xnT`` (H, B) = W_xn x_t.T into ``xn`` (B, H) ("fused"; ``ax`` then a (0, 3H) array), runs
-    :func:`_gru_after_units`, and writes its share of h_t.T into ``hT`` (H, B), the next product's
-    operand. ``gates`` = (r, z, n, g) of this step."""
+    share of the three bands of ``work`` into ``a`` (B, 3H), adds the input products ``ax`` (B, 3H)
+    to the r and z parts and takes ``W_xn x`` from them ("batched"; ``xnT`` then a (0, B) array), or
+    transposes its share of ``xnT`` (H, B) = W_xn x_t.T into ``xn`` (B, H) ("fused"; ``ax`` then a
+    (0, 3H) array), runs :func:`_gru_after_units`, and writes its share of h_t.T into ``hT`` (H, B),
+    the next product's operand. ``gates`` = (r, z, n, g) of this step."""
     B, H = h.shape
     r, z, n, g = gates
     batched = ax.shape[0] > 0
@@ -597,7 +576,8 @@ def _gru_epilogue(work, xnT, a, ax, xn, bias, h, h_next, gates, hT):
         else:
             _transpose_block(xn, xnT, b0, b1, lo, hi)
             xs, xn_from = xn[b0:b1], H - H
-        _gru_after_units(a[b0:b1], xs, xn_from, bias, h[b0:b1], h_next[b0:b1], r[b0:b1], z[b0:b1], n[b0:b1], g[b0:b1], lo, hi)
+        _gru_after_units(a[b0:b1], xs, xn_from, bias, h[b0:b1], h_next[b0:b1],
+                         r[b0:b1], z[b0:b1], n[b0:b1], g[b0:b1], lo, hi)
         _transpose_block(hT, h_next, lo, hi, b0, b1)
 
 
@@ -689,8 +669,8 @@ UNITS = 64
 # when it is short: measured over 100 steps of the LSTM at B=32 H=256 (2 cores, float32), the
 # forward's pass (transposes included) 5.2 ms in tasks of 64 units on two threads, 3.7 on one thread
 # over whole rows, 2.4 in two groups of 16 whole rows; the backward's 3.2, 2.1 and 1.5; at B=64
-# H=1024, 22.0 / 25.2 / 11.5 ms and 17.8 / 12.2 / 6.0 over 50 steps. 16 float32 are a cache line, so
-# tasks writing their columns of h_t.T (H, B) never share one.
+# H=1024, 22.0 / 25.2 / 11.5 ms and 17.8 / 12.2 / 6.0 over 50 steps. 16 float32 are 64 bytes, a
+# cache line: tasks writing their columns of h_t.T (H, B) write whole lines where its rows start on one.
 ROW_GROUP = 16
 MIN_UNITS = 256
 MIN_TASKS = 4
@@ -781,7 +761,7 @@ def _lstm_epilogue_transposed(work, bias, peepholes, c_prev, c_next, hT, h):
     for task in prange(-(-H // UNITS)):
         lo, hi = task * UNITS, min(H, (task + 1) * UNITS)
         _lstm_units_transposed(work, bias, peepholes, c_prev, c_next, hT, lo, hi)
-        _transpose_band(h, hT, lo, hi)
+        _transpose_block(h, hT, 0, h.shape[0], lo, hi)
 
 
 @njit(**JIT)

@@ -24,47 +24,49 @@ for ``dx``, all on the one BLAS numba calls (see there why that matters for a tr
 A training step (:func:`forward` and :func:`backward`) in float32 where the rule of
 :mod:`refrnn.jit._rowcast` holds, for a cell without a projection, makes every product with that
 module's compiled kernel instead, the weight gradients and ``dx`` by its blocked :func:`gemm` (one
-product ``[x | h_prev].T @ da`` for both weights; ``dx`` over ``W_x`` padded to 16 columns): the step
-never calls BLAS, so its products never wait on the other thread pool. Measured at the paper's size
-(T=50 B=64 D=27 H=1024, 2 cores, two steps back to back, medians; a slow, noisy day): 0.99-1.15 s
-against 1.46-1.58 s through BLAS in alternating processes; in ``refrnn bench --only
+product ``[x | h_prev].T @ da`` for both weights; ``dx`` over ``W_x`` padded to 16 columns): the
+step never calls BLAS, so its products never wait on the other thread pool. Measured at the paper's
+size (T=50 B=64 D=27 H=1024, 2 cores, two steps back to back, medians; a slow, noisy day): 0.99-1.15
+s against 1.46-1.58 s through BLAS in alternating processes; in ``refrnn bench --only
 lstm-train-paper`` 1.48 s against 1.76 s (0.64x torch autograd instead of 0.53x); with a NumPy
 output layer between steps (NumPy's own BLAS) 1.31-1.33 s against 1.95-2.25 s. Not always: with
-NumPy's reference backward 0.2 s before each training forward, the forward on the kernel took 302
-ms against 198 through BLAS in one run, 213 against 238 in another (144 without that backward).
-Equal to the BLAS step within float32 rounding, not bit for bit. With AVX-512 the rule takes
-weights down to 48K elements: at T=100 B=32 D=H=256 two steps took 84 ms against 108 through BLAS
-(torch autograd 93), once the element-wise passes ran in tasks of whole rows (below). On the
-kernel the backward's step product reads ``W_h`` packed once into contiguous column panels
-(:func:`refrnn.jit._rowcast.packed`) rather than transposing it and every ``da[t]``: the paper-size backward 290 -> 261 ms on an AVX-512 Xeon,
-its loop 326 -> 203 ms on Zen 3 (2 cores, medians), the same bits. On the kernel too, and in either
-order, the forward's step loop keeps the product's operand ``[x_t | h_{t-1}].T`` transposed from one
-step to the next, and each step's element-wise pass runs over numba's threads in tasks of rows and
-units (:func:`refrnn.jit._kernels.pass_tasks`) that also transpose their share of the product and
-of h_t (:func:`refrnn.jit._kernels._lstm_epilogue`); the backward's pass is split the same way,
-each group of rows summing its own bias and peephole gradients (added up in order at the end, so
-the bits depend on the batch, not on the thread count). Tasks of 64 units made every loop of the
-pass 64 floats long, most of its cost the loops' entries: 5.2 ms of the forward's 100 steps at
-B=32 H=256 against 2.4 in two groups of whole rows, the backward's 3.2 against 1.5; at the paper's
-size 22.0 against 11.5 ms and 17.8 against 6.0 over 50 steps. :func:`forward_inference`, which
-keeps no gates, runs its pass in the product's own (4H, B) layout with c kept transposed as well, so its steps
+NumPy's reference backward 0.2 s before each training forward, the forward on the kernel took 302 ms
+against 198 through BLAS in one run, 213 against 238 in another (144 without that backward). Equal
+to the BLAS step within float32 rounding, not bit for bit. With AVX-512 the rule takes weights down
+to 48K elements: at T=100 B=32 D=H=256 two steps took 84 ms against 108 through BLAS (torch autograd
+93), once the element-wise passes ran in tasks of whole rows (below). On the kernel the backward's
+step product reads ``W_h`` packed once into contiguous column panels
+(:func:`refrnn.jit._rowcast.packed`) rather than transposing it and every ``da[t]``: the paper-size
+backward 290 -> 261 ms on an AVX-512 Xeon, its loop 326 -> 203 ms on Zen 3 (2 cores, medians), the
+same bits. On the kernel too, and in either order, the forward's step loop keeps the product's
+operand ``[x_t | h_{t-1}].T`` transposed from one step to the next, and each step's element-wise
+pass runs over numba's threads in tasks of rows and units (:func:`refrnn.jit._kernels.pass_tasks`)
+that also transpose their share of the product and of h_t
+(:func:`refrnn.jit._kernels._lstm_epilogue`); the backward's pass is split the same way, each group
+of rows summing its own bias and peephole gradients (added up in order at the end, so the bits
+depend on the batch, not on the thread count). Tasks of 64 units made every loop of the pass 64
+floats long, most of its cost the loops' entries: 5.2 ms of the forward's 100 steps at B=32 H=256
+against 2.4 in two groups of whole rows, the backward's 3.2 against 1.5; at the paper's size 22.0
+against 11.5 ms and 17.8 against 6.0 over 50 steps. :func:`forward_inference`, which keeps no gates,
+runs its pass in the product's own (4H, B) layout with c kept transposed as well, so its steps
 transpose nothing but h_t into the output (:func:`refrnn.jit._kernels.lstm_kernel_inference`, the
-same bits as the training forward). There the "fused" product reads ``W_x`` and ``W_h`` where
-they are (:func:`refrnn.jit._rowcast.product_pair`, the same bits as over ``[W_x | W_h]``), so a
-call without ``prepared=`` builds no concatenated weight (17 MB at the paper's size, whose fresh
-pages had cost the call about 10 ms in ``refrnn bench``). The training step keeps its cache and
-the backward's work arrays for the next call (:mod:`refrnn.jit._buffers`). Measured together in
-``refrnn bench`` (paper size, AVX-512 Xeon, 2 cores, medians of 9, native kernel): training 877 ->
-630-677 ms for two steps (torch autograd 664-715); the inference forward 107 -> 85-87 ms
-(torch.nn.LSTM 96-100, the recurrent products alone 81-84).
+same bits as the training forward). There the "fused" product reads ``W_x`` and ``W_h`` where they
+are (:func:`refrnn.jit._rowcast.product_pair`, the same bits as over ``[W_x | W_h]``), so a call
+without ``prepared=`` builds no concatenated weight (17 MB at the paper's size, whose fresh pages
+had cost the call about 10 ms in ``refrnn bench``). The training step keeps its cache and the
+backward's work arrays for the next call (:mod:`refrnn.jit._buffers`). Measured together in ``refrnn
+bench`` (paper size, AVX-512 Xeon, 2 cores, medians of 9, native kernel): training 877 -> 630-677 ms
+for two steps (torch autograd 664-715), then 536-565 with the row tasks (torch 640-652); the inference forward 107 -> 85-87 ms (torch.nn.LSTM 96-100,
+the recurrent products alone 81-84).
 
 :func:`forward_inference` in float32 with a batch that is a multiple of 16 and a weight of at least
 48K elements with AVX-512, 4 MB with AVX2 (:func:`refrnn.jit._rowcast.min_weight`), makes every
-product with the compiled kernel of :mod:`refrnn.jit._rowcast` instead of BLAS (the projection's too), as :mod:`refrnn.jit.gru` explains: at the paper's size 78-84 ms instead of
-107-121, ahead of torch.nn.LSTM's oneDNN primitive; equal to :func:`forward` within float32
-rounding, not bit for bit. With AVX2 (the kernel's 8-lane tile) the rule also asks for a narrow
-input, 4 D <= P: at the paper's size on 2 Zen 3 cores the forward took 352 ms instead of 471 (torch
-310), a training step 1.10-1.19 s instead of 1.18-1.41 (torch 0.94).
+product with the compiled kernel of :mod:`refrnn.jit._rowcast` instead of BLAS (the projection's
+too), as :mod:`refrnn.jit.gru` explains: at the paper's size 78-84 ms instead of 107-121, ahead of
+torch.nn.LSTM's oneDNN primitive; equal to :func:`forward` within float32 rounding, not bit for bit.
+With AVX2 (the kernel's 8-lane tile) the rule also asks for a narrow input, 4 D <= P: at the paper's
+size on 2 Zen 3 cores the forward took 352 ms instead of 471 (torch 310), a training step 1.10-1.19
+s instead of 1.18-1.41 (torch 0.94).
 
 State is the pair ``(h, c)``. Shapes: x (T, B, D); state0 = (h0 (B, P), c0 (B, H)); y (T, B, P); dy (T, B, P);
 dstate_T like state0; P = H without a projection.
