@@ -165,8 +165,9 @@ def _gru_after_rows_parallel(dh, dy, rec, step, da_x, da_h, acc):
     for task in prange(rows * units):
         b0, b1, lo, hi = _kernels.task_span(task, B, H, rows, units)
         group = task // units
-        _gru_after_units(dh[b0:b1], dy[b0:b1], rec[b0:b1], (h_prev[b0:b1], r[b0:b1], z[b0:b1], n[b0:b1], g[b0:b1]),
-                         da_x[b0:b1], da_h[b0:b1], (acc[0][group], acc[1][group]), lo, hi)
+        step_rows = (h_prev[b0:b1], r[b0:b1], z[b0:b1], n[b0:b1], g[b0:b1])
+        _gru_after_units(dh[b0:b1], dy[b0:b1], rec[b0:b1], step_rows, da_x[b0:b1], da_h[b0:b1],
+                         (acc[0][group], acc[1][group]), lo, hi)
 
 
 @njit(**JIT)
@@ -353,8 +354,9 @@ def _lstm_rows_parallel(dy, rec, dm, dc, c_prev, c_next, gates, peepholes, da, a
         for b in range(b0, b1):
             _sum_to(dm[b][lo:hi], dy[b][lo:hi], rec[b][lo:hi])
         group = task // units
-        _lstm_units(dm[b0:b1], dc[b0:b1], c_prev[b0:b1], c_next[b0:b1], (i[b0:b1], f[b0:b1], g[b0:b1], o[b0:b1], tc[b0:b1]),
-                    peepholes, da[b0:b1], (acc[0][group], acc[1][group], acc[2][group], acc[3][group]), peeps, lo, hi)
+        gate_rows = (i[b0:b1], f[b0:b1], g[b0:b1], o[b0:b1], tc[b0:b1])
+        sums = (acc[0][group], acc[1][group], acc[2][group], acc[3][group])
+        _lstm_units(dm[b0:b1], dc[b0:b1], c_prev[b0:b1], c_next[b0:b1], gate_rows, peepholes, da[b0:b1], sums, peeps, lo, hi)
 
 
 @njit(**JIT)

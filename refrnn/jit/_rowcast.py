@@ -345,7 +345,7 @@ def serial_gathered(a, offsets, hT, out):
     K = a.shape[1]
     if N % LANES or offsets.shape[0] != n or hT.shape[1] != N or hT.shape[0] != K:
         raise ValueError("rowcast.serial_gathered: expected a (M, K), offsets (n,), hT (K, N), out (n, N) with N a multiple of 16")
-    depth = max(1, -(-K // max(1, (K + KBLOCK // 2) // KBLOCK)))
+    depth = _depth(K)
     for j0 in range(0, N, PANEL):
         nv = min(PANEL, N - j0) // LANES
         for k0 in range(0, max(K, 1), depth):  # K = 0 still writes the zeros
@@ -463,12 +463,18 @@ def _task(W, hT, out, task, panels):
 
 
 @njit(cache=True)
+def _depth(K):
+    """The depth of each block of k a product of depth K goes in: blocks of about KBLOCK, all alike."""
+    return max(1, -(-K // max(1, (K + KBLOCK // 2) // KBLOCK)))
+
+
+@njit(cache=True)
 def _rows(W, hT, out, j0, r0, r1, add=False):
     """Rows [r0, r1) of the panel of ``out`` that starts at column j0, over k in blocks of KBLOCK,
     added onto ``out`` when ``add``."""
     K = W.shape[1]
     nv = min(PANEL, out.shape[1] - j0) // LANES
-    depth = max(1, -(-K // max(1, (K + KBLOCK // 2) // KBLOCK)))  # blocks of about KBLOCK, all alike
+    depth = _depth(K)
     for k0 in range(0, max(K, 1), depth):  # K = 0 still writes the zeros
         _panel_rows(W, hT, out, j0, j0, nv, r0, r1, k0, k0, min(K, k0 + depth) - k0, add or k0 > 0)
 
@@ -621,7 +627,7 @@ def packed(a, bp, out):
     K = a.shape[1]
     if N % LANES or a.shape[0] != M or bp.shape[1] != K or bp.shape[2] != PANEL or bp.shape[0] != -(-N // PANEL):
         raise ValueError("rowcast.packed: expected a (M, K), bp = panels of b (K, N), out (M, N) with N a multiple of 16")
-    depth = max(1, -(-K // max(1, (K + KBLOCK // 2) // KBLOCK)))
+    depth = _depth(K)
     for p in prange(bp.shape[0]):
         j0 = p * PANEL
         nv = min(PANEL, N - j0) // LANES

@@ -44,8 +44,8 @@ Three paths, chosen with ``algorithm`` (``"sparse"`` picks the sparse one that s
   ``bs = H/g`` units. Per block, the samples whose block is active form one matrix that
   multiplies the block's recurrent weights, ``h_sel @ [U_r; U_h]_block.T``, stored per tile of the
   block, contiguous (the same small products as the dense path, on n_k <= B rows; in float32 the
-  kernel reads those rows of ``h`` in place, in float64 they are copied for BLAS); the
-  small input side (K = D) is a loop vectorised over the outputs; the results are scattered back.
+  kernel reads those rows of ``h`` and ``x`` in place, in float64 they are copied for BLAS and the
+  small input side (K = D) is a loop vectorised over the outputs); the results are scattered back.
   Blocks run in parallel. Inactive (sample, block) pairs copy their state.
 
 The update gate is computed in the same way by every path (one helper, :func:`_gate_z`): its input
@@ -440,9 +440,8 @@ def _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, work, local):
     if n == 0:
         return
     in_place = _rowcast.takes(h_t, Ut[0])
-    if n == B or in_place:  # every sample active, or the kernel picks the rows: no copy
-        h_sel = h_t
-    else:
+    h_sel = h_t  # BLAS with every sample active, or the kernel (which picks the rows itself)
+    if n < B and not in_place:
         h_sel = h_buf[: n * H].reshape(n, H)
         for i in range(n):
             _copy(h_sel[i], h_t[sel[i]])
@@ -463,7 +462,7 @@ def _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, work, local):
                         p_i[v] += xd * w_d[v]
         for i0 in range(0, n, m):
             i1 = min(n, i0 + m)
-            if in_place and n < B:
+            if in_place:
                 _rowcast.serial_gathered_into(h_t, h_off[i0:i1], Ut[k], c[: i1 - i0])
             else:
                 _rowcast.into_serial(h_sel[i0:i1], Ut[k], c[: i1 - i0])
@@ -479,8 +478,8 @@ def block_forward(gate, x, pxz, weights, hs, zs, workers):
     ``weights`` = (Ut, Wt, b_t): Ut (H/tu, H, 2tu), Wt (H/tu, D, 2tu) and b_t (2H,) hold, per tile
     of ``tu`` units (tiles never straddle a block), ``[U_r; U_h]`` and ``[W_r; W_h]`` rows of its
     units, transposed and contiguous, and their biases. A block is ``bs/tu`` tiles; each tile
-    product takes the gathered rows ``m`` at a time (:func:`_chunk_rows`). The input side (K = D, small) is a loop
-    vectorised over the tile's 2tu outputs. Inactive (sample, block) pairs copy their state: the
+    product takes the gathered rows ``m`` at a time (:func:`_chunk_rows`), and so does the input
+    side (K = D, small) on the kernel (see :func:`_block_step`). Inactive (sample, block) pairs copy their state: the
     whole state is copied first (one vectorised pass; per-block slices cost 0.1 ms a step at
     B=64, g=64), then each active block overwrites its units. Each thread copies the samples whose
     gate it computed, in the gate's parallel loop (the copy on one thread took 74 us of a 640 us
