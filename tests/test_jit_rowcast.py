@@ -107,14 +107,15 @@ def test_packed_equals_the_float64_product(K, N):
 
 # K: none, one, the unrolled loop's remainders, two blocks of about KBLOCK; N: one vector, the narrow
 # 8-row tiles' two, a 64-column panel and a narrower second one; n gathered rows below, at and past
-# a tile, in any order, repeated, the first and last rows included.
+# a tile, in any order, repeated, the first and last rows included; every n from 1 to 16, which
+# covers each one-pass tile of the narrow panels (up to one_pass_rows) and the first counts past it.
 @pytest.mark.parametrize("N", [16, 32, 64, 80])
 @pytest.mark.parametrize("K", [0, 1, 5, 1024, 2051])
 def test_serial_gathered_equals_serial_over_the_copied_rows_bit_for_bit(K, N):
     rng = np.random.default_rng(K * 100 + N)
     a, hT = _operands(40, K, N, seed=K + N)
     for rows in ([0], [39], [3, 1, 4], list(range(9)), [5, 5, 2, 39, 0, 17, 8, 30, 11, 12, 2, 6, 7, 1, 3, 9, 21],
-                 list(rng.permutation(40))):
+                 list(rng.permutation(40)), *(list(rng.choice(40, n)) for n in range(1, 17))):
         idx = np.array(rows, np.int64)
         out = np.full((len(rows), N), np.nan, np.float32)
         _rowcast.serial_gathered(a, idx * K, hT, out)

@@ -72,16 +72,35 @@ ROWS = 6  # rows of C per tile of the widest panel
 
 def tile_rows(nv: int) -> int:
     """Rows of C per tile of a panel ``16 nv`` columns wide. With AVX-512, 8 for the narrow panels
-    (one or two vectors: 8 or 16 accumulators), so that a product of up to 8 gathered rows against a
-    narrow weight (the conditional GRU's blocks) makes one pass over the weight, not a 6-row pass
-    and a second one for the rest; 6 for three and four vectors (18, 24). Measured on 2 cores, 64
-    blocks of 1024 x 32 weights (8 MB, read from L3 at about 55 GB/s) against n gathered rows each,
-    us a step: n = 8 204-236 -> 190, n = 64 1003-1020 against 1026-1075 (noise); 9 or 10 rows, or
-    12 rows of two vectors, made n = 64 40-70% slower. With AVX2's 16 registers, ROWS."""
+    (one or two vectors: 8 or 16 accumulators), so that a product of up to 8 rows against a narrow
+    weight makes one pass over the weight, not a 6-row pass and a second one for the rest (gathered
+    rows go up to :func:`one_pass_rows` in one pass); 6 for three and four vectors (18, 24).
+    Measured on 2 cores, 64 blocks of 1024 x 32 weights (8 MB, read from L3 at about 55 GB/s)
+    against n gathered rows each, us a step: n = 8 204-236 -> 190, n = 64 1003-1020 against
+    1026-1075 (noise); 9 or 10 rows, or 12 rows of two vectors, made n = 64 40-70% slower. With
+    AVX2's 16 registers, ROWS."""
     return (8 if nv <= 2 else ROWS) if VEC == 16 else ROWS
 
 
 _NARROW_TILE = tile_rows(1)  # tile_rows(nv) for nv <= 2, inside njit code; ROWS for the wider panels
+
+
+def one_pass_rows(nv: int, gathered: bool) -> int:
+    """Most rows of C that a narrow panel (one or two vectors) takes in one pass when they are
+    gathered: one tile of exactly that many rows, 14 with AVX-512 (28 accumulators, the 2 loaded
+    vectors and the broadcast fill the 32 registers); otherwise, and for more rows, tiles of
+    :func:`tile_rows`. The conditional GRU's block products stream each block's weight from L3 once
+    against the few samples whose block is active, binomially many (64 samples at z-density 0.1 have
+    9 to 14 in a fifth of the blocks), and with 8-row tiles those blocks had paid a second pass for
+    the rows past 8. Measured on 2 cores, 32 blocks of 1024 x 64 (8 MB) against binomial(64, 0.105)
+    rows, us a step (medians): 143.5 with 8-row tiles, 126.9 with this; the block forward at
+    z-density 0.10 (B = 64, H = 1024, 3 alternating processes each way, medians, ms) bs = 16 14.5-15.5
+    -> 13.9-14.5, bs = 32 12.3-13.9 -> 12.0-12.8. At 64 rows 14-row tiles were slower (984 against
+    802 us a step), so more rows keep the 8-row tiles. The strided kernel keeps tile_rows: its row
+    chunks are whole tiles of that height (:func:`_chunk`)."""
+    return 14 if gathered and VEC == 16 and nv <= 2 else tile_rows(nv)
+
+
 PANEL = 4 * VEC if VEC == 16 else LANES  # the widest hT the kernel takes at once; wider ones go in panels
 UNROLL = 4  # k steps per loop iteration
 # Row chunks of a product: numba's prange gives each thread an equal run of consecutive tasks, so 24
@@ -192,8 +211,10 @@ def _rows_of(nv: int, gathered: bool = False) -> str:
     """IR of ``rows_nv``: rows [r0, r1) of C, in tiles of R = ``tile_rows(nv)``, the last ``(r1 - r0) % R`` as one
     smaller tile (a few gathered rows are a common product here: one row at a time keeps only
     a row's few chains of FMAs going, a quarter of the rate or less). ``gathered``: ``grows_nv``,
-    A's rows at the offsets ``rows`` (see :func:`_tile`)."""
+    A's rows at the offsets ``rows`` (see :func:`_tile`); up to :func:`one_pass_rows` of them go
+    through one tile of exactly that many rows instead."""
     R = tile_rows(nv)
+    one = one_pass_rows(nv, gathered)
     g = "g" if gathered else ""
     rest_lines, rest_args = _row_args("%j0", "%r", gathered)
     rest = "\n".join(f"left{r}:\n  call void @{g}tile_{r}_{nv}({rest_args}, ptr %B, i64 %ldb, ptr %rcp, i64 %ldc, i64 %K, i1 %add)\n"
@@ -201,17 +222,36 @@ def _rows_of(nv: int, gathered: bool = False) -> str:
     cases = " ".join(f"i64 {r}, label %left{r}" for r in range(1, R))
     rows_arg = "ptr %rows" if gathered else "i64 %lda"
     rest_body = "\n".join(rest_lines)
+    if one > R:  # up to `one` rows: one tile of exactly that many, from row r0 on
+        first_lines, first_args = _row_args("%r0", "%o", gathered)
+        first_body = "\n".join(first_lines)
+        single = "\n".join(f"one{r}:\n  call void @{g}tile_{r}_{nv}({first_args}, ptr %B, i64 %ldb, ptr %ocp, i64 %ldc, i64 %K, i1 %add)\n"
+                           "  br label %done" for r in range(1, one + 1))
+        one_cases = " ".join(f"i64 {r}, label %one{r}" for r in range(1, one + 1))
+        start = f"""  %span = sub i64 %r1, %r0
+  %few = icmp ule i64 %span, {one}
+  br i1 %few, label %single, label %many
+single:
+{first_body}
+  %oco = mul i64 %r0, %ldc
+  %ocp = getelementptr float, ptr %C, i64 %oco
+  switch i64 %span, label %done [ {one_cases} ]
+{single}
+many:"""
+        head = "many"
+    else:
+        start, head = "  %span = sub i64 %r1, %r0", "entry"
     return f"""
 define internal void @{g}rows_{nv}(ptr %A, {rows_arg}, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K, i1 %add) {{
 entry:
-  %span = sub i64 %r1, %r0
+{start}
   %nt = udiv i64 %span, {R}
   %tend = mul i64 %nt, {R}
   %tlim = add i64 %r0, %tend
   %any = icmp ult i64 %r0, %tlim
   br i1 %any, label %tiles, label %rest
-{_row_loop("tiles", "%r0", "entry", "%tlim", R, f"{g}tile_{R}_{nv}", "rest", gathered)}rest:
-  %j0 = phi i64 [%r0, %entry], [%tlim, %tiles]
+{_row_loop("tiles", "%r0", head, "%tlim", R, f"{g}tile_{R}_{nv}", "rest", gathered)}rest:
+  %j0 = phi i64 [%r0, %{head}], [%tlim, %tiles]
   %left = sub i64 %r1, %j0
 {rest_body}
   %rco = mul i64 %j0, %ldc
@@ -231,7 +271,8 @@ def module_ir() -> str:
     parts = [f"declare <{VEC} x float> @llvm.fma.v{VEC}f32(<{VEC} x float>, <{VEC} x float>, <{VEC} x float>)"]
     for gathered in (False, True):
         for nv in widths:
-            parts += [_tile(r, nv, gathered) for r in range(1, tile_rows(nv) + 1)] + [_rows_of(nv, gathered)]
+            tallest = max(tile_rows(nv), one_pass_rows(nv, gathered))
+            parts += [_tile(r, nv, gathered) for r in range(1, tallest + 1)] + [_rows_of(nv, gathered)]
         g, rows_arg = ("g", "ptr %rows") if gathered else ("", "i64 %lda")
         cases = " ".join(f"i64 {nv}, label %w{nv}" for nv in widths)
         body = "\n".join(f"w{nv}:\n  call void @{g}rows_{nv}(ptr %A, {rows_arg}, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K, i1 %add)\n"
