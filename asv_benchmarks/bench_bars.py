@@ -20,9 +20,13 @@ Every value is a time over a time, below 1 the subject's is the smaller (asv fla
   measured speed-up over the dense path (bars: speed-up >= 90% of the bound for unstructured z, i.e.
   <= 1.11, and >= 85% for block z, i.e. <= 1.18).
 
-One row tracks no bar but the kernel the forwards take in place of BLAS: ``RowcastOverSgemm``, the
-recurrent products alone through :mod:`refrnn.jit._rowcast` over the same products through BLAS, on
-the forward workloads whose subject takes it (below 1: the compiled kernel is the faster).
+Two rows track no bar. ``SparseOverMemoryFloor``: the block-sparse conditional GRU at the subject's
+z-density over the bench's memory-floor candidate (the weights of the blocks active in some sample,
+read once a step, nothing computed): what the products, the gate and the element-wise work cost on
+top of the memory traffic the path cannot avoid. ``RowcastOverSgemm``: the kernel the forwards take
+in place of BLAS, the recurrent products alone through :mod:`refrnn.jit._rowcast` over the same
+products through BLAS, on the forward workloads whose subject takes it (below 1: the compiled kernel
+is the faster).
 
 The other bars (each forward against ``torch.nn``) have rows already: ``bench_torch.RefrnnOverTorch``
 (jit) and ``bench_sru.SRUOverTorchLSTM`` (jit). :data:`BAR_ROWS` maps every bar to its row, and
@@ -43,6 +47,7 @@ GEMM_BOUND_WORKLOADS = (
 )  # fmt: skip
 ROWCAST_WORKLOADS = ("gru-paper", "lstm-paper", "gru-before")
 SPARSE_WORKLOADS = tuple(f"ccgru-unstructured-r{r}" for r in (16, 32, 64)) + tuple(f"ccgru-block-bs{b}" for b in (16, 32, 64))
+FLOOR_WORKLOADS = tuple(f"ccgru-block-bs{b}" for b in (16, 32, 64))  # those whose Case has a floor
 SPARSE_BAR_DENSITIES = (0.25, 0.10)  # refrnn.bench.workloads.ccgru.BAR_DENSITIES (a test pins them equal)
 
 # (workload, the bar's ``other``) -> the row that tracks that bar. The sparse bars' ``other`` is the
@@ -173,6 +178,25 @@ class SparseOverFlopBound(_Workload):
 
     def track_sparse_over_flop_bound(self, workload, density):
         return float(f"{self.ratio(self.sparse, self.dense) * self.bound:.4g}")
+
+
+class SparseOverMemoryFloor(_Workload):
+    """The block-sparse conditional GRU at the workload's subject density over its memory floor (the
+    bench's candidate that only reads the weights of the blocks some sample has active, once a step).
+    No bar; 1 would be a path as fast as its memory traffic allows."""
+
+    params = [list(FLOOR_WORKLOADS)]
+    param_names = ["workload"]
+
+    def setup(self, workload):
+        case = self._case(workload)
+        if case.floor is None:
+            raise Unavailable("attribute", f"a memory-floor candidate in {workload}")
+        self.subject = self._candidate(case.subject)
+        self.floor = self._candidate(case.floor)
+
+    def track_sparse_over_memory_floor(self, workload):
+        return self.ratio(self.subject, self.floor)
 
 
 class RowcastOverSgemm(_Workload):

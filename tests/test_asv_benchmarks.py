@@ -322,6 +322,7 @@ def test_every_bar_of_refrnn_bench_has_a_history_row(tiny_cases):
 
     assert bench_bars.SPARSE_BAR_DENSITIES == ccgru.BAR_DENSITIES
     assert set(bench_bars.SPARSE_WORKLOADS) == set(ccgru.NAMES)
+    assert set(bench_bars.FLOOR_WORKLOADS) == {n for n, c in tiny_cases.items() if c.floor is not None}
 
 
 def test_bound_rows_compute_what_refrnn_bench_reports(tiny_cases):

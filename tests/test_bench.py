@@ -38,7 +38,7 @@ def test_numpy_baselines_equal_the_reference():
 
 @pytest.mark.parametrize("name", list(bench.WORKLOADS))
 def test_every_candidate_computes_the_subjects_output(name):
-    """At test sizes, every candidate but the sgemm timing returns y first, and they all agree
+    """At test sizes, every candidate but the sgemm and memory-floor timings returns y first, and they all agree
     (float32; the same tolerance as the fast paths' own tests, for T = 4 steps).
 
     A candidate that computes something else on purpose (a sparse path at another density, torch's
@@ -46,14 +46,58 @@ def test_every_candidate_computes_the_subjects_output(name):
     same thing another way, which it must agree with instead."""
     case = bench.WORKLOADS[name].build("tiny")
     assert case.subject in case.candidates and (case.sgemm is None or case.sgemm in case.candidates)
+    assert case.floor is None or case.floor in case.candidates
     y_subject = np.asarray(_y(case.candidates[case.subject]))
     for cand, fn in case.candidates.items():
-        if cand == case.sgemm:
+        if cand in (case.sgemm, case.floor):  # timings of a part, tested below
             continue
         y = _y(fn)
         expected = _y(fn.twin) if hasattr(fn, "twin") else y_subject
         assert y.shape == expected.shape, cand
         assert np.max(np.abs(y - expected)) <= 5e-7 * 5 * 2, cand
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_memory_floor_reads_exactly_the_active_blocks_weights(workers):
+    """The floor candidate's kernel sums every weight of each block active at a step, once per step,
+    and no other: its sum equals NumPy's over those blocks (some blocks inactive at some steps, so
+    reading every block, or one step's blocks at every step, would give another sum)."""
+    from refrnn.bench._products import weights_streamed
+
+    rng = np.random.default_rng(workers)
+    T, g, bs, tu, H, D = 5, 6, 8, 4, 12, 3
+    Ut = rng.uniform(0, 1, (g * bs // tu, H, 2 * tu)).astype(np.float32)
+    Wt = rng.uniform(0, 1, (g * bs // tu, D, 2 * tu)).astype(np.float32)
+    active = rng.uniform(size=(T, g)) < 0.5
+    active[0], active[1] = False, True
+    out = np.zeros(workers, np.float32)
+    weights_streamed(Ut, Wt, active, bs, workers, out)
+    per_block = (Ut.astype(np.float64).reshape(g, -1).sum(axis=1) + Wt.astype(np.float64).reshape(g, -1).sum(axis=1))
+    expected = float((active * per_block).sum())
+    terms = active.sum() * (Ut[0].size + Wt[0].size) * bs // tu
+    assert abs(float(out.astype(np.float64).sum()) - expected) <= terms * np.finfo(np.float32).eps * expected
+
+
+def test_active_blocks_is_any_sample_per_step_and_block():
+    from refrnn.bench.workloads.ccgru import active_blocks
+
+    z = np.zeros((2, 3, 8))  # T=2, B=3, H=8: blocks of 4 units, z constant on each
+    z[0, 2, 4:] = 0.5  # step 0: block 1 in sample 2 only
+    z[1, :, :4] = 0.1  # step 1: block 0 in every sample
+    np.testing.assert_array_equal(active_blocks(z, 4), [[False, True], [True, False]])
+
+
+def test_summarise_memory_floor_and_the_bars_budget():
+    work = bench.Workload("w", "t", lambda scale: None)
+    case = bench.Case({"T": 1}, {"sparse": None, "dense": None, "floor": None}, "sparse",
+                      (bench.Bar("sparse", "dense", 8.0, ">= 8x"),), floor="floor")
+    times = {"sparse": [0.2, 0.1, 0.3], "dense": [1.6, 1.0, 2.0], "floor": [0.05, 0.04, 0.06]}
+    res = bench.summarise(work, case, times)
+    assert res["subject_over_floor"] == pytest.approx(4.0) and res["subject_over_floor_by_min"] == pytest.approx(2.5)
+    bar = res["bars"][0]
+    assert bar["budget_s"] == pytest.approx(0.2) and bar["floor_share_of_budget"] == pytest.approx(0.25)  # 1.6 / 8; 0.05 / 0.2
+    text = bench.format_result(res)
+    assert "subject / floor = 4.00" in text and "allows the subject 200.00 ms" in text and "25% of that" in text
 
 
 def _y(fn):

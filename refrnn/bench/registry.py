@@ -66,6 +66,10 @@ class Case:
     sgemm_flops: float = 0.0  # FLOPs of that candidate
     flops: float = 0.0  # FLOPs of all the forward's products (recurrent + input): the GEMM bound's
     notes: tuple[str, ...] = ()
+    # The candidate that times the memory traffic the subject cannot avoid and nothing else (the
+    # block-sparse conditional GRU's weights, streamed once a step); its result is not the subject's
+    # output.
+    floor: str | None = None
     bounds: dict = dataclasses.field(default_factory=dict)  # candidate -> its FLOP-ratio bound over its bar's baseline
 
 

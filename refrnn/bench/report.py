@@ -55,6 +55,10 @@ def summarise(
         out["sgemm_rate_gflops"] = case.sgemm_flops / med[case.sgemm] / 1e9
         out["subject_over_bound"] = subject / med["GEMM bound"]
         out["subject_over_bound_by_min"] = low[case.subject] / low["GEMM bound"]
+    if case.floor is not None:
+        out["floor"] = case.floor
+        out["subject_over_floor"] = subject / med[case.floor]
+        out["subject_over_floor_by_min"] = low[case.subject] / low[case.floor]
     out["bars"] = []
     for bar in case.bars:
         fast = case.subject if bar.fast == SUBJECT else bar.fast
@@ -70,6 +74,10 @@ def summarise(
                 "judged": scale == "full",
             }
         )
+        if case.floor is not None and fast == case.subject:
+            # What the bar lets the subject take, against what reading its weights alone takes.
+            budget = med[bar.other] / bar.at_least
+            out["bars"][-1].update(budget_s=budget, floor_share_of_budget=med[case.floor] / budget)
     return out
 
 
@@ -104,10 +112,19 @@ def format_result(res: dict) -> str:
             f" of this run, {res['sgemm_rate_gflops']:.0f} GFLOP/s; subject / bound = {res['subject_over_bound']:.2f}"
             f" (by min {res['subject_over_bound_by_min']:.2f})"
         )
+    if "floor" in res:
+        lines.append(
+            f"  memory floor (timed): subject / floor = {res['subject_over_floor']:.2f} (by min {res['subject_over_floor_by_min']:.2f})"
+        )
     for bar in res["bars"]:
         lines.append(
             f"  bar: {bar['fast']} {bar['text']}: measured {bar['speedup']:.2f}x (by min {bar['speedup_by_min']:.2f}x) -> {_verdict(bar)}"
         )
+        if "budget_s" in bar:
+            lines.append(
+                f"    it allows the subject {bar['budget_s'] * 1e3:.2f} ms; reading its weights alone (the memory floor) "
+                f"takes {bar['floor_share_of_budget']:.0%} of that"
+            )
     if res.get("load_1min"):
         before, after = res["load_1min"]
         lines.append(f"  machine load (1-min average, {os.cpu_count()} CPUs): {before:.1f} before, {after:.1f} after")

@@ -188,11 +188,54 @@ def _sparse_case(scale: str, variant: str, g_full: int, g_tiny: int, full: dict,
                     f">= {BAR_FRACTION[variant]:.0%} of the FLOP-ratio bound {bounds[target]:.2f}x over njit dense",
                 )
             )
+        if variant == "block" and target == BAR_DENSITIES[-1]:
+            cands[FLOOR], note = _floor_candidate(prepared, z, H // g)
+            notes.append(note)
     # The dense path's cost does not depend on s: it computes every unit whatever z is.
     notes.append("bound = dense / sparse FLOPs, z included (refrnn.bench.workloads.ccgru); element-wise work left out")
     sizes = {**s, "g": g} if variant == "lowrank" else {**s, "g": g, "bs": H // g}
     return Case(sizes, cands, label(BAR_DENSITIES[-1]), tuple(bars), notes=tuple(notes),
-                bounds={label(d): bound for d, bound in bounds.items()})
+                bounds={label(d): bound for d, bound in bounds.items()}, floor=FLOOR if FLOOR in cands else None)
+
+
+FLOOR = "memory floor: active blocks' weights read once a step"
+
+
+def active_blocks(z: np.ndarray, bs: int) -> np.ndarray:
+    """``(T, g)``: whether block k is active at step t in at least one sample, from the gate ``z`` (T, B, H)
+    of the block variant (constant on each block of ``bs`` units)."""
+    T, B, H = z.shape
+    return np.any(z.reshape(T, B, H // bs, bs)[..., 0] != 0, axis=1)
+
+
+def _floor_candidate(prepared, z, bs):
+    """The block path's unavoidable memory traffic at the subject's density, timed on its own: per
+    step, the r/ĥ weights of every block some sample has active, each read once
+    (:func:`refrnn.bench._products.weights_streamed`). At B = 64 nearly every block is active in some
+    sample, so nearly all of ``[U_r; U_h]`` (8 MB at H = 1024) is read every step; it does not fit in
+    the cores' L2, so it comes from L3 or memory, and that takes what this candidate takes however few
+    rows each product has. ``run()`` returns ``(the per-worker sums,)``, not an output of the cell."""
+    from numba import get_num_threads
+
+    from .._products import weights_streamed
+    from ...jit import _blas
+
+    Ut, Wt = prepared.weights["Ut"], prepared.weights["Wt"]
+    active = active_blocks(z, bs)
+    workers = min(get_num_threads(), active.shape[1])
+    out = np.zeros(workers, Ut.dtype)
+
+    def run():
+        out[:] = 0
+        with _blas.threads(1):
+            weights_streamed(Ut, Wt, active, bs, workers, out)
+        return (out,)
+
+    block_bytes = (Ut[0].nbytes + Wt[0].nbytes) * (bs // (Ut.shape[2] // 2))
+    per_step = active.sum(axis=1).mean() * block_bytes
+    note = (f"{FLOOR}: at z-density {BAR_DENSITIES[-1]:.2f} {active.mean():.1%} of the (step, block) pairs are active "
+            f"in some sample, {per_step / 2**20:.2f} MB of weights a step ({block_bytes / 2**10:.0f} KB a block)")
+    return run, note
 
 
 def _register_unstructured(rank: int) -> None:
