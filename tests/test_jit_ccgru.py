@@ -150,6 +150,19 @@ def test_block_gate_is_constant_on_blocks_and_sparse_paths_agree():
     assert _max_err(ys["block"], ys["unstructured"]) <= TOL64
 
 
+@pytest.mark.parametrize("s", [-0.3, 50.0])
+def test_float32_dense_path_equals_the_block_path_bit_for_bit(s):
+    """float32 on the compiled kernel (tiles of 16 units), B > 1: the dense path takes its input side
+    per tile, as the block path does, so the two make the same products in the same order, and where
+    z = 0 the dense path's blend (1 - 0) h + 0 ĥ is h exactly: the same bits, some blocks off or all on."""
+    p, x, h0 = _case("block", 2, 3, 64, 5, 6, dtype=np.float32, seed=11, s=s)
+    y_dense, h_dense, z = _with_z(fast.forward(p, x, h0, algorithm="dense"))
+    y_block, h_block, _ = _with_z(fast.forward(p, x, h0, algorithm="block"))
+    assert (z == 0).any() if s < 0 else (z > 0).all()
+    np.testing.assert_array_equal(y_dense, y_block)
+    np.testing.assert_array_equal(h_dense, h_block)
+
+
 def test_a_batch_too_large_for_one_small_product_is_split():
     """B = 64, H = 512: a tile product takes at most SMALL_GEMM_MNK // (2 tu H) = 61 rows at a time,
     so the dense path, and the block path where every sample is active, split the batch in two."""

@@ -27,12 +27,16 @@ Three paths, chosen with ``algorithm`` (``"sparse"`` picks the sparse one that s
 ``path=`` is the keyword's former name):
 
 * ``"dense"``: every unit computed, the baseline the speed-ups are measured against, made as fast
-  as we could: the input products of r and ĥ for all T*B rows are one GEMM; per step, B = 1: one
-  GEMV ``h @ [U_r; U_h].T``; B > 1: the same product in tiles of 16 units (32 columns), tiles in
-  parallel, then a fused, vectorised pass over the units. In float32 a tile's product is one call
-  of the compiled kernel of :mod:`refrnn.jit._rowcast` on its thread (:func:`~refrnn.jit._rowcast.serial`,
-  no packing copy); in float64 it is BLAS in row chunks small enough for OpenBLAS's no-packing
-  kernels (:data:`SMALL_GEMM_MNK`).
+  as we could: per step, B = 1: one GEMV ``h @ [U_r; U_h].T``; B > 1: the same product in tiles of
+  16 units (32 columns), tiles in parallel, then a fused, vectorised pass over the units. In float32
+  a tile's product is one call of the compiled kernel of :mod:`refrnn.jit._rowcast` on its thread
+  (:func:`~refrnn.jit._rowcast.serial`, no packing copy), and so is the tile's input side
+  ``x_t @ [W_r; W_h]_tile.T``, as on the block path (the same bits as the block path with every
+  block active); otherwise (B = 1, float64) the input products of all T*B rows are one GEMM, and a
+  tile's product is BLAS in row chunks small enough for OpenBLAS's no-packing kernels
+  (:data:`SMALL_GEMM_MNK`). (With the one GEMM, its 26 MB result read back a step at a time, the
+  float32 dense path at B = 64, H = 1024 had taken 59-67 ms against 51-55 for the block path with
+  every block active; with the input side per tile, 56 against 55-56.)
 * ``"unstructured"`` (any variant; meant for B = 1, the paper's single stream): per sample, the
   active units are listed and each computes its dot products against its own weights. The paper
   copies the active weight rows to scratch and calls GEMV; here the weights are stored
@@ -312,12 +316,16 @@ def _tile_pass(p, p_rows, p_off, c, c_off, rows, z_t, h_t, h_next, j0, tu):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
-def dense_forward(gate, px, pxz, U_tT, Ut, hs, zs, workers):
+def dense_forward(gate, x, px, pxz, U_tT, Ut, Wt, b_t, hs, zs, workers):
     """Every unit computed. Units are grouped in tiles of ``tu``; columns of px, U_tT and Ut are
     in *tile order* (per tile: its r columns, then its ĥ columns).
 
-    px (T, B, 2H) = x @ W_rh.T + b_rh for all steps (one GEMM, by the caller), tile order.
-    B = 1: one GEMV a step, ``h @ U_tT`` with U_tT (H, 2H) = U_rh.T in tile order.
+    The input side, ``x @ W_rh.T + b_rh``, comes one of two ways. With ``px`` (T, B, 2H) in tile
+    order, computed by the caller for all steps (one GEMM). Or, when ``px`` is empty (T = 0), per
+    tile and step, ``x_t @ Wt[k] + b`` (Wt (H/tu, D, 2tu), b_t (2H,): the block path's layout), by the
+    compiled kernel on the tile's thread, as the block path does it (the caller's choice for B > 1
+    on the kernel, see the module docstring).
+    B = 1: one GEMV a step, ``h @ U_tT`` with U_tT (H, 2H) = U_rh.T in tile order (``px`` given).
     B > 1: per tile, Ut[k] (H, 2tu) multiplies the batch ``m`` rows at a time (:func:`_chunk_rows`:
     all of them on the kernel); the tiles run in parallel (``prange``).
     ``gate``: :class:`ZGate`, its samples split between ``workers`` threads. hs (T+1, B, H): the
@@ -339,8 +347,9 @@ def dense_forward(gate, px, pxz, U_tT, Ut, hs, zs, workers):
                 if r0 < r1:
                     _gate_z(gate, t, pxz, hs, work, zk, zs, r0, r1)
         zu = zs[_z_slot(t, zs)]
-        h_t, h_next, px_t = hs[t], hs[t + 1], px[t]
+        h_t, h_next, x_t = hs[t], hs[t + 1], x[t]
         if B == 1:
+            px_t = px[t]
             np.dot(h_t[0], U_tT, q[0])
             for k in range(n_tiles):
                 lo = 2 * tu * k
@@ -349,10 +358,26 @@ def dense_forward(gate, px, pxz, U_tT, Ut, hs, zs, workers):
         for k in prange(n_tiles):
             c = np.empty((m, 2 * tu), dt)
             lo = 2 * tu * k
-            for i0 in range(0, B, m):
-                i1 = min(B, i0 + m)
-                _rowcast.into_serial(h_t[i0:i1], Ut[k], c[: i1 - i0])
-                _tile_pass(px_t, rows[i0:i1], lo, c, 0, rows[i0:i1], zu, h_t, h_next, k * tu, tu)
+            if px.shape[0] == 0:
+                p = np.empty((B, 2 * tu), dt)
+                _rowcast.into_serial(x_t, Wt[k], p)
+                b_k = b_t[lo : lo + 2 * tu]
+                for i in range(B):
+                    _add_into(p[i], b_k)
+                _dense_tile(p, 0, Ut[k], c, rows, zu, h_t, h_next, k * tu)
+            else:
+                _dense_tile(px[t], lo, Ut[k], c, rows, zu, h_t, h_next, k * tu)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _dense_tile(p, p_off, U, c, rows, zu, h_t, h_next, j0):
+    """One tile of a dense step, every sample: ``h_t @ U`` in chunks of ``c``'s rows, then the
+    tile's pass, its input side at column ``p_off`` of ``p`` (see :func:`_tile_pass`)."""
+    B, m, tu = h_t.shape[0], c.shape[0], c.shape[1] // 2
+    for i0 in range(0, B, m):
+        i1 = min(B, i0 + m)
+        _rowcast.into_serial(h_t[i0:i1], U, c[: i1 - i0])
+        _tile_pass(p, rows[i0:i1], p_off, c, 0, rows[i0:i1], zu, h_t, h_next, j0, tu)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
@@ -595,8 +620,8 @@ def prepare(params, algorithm: str = "sparse", *, path: str | None = None) -> Pr
     """Re-arrange the weights once for ``algorithm`` (copies, about the size of ``W_rh`` and ``U_rh``).
 
     ``weights`` holds, for "dense": ``W_tT`` (D, 2H), ``b_t`` (2H,), ``U_tT`` (H, 2H) (transposed,
-    columns in tile order) and ``Ut`` (H/tu, H, 2tu) (per tile); for "unstructured": ``P``
-    (H, 2D+2H) unit-major and ``b_rh``; for "block": ``Ut``, ``Wt`` (H/tu, D, 2tu) and ``b_t``.
+    columns in tile order), ``Ut`` (H/tu, H, 2tu) and ``Wt`` (H/tu, D, 2tu) (per tile); for
+    "unstructured": ``P`` (H, 2D+2H) unit-major and ``b_rh``; for "block": ``Ut``, ``Wt`` and ``b_t``.
     Pass the result as ``prepared=`` to reuse it across calls with the same ``params``.
     """
     reference._check_params(params)
@@ -633,6 +658,7 @@ def prepare(params, algorithm: str = "sparse", *, path: str | None = None) -> Pr
         weights = dict(
             W_tT=c(W_t.T), b_t=c(b_t), U_tT=c(U_t.T),
             Ut=c(U_t.reshape(*per_tile, H).transpose(0, 2, 1)),
+            Wt=c(W_t.reshape(*per_tile, D).transpose(0, 2, 1)),
         )
     elif path == "unstructured":
         W_r, W_h = params.W_rh[:H], params.W_rh[H:]
@@ -718,13 +744,16 @@ def _run(params, x, h0, algorithm, prepared, keep_z):
         pxz = (np.dot(flat_x, p.W_zxT) + p.b_zx).reshape(T, B, -1)
         gate = _z_gate(p)
         if path == "dense":
-            # Into a kept buffer too: 26 MB at T=50 B=64 H=1024, whose fresh pages (twice, with a
-            # temporary for the bias) had cost the dense path 5-10 ms a call.
-            px = _buffers.empty("ccgru inputs", (T * B, 2 * H), dt)
-            np.dot(flat_x, w["W_tT"], out=px)
-            px += w["b_t"]
-            px = px.reshape(T, B, 2 * H)
-            dense_forward(gate, px, pxz, w["U_tT"], w["Ut"], hs, zs, get_num_threads())
+            if B > 1 and dt == np.float32 and (2 * p.tu) % _rowcast.LANES == 0:
+                px = np.empty((0, B, 2 * H), dt)  # the kernel takes the input side per tile
+            else:
+                # Into a kept buffer: 26 MB at T=50 B=64 H=1024, whose fresh pages (twice, with a
+                # temporary for the bias) had cost the dense path 5-10 ms a call.
+                px = _buffers.empty("ccgru inputs", (T * B, 2 * H), dt)
+                np.dot(flat_x, w["W_tT"], out=px)
+                px += w["b_t"]
+                px = px.reshape(T, B, 2 * H)
+            dense_forward(gate, x, px, pxz, w["U_tT"], w["Ut"], w["Wt"], w["b_t"], hs, zs, get_num_threads())
         elif path == "unstructured":
             unstructured_forward(gate, x, pxz, w["P"], w["b_rh"], hs, zs)
         else:
