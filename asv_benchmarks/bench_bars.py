@@ -47,7 +47,7 @@ GEMM_BOUND_WORKLOADS = (
 )  # fmt: skip
 ROWCAST_WORKLOADS = ("gru-paper", "lstm-paper", "gru-before")
 SPARSE_WORKLOADS = tuple(f"ccgru-unstructured-r{r}" for r in (16, 32, 64)) + tuple(f"ccgru-block-bs{b}" for b in (16, 32, 64))
-FLOOR_WORKLOADS = tuple(f"ccgru-block-bs{b}" for b in (16, 32, 64))  # those whose Case has a floor
+FLOOR_WORKLOADS = tuple(w for w in SPARSE_WORKLOADS if w.startswith("ccgru-block"))  # those whose Case has a floor
 SPARSE_BAR_DENSITIES = (0.25, 0.10)  # refrnn.bench.workloads.ccgru.BAR_DENSITIES (a test pins them equal)
 
 # (workload, the bar's ``other``) -> the row that tracks that bar. The sparse bars' ``other`` is the

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ..jit import _kernels
+from ..jit import _kernels, ccgru
 from ..jit._cache import njit
 
 
@@ -32,17 +32,17 @@ def weights_streamed(Ut, Wt, active, bs, workers, out):
     weight tile of every block active at t (``active`` (T, g), in some sample) is read once, summed
     into ``out[w]`` so the reads are not dead code. ``Ut`` (H/tu, H, 2tu) and ``Wt`` (H/tu, D, 2tu) are
     :func:`refrnn.jit.ccgru.prepare`'s block layout; ``workers`` threads share the blocks and take
-    them in the order :func:`refrnn.jit.ccgru.block_forward` does (w, w + workers, ..., reversed
-    every other step), so the weights get the same chance to be found in L2. A vectorised sum reads
+    them in the order :func:`refrnn.jit.ccgru.block_forward` does (its ``blocks_of`` and
+    ``block_order``: w, w + workers, ..., reversed every other step), so the weights get the same chance to be found in L2. A vectorised sum reads
     far faster than L3 delivers, so its time is what streaming those bytes costs."""
     T, g = active.shape
     tu = Ut.shape[2] // 2
     for t in range(T):
         for w in prange(workers):
             acc = Ut.dtype.type(0.0)
-            nb = (g - w + workers - 1) // workers
+            nb = ccgru.blocks_of(w, workers, g)
             for i in range(nb):
-                kb = w + (i if t % 2 == 0 else nb - 1 - i) * workers
+                kb = ccgru.block_order(w, workers, nb, t, i)
                 if active[t, kb]:
                     for k in range(kb * bs // tu, (kb + 1) * bs // tu):
                         u, v = Ut[k].reshape(-1), Wt[k].reshape(-1)

@@ -211,39 +211,27 @@ def _rows_of(nv: int, gathered: bool = False) -> str:
     """IR of ``rows_nv``: rows [r0, r1) of C, in tiles of R = ``tile_rows(nv)``, the last ``(r1 - r0) % R`` as one
     smaller tile (a few gathered rows are a common product here: one row at a time keeps only
     a row's few chains of FMAs going, a quarter of the rate or less). ``gathered``: ``grows_nv``,
-    A's rows at the offsets ``rows`` (see :func:`_tile`); up to :func:`one_pass_rows` of them go
-    through one tile of exactly that many rows instead."""
+    A's rows at the offsets ``rows`` (see :func:`_tile`); a span of up to :func:`one_pass_rows` of
+    them goes straight to that last tile, of exactly its height."""
     R = tile_rows(nv)
     one = one_pass_rows(nv, gathered)
+    last = max(R - 1, one)  # the tallest tile the rest takes: R - 1 after the R-row tiles, or a whole short span
     g = "g" if gathered else ""
     rest_lines, rest_args = _row_args("%j0", "%r", gathered)
     rest = "\n".join(f"left{r}:\n  call void @{g}tile_{r}_{nv}({rest_args}, ptr %B, i64 %ldb, ptr %rcp, i64 %ldc, i64 %K, i1 %add)\n"
-                     "  br label %done" for r in range(1, R))
-    cases = " ".join(f"i64 {r}, label %left{r}" for r in range(1, R))
+                     "  br label %done" for r in range(1, last + 1))
+    cases = " ".join(f"i64 {r}, label %left{r}" for r in range(1, last + 1))
     rows_arg = "ptr %rows" if gathered else "i64 %lda"
     rest_body = "\n".join(rest_lines)
-    if one > R:  # up to `one` rows: one tile of exactly that many, from row r0 on
-        first_lines, first_args = _row_args("%r0", "%o", gathered)
-        first_body = "\n".join(first_lines)
-        single = "\n".join(f"one{r}:\n  call void @{g}tile_{r}_{nv}({first_args}, ptr %B, i64 %ldb, ptr %ocp, i64 %ldc, i64 %K, i1 %add)\n"
-                           "  br label %done" for r in range(1, one + 1))
-        one_cases = " ".join(f"i64 {r}, label %one{r}" for r in range(1, one + 1))
-        start = f"""  %span = sub i64 %r1, %r0
-  %few = icmp ule i64 %span, {one}
-  br i1 %few, label %single, label %many
-single:
-{first_body}
-  %oco = mul i64 %r0, %ldc
-  %ocp = getelementptr float, ptr %C, i64 %oco
-  switch i64 %span, label %done [ {one_cases} ]
-{single}
-many:"""
-        head = "many"
+    if one > R:  # a span of up to `one` rows skips the R-row tiles: the rest takes it as one tile
+        start, head, short = (f"  %few = icmp ule i64 %span, {one}\n  br i1 %few, label %rest, label %many\nmany:",
+                              "many", " [%r0, %entry],")
     else:
-        start, head = "  %span = sub i64 %r1, %r0", "entry"
+        start, head, short = "", "entry", ""
     return f"""
 define internal void @{g}rows_{nv}(ptr %A, {rows_arg}, ptr %B, i64 %ldb, ptr %C, i64 %ldc, i64 %r0, i64 %r1, i64 %K, i1 %add) {{
 entry:
+  %span = sub i64 %r1, %r0
 {start}
   %nt = udiv i64 %span, {R}
   %tend = mul i64 %nt, {R}
@@ -251,7 +239,7 @@ entry:
   %any = icmp ult i64 %r0, %tlim
   br i1 %any, label %tiles, label %rest
 {_row_loop("tiles", "%r0", head, "%tlim", R, f"{g}tile_{R}_{nv}", "rest", gathered)}rest:
-  %j0 = phi i64 [%r0, %{head}], [%tlim, %tiles]
+  %j0 = phi i64{short} [%r0, %{head}], [%tlim, %tiles]
   %left = sub i64 %r1, %j0
 {rest_body}
   %rco = mul i64 %j0, %ldc

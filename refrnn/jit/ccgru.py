@@ -543,10 +543,22 @@ def block_forward(gate, x, pxz, weights, hs, zs, workers):
         zu = zs[_z_slot(t, zs)]
         for w in prange(workers):
             work = (sel_buf[w], offsets_buf[w], h_buf[w], c_buf[w], p_buf[w])
-            nb = (g - w + workers - 1) // workers
+            nb = blocks_of(w, workers, g)
             for i in range(nb):
-                kb = w + (i if t % 2 == 0 else nb - 1 - i) * workers
-                _block_step(kb, bs, x_t, h_t, h_next, zk, zu, weights, work, local)
+                _block_step(block_order(w, workers, nb, t, i), bs, x_t, h_t, h_next, zk, zu, weights, work, local)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def blocks_of(w, workers, g):
+    """How many of the g blocks worker w takes in :func:`block_forward`: blocks w, w + workers, ..."""
+    return (g - w + workers - 1) // workers
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def block_order(w, workers, nb, t, i):
+    """The i-th of worker w's ``nb`` blocks at step t: its blocks in order at even steps, reversed at
+    odd ones (so that the weights it read last, still in its L2, are the first it reads next)."""
+    return w + (i if t % 2 == 0 else nb - 1 - i) * workers
 
 
 # ---------------------------------------------------------------------------------------------
