@@ -11,9 +11,10 @@ r"""Verify someone else's recurrent cell against the reference, with Hypothesis 
 
 What happens. Hypothesis draws problems (:mod:`refrnn.verify.strategies`): sizes from tiny up to H and
 D = 130, B = 17, T = 70, with the seams of tiled and vectorised kernels (``2^k - 1, 2^k, 2^k + 1``)
-drawn deliberately; 1 to 3 layers; the input conventions the candidate declares (bidirectional,
-variable lengths, batch-first, unbatched, no initial state); well-conditioned weights and inputs, a
-quarter of them with saturated gates. Each problem is rounded to the candidate's dtype, the candidate
+drawn deliberately, and the last three examples of a run with every size at its maximum at once (each
+dimension's last tile is reached whatever the draws before did); 1 to 3 layers; the input conventions
+the candidate declares (bidirectional, variable lengths, batch-first, unbatched, no initial state);
+well-conditioned weights and inputs, a quarter of them with saturated gates. Each problem is rounded to the candidate's dtype, the candidate
 runs on the rounded values in its own layout (:mod:`refrnn.verify.adapters`), and the float64
 reference runs on the *same rounded values*. Every output is compared under a dtype-aware tolerance
 (:func:`refrnn.verify.report.default_tolerance`). On the first failure Hypothesis shrinks the problem,
@@ -88,6 +89,9 @@ class _CandidateError(_Mismatch):
 
 
 _ORDER = (_OutputMismatch, _CandidateError, _GradientMismatch)  # which failure a report leads with
+CORNERS = 3
+"""Examples of every run (of 30 or more) drawn with every size at its maximum at once. Hypothesis's
+first example of any run is the simplest one (here: all-zero arrays), so three give two with values."""
 
 
 class Outcome:
@@ -303,7 +307,8 @@ def verify(
     names (the built-in adapters set them), else "gru", "torch", float64, 1 to 3 layers, True, none.
 
     Sizes: H and D up to 130, B up to 17, T up to 70, each drawn from a tiny, a uniform and a boundary
-    band (``2^k - 1, 2^k, 2^k + 1``, ...: :mod:`refrnn.verify.strategies` explains the schedule);
+    band (``2^k - 1, 2^k, 2^k + 1``, ...: :mod:`refrnn.verify.strategies` explains the schedule); of
+    ``max_examples`` >= 30, the last :data:`CORNERS` have every size at its maximum at once;
     ``max_*``/``min_B`` change the ranges, ``D``/``H`` pin sizes for a candidate built for one shape.
 
     ``conventions``: which of ``"bidirectional"``, ``"lengths"``, ``"batch_first"``, ``"unbatched"``,
@@ -372,30 +377,18 @@ def verify(
             not_drawn[c] = lay.not_expressible(c)
         elif c not in declared:
             not_drawn[c] = "the candidate does not declare it (conventions=...)"
-    config = strategies.configs(
-        (cell,), D=D, H=H, max_D=sizes["max_D"], max_H=sizes["max_H"], min_B=min_B, max_B=sizes["max_B"],
-        max_T=sizes["max_T"], min_layers=lo, max_layers=hi, options=opts, conventions=drawn,
-    )
+    common = dict(max_D=sizes["max_D"], max_H=sizes["max_H"], max_B=sizes["max_B"], max_T=sizes["max_T"],
+                  min_layers=lo, max_layers=hi, options=opts, conventions=drawn)
+    config = strategies.configs((cell,), D=D, H=H, min_B=min_B, **common)
+    # Every size at its maximum at once: the last tile of each dimension, whatever the draws above did.
+    corner = strategies.configs((cell,), D=D or sizes["max_D"], H=H or sizes["max_H"], min_B=sizes["max_B"],
+                                min_T=sizes["max_T"], **common)
+    corners = CORNERS if max_examples >= 10 * CORNERS else 0
     calls = {"n": 0, "first_failure": None}
     worst: dict[str, OutputError] = {}
     kind = strategies.CELLS[cell]
     tally = Coverage.tally(varied={k for k, v in kind.choices.items() if len(opts.get(k, v)) > 1})
 
-    @settings(
-        # the library's own settings, whatever profile the caller's test suite has loaded
-        settings.get_profile("default"),
-        max_examples=max_examples,
-        deadline=None,
-        database=None,
-        derandomize=False,
-        report_multiple_bugs=True,
-        print_blob=False,
-        verbosity=Verbosity.quiet,
-        phases=(Phase.explicit, Phase.generate, Phase.shrink),
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-    )
-    @hseed(seed)
-    @given(strategies.cases(config, adversarial=adversarial, grads=grads))
     def check(case):
         reason = lay.unsupported(case.config)
         if reason is not None:  # a pinned option the layout cannot hold: a usage error, not a finding
@@ -411,17 +404,37 @@ def verify(
                 calls["first_failure"] = calls["n"]
             raise _kind(outcome)(_Attach(outcome, case))
 
+    def run(configs, examples) -> list:
+        """The mismatches Hypothesis found and shrank in ``examples`` cases drawn from ``configs``."""
+        test = settings(
+            # the library's own settings, whatever profile the caller's test suite has loaded
+            settings.get_profile("default"),
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=False,
+            report_multiple_bugs=True,
+            print_blob=False,
+            verbosity=Verbosity.quiet,
+            phases=(Phase.explicit, Phase.generate, Phase.shrink),
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+        )(hseed(seed)(given(strategies.cases(configs, adversarial=adversarial, grads=grads))(check)))
+        try:
+            with strategies.seed_only():
+                test()
+        except _Mismatch as err:
+            return [err]
+        except _ExceptionGroup as group:  # several kinds of failure, each shrunk on its own
+            mismatches, rest = group.split(_Mismatch)
+            if rest is not None:
+                raise rest
+            return list(_flat(mismatches))
+        return []
+
     start = time.perf_counter()
-    found: list[_Mismatch] = []
-    try:
-        check()
-    except _Mismatch as err:
-        found = [err]
-    except _ExceptionGroup as group:  # several kinds of failure, each shrunk on its own
-        mismatches, rest = group.split(_Mismatch)
-        if rest is not None:
-            raise rest
-        found = list(_flat(mismatches))
+    found = run(config, max_examples - corners)
+    if not found and corners:
+        found = run(corner, corners)
     found.sort(key=lambda e: _ORDER.index(type(e)))
     failures = [Failure(o.reason, e.outcome.case.config, o.failing, o.divergence, o.arguments, _locator(lay, e.outcome.case))
                 for e in found for o in [e.outcome.outcome]]
