@@ -163,6 +163,28 @@ def test_float32_dense_path_equals_the_block_path_bit_for_bit(s):
     np.testing.assert_array_equal(h_dense, h_block)
 
 
+@pytest.mark.parametrize("variant, g", [("full", None), ("lowrank", 16), ("block", 16)])
+def test_float32_on_the_kernel_gives_the_same_bits_on_one_thread_and_on_two(variant, g):
+    """The update gate's samples are split between the threads; every row of its products is one FMA
+    chain on the kernel, and a batch of 2 or 3 (a share of one row on two threads) takes the same
+    product as a share of several, so the bits do not depend on the thread count."""
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two numba threads")
+    before = numba.get_num_threads()
+    try:
+        for B in (2, 3, 5):
+            p, x, h0 = _case(variant, g, 16, 64, 4, B, dtype=np.float32, seed=B)
+            for path in _paths(variant):
+                ys = []
+                for threads in (1, 2):
+                    numba.set_num_threads(threads)
+                    ys.append(fast.forward(p, x, h0, algorithm=path)[0])
+                np.testing.assert_array_equal(ys[0], ys[1], err_msg=f"{variant} B={B} {path}")
+    finally:
+        numba.set_num_threads(before)
+
+
 def test_a_batch_too_large_for_one_small_product_is_split():
     """B = 64, H = 512: a tile product takes at most SMALL_GEMM_MNK // (2 tu H) = 61 rows at a time,
     so the dense path, and the block path where every sample is active, split the batch in two."""

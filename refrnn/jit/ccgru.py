@@ -219,7 +219,7 @@ def _gate_z(gate, t, pxz, hs, work, zk, zs, r0, r1):
     term) and ``zu`` (B, H) the gate of every unit (``zk`` itself, or each block value repeated
     over its ``bs`` units).
 
-    One sample is done by hand: the products are small (g x H and H x g at rank g) and a product
+    A batch of one sample is done by hand: the products are small (g x H and H x g at rank g) and a product
     call costs about as much as the work; the low-rank expansion ``W_z z_lr`` also skips the
     bottleneck units the relu set to zero (their terms are exactly zero).
     """
@@ -229,7 +229,9 @@ def _gate_z(gate, t, pxz, hs, work, zk, zs, r0, r1):
     H = h.shape[1]
     K = zk.shape[1]
     zero = h.dtype.type(0.0)
-    one_row = r1 - r0 == 1
+    # By the batch, not by this worker's share: a share of one row taking the hand-written dot while
+    # the same row in a larger share takes the product would make the bits depend on the thread count.
+    one_row = h.shape[0] == 1
     if one_row:
         h_0, u_0 = h[r0], u[r0]
         for i in range(U_z.shape[0]):
