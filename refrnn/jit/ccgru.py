@@ -219,8 +219,8 @@ def _gate_z(gate, t, pxz, hs, work, zk, zs, r0, r1):
     term) and ``zu`` (B, H) the gate of every unit (``zk`` itself, or each block value repeated
     over its ``bs`` units).
 
-    A batch of one sample is done by hand: the products are small (g x H and H x g at rank g) and a product
-    call costs about as much as the work; the low-rank expansion ``W_z z_lr`` also skips the
+    A batch of one sample is done by hand: the products are small (g x H and H x g at rank g) and a
+    product call costs about as much as the work; the low-rank expansion ``W_z z_lr`` also skips the
     bottleneck units the relu set to zero (their terms are exactly zero).
     """
     variant, bs, U_z, U_zT, W_zT, b_z, mean, inv_std, s = gate
