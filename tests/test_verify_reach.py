@@ -117,8 +117,9 @@ class _BatchTile16H0(CONTROLS["torch-numpy"]):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_a_bug_only_in_the_last_batch_row_is_caught_at_every_seed(seed):
-    """Only B = 17 shows it: the drawn examples reach it at some seeds (at seed 2 with Hypothesis 6.155
-    they stop at B = 15), the examples at the maxima at every seed; then cut to B = 17 and nothing else."""
+    """Only B = 17 shows it. The drawn examples reach it at some seeds only (at seed 2, Hypothesis 6.155,
+    they stop at B = 15: only the examples at the maxima catch it there); then it is cut to B = 17 and
+    every other size 1."""
     report = verify(_BatchTile16H0(), seed=seed)
     assert not report.passed
     c = report.failure.config

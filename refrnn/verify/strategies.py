@@ -377,8 +377,8 @@ def draw_size(draw, name: str, lo: int, hi: int, *, label: str | None = None) ->
     return draw(st.sampled_from(boundary_sizes(lo, hi)), label=label)
 
 
-_QUIET = threading.Lock()
-_quiet_depth = 0
+_SEED_ONLY = threading.Lock()
+_seed_only = {"depth": 0, "hook": None}  # how many blocks are open, and Hypothesis's own hook
 
 
 @contextlib.contextmanager
@@ -395,7 +395,6 @@ def seed_only():
 
     The hook is private to Hypothesis: where it is absent (versions before the feature, or a later
     rename) nothing is patched. The tests pin the behaviour on the installed version."""
-    global _quiet_depth
     try:
         from hypothesis.internal.conjecture import providers
 
@@ -404,19 +403,19 @@ def seed_only():
     except (ImportError, AttributeError):
         yield
         return
-    with _QUIET:
-        if _quiet_depth == 0:
-            seed_only.saved = providers._get_local_constants
+    with _SEED_ONLY:
+        if _seed_only["depth"] == 0:
+            _seed_only["hook"] = providers._get_local_constants
             providers._get_local_constants = lambda: empty
             cache.clear()  # it holds the in-range constants computed with the local ones
-        _quiet_depth += 1
+        _seed_only["depth"] += 1
     try:
         yield
     finally:
-        with _QUIET:
-            _quiet_depth -= 1
-            if _quiet_depth == 0:
-                providers._get_local_constants = seed_only.saved
+        with _SEED_ONLY:
+            _seed_only["depth"] -= 1
+            if _seed_only["depth"] == 0:
+                providers._get_local_constants = _seed_only["hook"]
                 cache.clear()
 
 
