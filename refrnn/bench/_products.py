@@ -30,11 +30,12 @@ def products_only(h, W_T, out, steps, rowcast):
 def weights_streamed(Ut, Wt, active, bs, workers, out):
     """The memory traffic of the conditional GRU's block path and nothing else: at every step t, each
     weight tile of every block active at t (``active`` (T, g), in some sample) is read once, summed
-    into ``out[w]`` so the reads are not dead code. ``Ut`` (H/tu, H, 2tu) and ``Wt`` (H/tu, D, 2tu) are
-    :func:`refrnn.jit.ccgru.prepare`'s block layout; ``workers`` threads share the blocks and take
-    them in the order :func:`refrnn.jit.ccgru.block_forward` does (its ``blocks_of`` and
-    ``block_order``: w, w + workers, ..., reversed every other step), so the weights get the same chance to be found in L2. A vectorised sum reads
-    far faster than L3 delivers, so its time is what streaming those bytes costs."""
+    into ``out[w]`` so the reads are not dead code. ``Ut`` (H/tu, H, 2tu) and ``Wt`` (H/tu, D, 2tu)
+    are :func:`refrnn.jit.ccgru.prepare`'s block layout; ``workers`` threads share the blocks and
+    take them in the order :func:`refrnn.jit.ccgru.block_forward` does (its ``blocks_of`` and
+    ``block_order``: w, w + workers, ..., reversed every other step), so the weights get the same
+    chance to be found in L2. A vectorised sum reads far faster than L3 delivers, so its time is
+    what streaming those bytes costs."""
     T, g = active.shape
     tu = Ut.shape[2] // 2
     for t in range(T):

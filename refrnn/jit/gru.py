@@ -29,17 +29,17 @@ BLAS numba calls, so a training loop never alternates two OpenBLAS thread pools 
 :func:`forward` and :func:`forward_inference` in float32 with a batch that is a multiple of 16 and a
 weight of at least 48K elements with AVX-512, 4 MB and an input at most a quarter of the state's
 width (4 D <= H) with AVX2 (:func:`refrnn.jit._rowcast.applies`) make every product with the
-compiled kernel of :mod:`refrnn.jit._rowcast` instead of BLAS. With reset="after" (3H a multiple of 16) the step loop
-is :func:`refrnn.jit._kernels.gru_kernel`: the fused order reads W_x and W_h where they are (no
-concatenated weight is built, so a training loop, whose weights change every step, pays nothing for
-it), the element-wise pass runs in tasks of rows and units on the kernel's threads
-(:func:`refrnn.jit._kernels.pass_tasks`), and :func:`backward`
-then takes the kernel too: its step product over W_h packed once, its weight gradients and ``dx``
-by :func:`refrnn.jit._rowcast.gemm`, its element-wise pass split the same way. A training step then
-never calls BLAS, whose threads would fight numba's after every hand-over. reset="before" keeps the
-per-step transposing products of :func:`refrnn.jit._kernels.gru_fused` for inference and BLAS for
-training. The kernel's sums run in another order than BLAS's, so there its results equal the BLAS
-path's within float32 rounding rather than bit for bit.
+compiled kernel of :mod:`refrnn.jit._rowcast` instead of BLAS. With reset="after" (3H a multiple of
+16) the step loop is :func:`refrnn.jit._kernels.gru_kernel`: the fused order reads W_x and W_h where
+they are (no concatenated weight is built, so a training loop, whose weights change every step, pays
+nothing for it), the element-wise pass runs in tasks of rows and units on the kernel's threads
+(:func:`refrnn.jit._kernels.pass_tasks`), and :func:`backward` then takes the kernel too: its step
+product over W_h packed once, its weight gradients and ``dx`` by :func:`refrnn.jit._rowcast.gemm`,
+its element-wise pass split the same way. A training step then never calls BLAS, whose threads would
+fight numba's after every hand-over. reset="before" keeps the per-step transposing products of
+:func:`refrnn.jit._kernels.gru_fused` for inference and BLAS for training. The kernel's sums run in
+another order than BLAS's, so there its results equal the BLAS path's within float32 rounding rather
+than bit for bit.
 
 float64 agrees with the reference to 1e-10 (libm activations, only rounding order differs);
 float32 uses a polynomial exp (see :mod:`refrnn.jit._kernels`) and agrees within the tolerance

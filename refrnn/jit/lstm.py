@@ -56,8 +56,8 @@ without ``prepared=`` builds no concatenated weight (17 MB at the paper's size, 
 had cost the call about 10 ms in ``refrnn bench``). The training step keeps its cache and the
 backward's work arrays for the next call (:mod:`refrnn.jit._buffers`). Measured together in ``refrnn
 bench`` (paper size, AVX-512 Xeon, 2 cores, medians of 9, native kernel): training 877 -> 630-677 ms
-for two steps (torch autograd 664-715), then 536-565 with the row tasks (torch 640-652); the inference forward 107 -> 85-87 ms (torch.nn.LSTM 96-100,
-the recurrent products alone 81-84).
+for two steps (torch autograd 664-715), then 536-565 with the row tasks (torch 640-652); the
+inference forward 107 -> 85-87 ms (torch.nn.LSTM 96-100, the recurrent products alone 81-84).
 
 :func:`forward_inference` in float32 with a batch that is a multiple of 16 and a weight of at least
 48K elements with AVX-512, 4 MB with AVX2 (:func:`refrnn.jit._rowcast.min_weight`), makes every

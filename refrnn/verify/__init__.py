@@ -9,19 +9,20 @@ r"""Verify someone else's recurrent cell against the reference, with Hypothesis 
     print(report)                                               # worst errors, coverage, PASS/FAIL, minimal example
     assert report.passed
 
-What happens. Hypothesis draws problems (:mod:`refrnn.verify.strategies`): sizes from tiny up to H and
-D = 130, B = 17, T = 70, with the seams of tiled and vectorised kernels (``2^k - 1, 2^k, 2^k + 1``)
-drawn deliberately, and the last three examples of a run with every size at its maximum at once (each
-dimension's last tile is reached whatever the draws before did); 1 to 3 layers; the input conventions
-the candidate declares (bidirectional, variable lengths, batch-first, unbatched, no initial state);
-well-conditioned weights and inputs, a quarter of them with saturated gates. Each problem is rounded to the candidate's dtype, the candidate
-runs on the rounded values in its own layout (:mod:`refrnn.verify.adapters`), and the float64
-reference runs on the *same rounded values*. Every output is compared under a dtype-aware tolerance
-(:func:`refrnn.verify.report.default_tolerance`). On the first failure Hypothesis shrinks the problem,
-:mod:`refrnn.verify.refine` cuts its sizes further by slicing to the smallest that still fail, and the
-report shows its shapes, the first diverging step and unit, and the arrays the candidate was called
-with. The report also says what was drawn (:class:`refrnn.verify.report.Coverage`), so a PASS can be
-read for what it covered.
+What happens. Hypothesis draws problems (:mod:`refrnn.verify.strategies`): sizes from tiny up to H
+and D = 130, B = 17, T = 70, with the seams of tiled and vectorised kernels
+(``2^k - 1, 2^k, 2^k + 1``) drawn deliberately, and the last three examples of a run with every size
+at its maximum at once (each dimension's last tile is reached whatever the draws before did); 1 to 3
+layers; the input conventions the candidate declares (bidirectional, variable lengths, batch-first,
+unbatched, no initial state); well-conditioned weights and inputs, a quarter of them with saturated
+gates. Each problem is rounded to the candidate's dtype, the candidate runs on the rounded values in
+its own layout (:mod:`refrnn.verify.adapters`), and the float64 reference runs on the *same rounded
+values*. Every output is compared under a dtype-aware tolerance
+(:func:`refrnn.verify.report.default_tolerance`). On the first failure Hypothesis shrinks the
+problem, :mod:`refrnn.verify.refine` cuts its sizes further by slicing to the smallest that still
+fail, and the report shows its shapes, the first diverging step and unit, and the arrays the
+candidate was called with. The report also says what was drawn
+(:class:`refrnn.verify.report.Coverage`), so a PASS can be read for what it covered.
 
 The candidate. Any callable ``candidate(weights, x, state0[, dy, dstate_T])`` returning ``(y, state_T)``
 or ``(y, state_T, grads)``; ``layout`` says what ``weights``, the states and ``grads`` look like (the
